@@ -1,0 +1,16 @@
+//! codex: a storage-provider node for the Codex decentralized storage marketplace.
+//!
+//! Architecture (see README.md for the map):
+//! - [`market`]: Marketplace types, ids, ABI, event and error decoding. Pure.
+//! - [`sales`]: the core: slot queue, per-slot sale state machines, matching and the
+//!   availability/reservation ledger rules. Pure: no sockets, clocks, threads or files.
+//! - [`store`]: SQLite persistence of availabilities, reservations, sales and chain position.
+//! - [`chain`]: WebSocket JSON-RPC client over mio, transactions.
+//! - [`cli`]: one module per subcommand.
+#![forbid(unsafe_code)]
+
+pub mod chain;
+pub mod cli;
+pub mod market;
+pub mod sales;
+pub mod store;

@@ -1,0 +1,7 @@
+//! The Marketplace contract as seen by a host: types, ids, ABI, events and errors.
+//!
+//! Everything here is pure: values in, values out.
+pub mod abi;
+pub mod types;
+
+pub use types::*;

@@ -1,0 +1,2 @@
+//! The sales core: everything a host decides, as pure code.
+pub mod ledger;
