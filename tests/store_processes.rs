@@ -98,11 +98,7 @@ fn two_processes_reserve_against_one_availability() {
     let (mut created, mut refused) = (0, 0);
     for c in &mut children {
         let mut out = String::new();
-        c.0.stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        c.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
         let line = out
             .lines()
             .find(|l| l.starts_with("RESULT "))
