@@ -2,6 +2,7 @@
 //!
 //! Everything here is pure: values in, values out.
 pub mod abi;
+pub mod cid;
 pub mod errors;
 pub mod events;
 pub mod types;
