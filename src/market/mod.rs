@@ -8,3 +8,6 @@ pub mod events;
 pub mod types;
 
 pub use types::*;
+
+#[cfg(test)]
+mod vectors;
