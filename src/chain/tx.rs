@@ -276,7 +276,7 @@ pub fn gas_limit_with_headroom(call: GasCall, estimate: u64) -> u64 {
 /// Hands out nonces for one sender. Pure: the driver tells it what the chain says.
 ///
 /// - Until [`sync`](Self::sync) is called with the chain's pending transaction count
-///   (`eth_getTransactionCount(addr, "pending")`), [`next`](Self::next) returns `None`.
+///   (`eth_getTransactionCount(addr, "pending")`), [`next_nonce`](Self::next_nonce) returns `None`.
 /// - A nonce whose transaction never entered the pool (rejected by the node, or dropped) is
 ///   [`release`](Self::release)d and handed out again before any new one, so no gap blocks
 ///   later transactions.
@@ -308,7 +308,7 @@ impl NonceTracker {
 
     /// The nonce for the next transaction: the lowest released one, else a fresh one.
     /// `None` when a sync is needed.
-    pub fn next(&mut self) -> Option<u64> {
+    pub fn next_nonce(&mut self) -> Option<u64> {
         let next = self.next.as_mut()?;
         if let Some(n) = self.released.pop_first() {
             return Some(n);
@@ -524,29 +524,29 @@ mod tests {
     fn nonce_tracker_hands_out_resyncs_and_reuses() {
         let mut n = NonceTracker::new();
         assert!(n.needs_sync());
-        assert_eq!(n.next(), None);
+        assert_eq!(n.next_nonce(), None);
         n.sync(5);
-        assert_eq!((n.next(), n.next(), n.next()), (Some(5), Some(6), Some(7)));
+        assert_eq!((n.next_nonce(), n.next_nonce(), n.next_nonce()), (Some(5), Some(6), Some(7)));
         // 6 dropped: reused before 8
         n.release(6);
-        assert_eq!(n.next(), Some(6));
-        assert_eq!(n.next(), Some(8));
+        assert_eq!(n.next_nonce(), Some(6));
+        assert_eq!(n.next_nonce(), Some(8));
         // the top nonce rejected: handed out again, and fresh ones stay contiguous
         n.release(8);
-        assert_eq!(n.next(), Some(8));
-        assert_eq!(n.next(), Some(9));
+        assert_eq!(n.next_nonce(), Some(8));
+        assert_eq!(n.next_nonce(), Some(9));
         // releasing a nonce never handed out is ignored
         n.release(100);
-        assert_eq!(n.next(), Some(10));
+        assert_eq!(n.next_nonce(), Some(10));
         // "nonce too low": needs a sync, then follows the chain
         n.on_nonce_too_low();
-        assert_eq!(n.next(), None);
+        assert_eq!(n.next_nonce(), None);
         n.sync(20);
-        assert_eq!(n.next(), Some(20));
+        assert_eq!(n.next_nonce(), Some(20));
         // a sync forgets released nonces
         n.release(20);
         n.sync(21);
-        assert_eq!(n.next(), Some(21));
+        assert_eq!(n.next_nonce(), Some(21));
     }
 
     #[test]
