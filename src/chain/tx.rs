@@ -526,7 +526,10 @@ mod tests {
         assert!(n.needs_sync());
         assert_eq!(n.next_nonce(), None);
         n.sync(5);
-        assert_eq!((n.next_nonce(), n.next_nonce(), n.next_nonce()), (Some(5), Some(6), Some(7)));
+        assert_eq!(
+            (n.next_nonce(), n.next_nonce(), n.next_nonce()),
+            (Some(5), Some(6), Some(7))
+        );
         // 6 dropped: reused before 8
         n.release(6);
         assert_eq!(n.next_nonce(), Some(6));
