@@ -1400,3 +1400,94 @@ fn same_seed_same_run() {
     assert_ne!(a.0, run(6).0);
     assert!(!a.0.is_empty());
 }
+
+/// A random valid ask (for the soak).
+fn random_ask(rng: &mut fastrand::Rng) -> (Ask, u64) {
+    let slots = rng.u64(1..=4);
+    let ask = Ask {
+        proof_probability: u(rng.u64(1..=10)),
+        price_per_byte_per_second: u(rng.u64(1..=5)),
+        collateral_per_byte: u(rng.u64(1..=3)),
+        slots,
+        slot_size: rng.u64(1..=64) * 1024,
+        duration: rng.u64(3_600..=86_400),
+        max_slot_loss: rng.u64(0..=slots),
+    };
+    (ask, rng.u64(300..=1_800))
+}
+
+#[test]
+fn model_soak_two_thousand_requests_over_two_months() {
+    let mut sim = Sim::new(SimConfig {
+        block_time: 20,
+        seed: 42,
+        ..SimConfig::default()
+    });
+    sim.chain.set_keep_history(false);
+    sim.add_validator(validator());
+    let policies = [
+        HostPolicy::default(),
+        HostPolicy {
+            proving: Proving::MissProbability(0.2),
+            take_probability: 0.5,
+            ..HostPolicy::default()
+        },
+        HostPolicy {
+            proving: Proving::StopAfter(30),
+            reaction_blocks: (0, 10),
+            ..HostPolicy::default()
+        },
+        HostPolicy {
+            take_probability: 0.3,
+            reaction_blocks: (5, 40),
+            max_slots: 50,
+            ..HostPolicy::default()
+        },
+    ];
+    for (i, p) in policies.into_iter().enumerate() {
+        sim.add_host(ScriptedHost::new(host(i as u64), p, i as u64));
+    }
+    let clients = [(21, Some(0)), (22, Some(3_600)), (23, None)];
+    for (i, d) in clients {
+        sim.add_client(ScriptedClient::new(account(i), d));
+    }
+    let mut rng = fastrand::Rng::with_seed(7);
+    let start = sim.now();
+    let days = 60;
+    let mut ids = Vec::new();
+    let mut events = 0usize;
+    // One request about every 100 blocks (~33 minutes) for the first 50 days, so a few
+    // dozen slots are filled at any time: the model's cost is one check per Filled slot per
+    // period for the validator and for the holding host.
+    while sim.now() < start + days * 86_400 {
+        if sim.now() < start + 50 * 86_400 && rng.u64(0..100) == 0 {
+            let c = account(21 + rng.u64(0..3));
+            let (ask, expiry) = random_ask(&mut rng);
+            let r = sim.new_request(c, ask, expiry);
+            ids.push(sim.request_storage(c, r).unwrap());
+        }
+        events += sim.mine().logs.len();
+        if sim.block_number() % 4_320 == 0 {
+            sim.check_accounting().unwrap();
+        }
+    }
+    assert!(ids.len() > 2_000, "{} requests", ids.len());
+    assert!(events > 10_000, "{events} events");
+    sim.check_accounting().unwrap();
+    for id in &ids {
+        let state = sim.latest().request_state(*id).unwrap();
+        assert!(
+            matches!(
+                state,
+                RequestState::Cancelled | RequestState::Finished | RequestState::Failed
+            ),
+            "{id} still {state:?}"
+        );
+    }
+    for h in &sim.hosts {
+        assert!(h.held_slots().is_empty(), "{:?}", h.stats);
+        assert!(h.stats.filled > 0, "{:?}", h.stats);
+    }
+    assert!(sim.validators[0].marked > 0);
+    assert!(sim.market.filled_slots().is_empty());
+}

@@ -61,6 +61,7 @@
 
 pub mod actors;
 pub mod chain;
+pub mod fasthash;
 pub mod market;
 pub mod token;
 
@@ -74,7 +75,7 @@ pub use codex::market::{
 };
 pub use market::{
     challenge_to_field_element, proof_for, Marketplace, ProofMode, RequestRecord, Revert,
-    SlotRecord, Totals, MARKETPLACE_ADDRESS,
+    SlotRecord, SlotSummary, Totals, MARKETPLACE_ADDRESS,
 };
 pub use token::Token;
 
@@ -237,6 +238,14 @@ impl View<'_> {
     pub fn can_mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<(), Revert> {
         self.market
             .can_mark_proof_as_missing(&self.cx, slot, period)
+    }
+    /// State, host and proof requirement of `slot` in one pass (None if never filled).
+    pub fn slot_summary(&self, slot: SlotId) -> Option<SlotSummary> {
+        self.market.slot_summary(&self.cx, slot)
+    }
+    /// A proof valid for the (once) filled `slot` if executed in this block.
+    pub fn proof_for_slot(&self, slot: SlotId) -> Option<Groth16Proof> {
+        self.market.proof_for_slot(&self.cx, slot)
     }
     /// A proof valid for slot `index` of `id` if executed in this block.
     pub fn proof_for(&self, id: RequestId, index: u64) -> Result<Groth16Proof, Revert> {
@@ -409,6 +418,10 @@ impl World {
                 "marketplace balance {bal} != received {} - sent {}",
                 t.received, t.sent
             ));
+        }
+        let owed = self.market.owed(&self.chain.ctx(BlockTag::Pending));
+        if bal < owed {
+            return Err(format!("marketplace balance {bal} < owed {owed}"));
         }
         Ok(())
     }
