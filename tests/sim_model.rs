@@ -464,17 +464,11 @@ fn fill_slot_reverts_in_contract_order() {
     );
     sim.fill_slot(host(0), id, 0, &proof).unwrap();
     sim.mine();
-    // Another reserved host: slot is Filled.
-    sim.reserve_slot(host(1), id, 1).unwrap();
+    // The reservation check comes before the state check.
     assert_eq!(
-        sim.fill_slot(host(1), id, 1, &Groth16Proof::default()),
-        Err(Revert::InvalidProof),
-        "slot 1 is still free"
+        sim.fill_slot(host(2), id, 0, &proof),
+        Err(Revert::ReservationRequired)
     );
-    let mut s2 = self::sim();
-    let (_, id2) = request(&mut s2);
-    fill(&mut s2, host(0), id2, 0).unwrap();
-    s2.reserve_slot(host(1), id2, 0).unwrap_err(); // Filled: not reservable
 }
 
 #[test]
@@ -487,6 +481,11 @@ fn fill_of_a_filled_slot_is_slot_not_free() {
     let proof = sim.pending().proof_for(id, 0).unwrap();
     assert_eq!(
         sim.fill_slot(host(1), id, 0, &proof),
+        Err(Revert::SlotNotFree)
+    );
+    // The state check comes before the proof checks.
+    assert_eq!(
+        sim.fill_slot(host(1), id, 0, &Groth16Proof::default()),
         Err(Revert::SlotNotFree)
     );
 }
@@ -1329,7 +1328,7 @@ fn proving_host_is_never_slashed_and_collects_its_payout() {
     ask.duration = 7_200;
     let (_, id) = request_with(&mut sim, ask, 600);
     let end = sim.now() + 7_200;
-    sim.run_until(end + 60);
+    sim.run_until(end + 240); // the host looks at its slots once per period
     let s = sim.hosts[h].stats;
     assert_eq!(s.filled, 3);
     assert_eq!(s.freed, 3);
