@@ -1490,3 +1490,87 @@ fn model_soak_two_thousand_requests_over_two_months() {
     assert!(sim.validators[0].marked > 0);
     assert!(sim.market.filled_slots().is_empty());
 }
+
+#[test]
+fn my_slots_lists_like_an_enumerable_set() {
+    let mut sim = sim();
+    let mut ask = small_ask();
+    ask.max_slot_loss = 3;
+    let (_, id) = request_with(&mut sim, ask, 600);
+    for i in 0..3 {
+        fill(&mut sim, host(0), id, i).unwrap();
+    }
+    sim.mine();
+    let s = |i| SlotId::of(id, i);
+    assert_eq!(sim.latest().my_slots(host(0)), vec![s(0), s(1), s(2)]);
+    sim.free_slot(host(0), s(0)).unwrap();
+    // Removal moves the last item into the hole.
+    assert_eq!(sim.pending().my_slots(host(0)), vec![s(2), s(1)]);
+}
+
+#[test]
+fn seal_then_run_actors_lets_the_caller_go_first() {
+    let mut sim = sim();
+    let eager = HostPolicy {
+        reaction_blocks: (0, 0),
+        fill_delay_blocks: 0,
+        ..HostPolicy::default()
+    };
+    sim.add_host(ScriptedHost::new(host(4), eager, 3));
+    let r = sim.new_request(client(), small_ask(), 600);
+    let id = sim.request_storage(client(), r).unwrap();
+    let block = sim.seal();
+    // We act before the competitor in the next block.
+    fill(&mut sim, host(0), id, 0).unwrap();
+    sim.run_actors(&block.logs);
+    let b = sim.mine();
+    let filled: Vec<u64> = b
+        .logs
+        .iter()
+        .filter_map(|l| match l.event {
+            MarketEvent::SlotFilled { slot_index, .. } => Some(slot_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(filled, vec![0, 1, 2]);
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 0)), host(0));
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 1)), host(4));
+}
+
+#[test]
+fn a_repairing_host_refills_a_freed_slot_with_discounted_collateral() {
+    let mut sim = sim_with(SimConfig {
+        block_time: 6,
+        ..SimConfig::default()
+    });
+    sim.add_validator(validator());
+    let lazy = HostPolicy {
+        proving: Proving::Never,
+        repair: false,
+        ..HostPolicy::default()
+    };
+    sim.add_host(ScriptedHost::new(host(3), lazy, 1));
+    let mut ask = small_ask();
+    ask.slots = 1;
+    ask.max_slot_loss = 1;
+    let (_, id) = request_with(&mut sim, ask, 600);
+    sim.mine_blocks(5);
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 0)), host(3));
+    // The repairer joins after the fill; it learns of the slot from SlotFreed.
+    sim.add_host(ScriptedHost::new(host(4), HostPolicy::default(), 2));
+    let before = sim.balance_of(host(4));
+    let mut freed_at = None;
+    let stop = sim.now() + 1_800;
+    while sim.now() < stop && sim.latest().get_host(SlotId::of(id, 0)) != host(4) {
+        for log in sim.mine().logs {
+            if let MarketEvent::SlotFreed { .. } = log.event {
+                freed_at = Some(log.block_number);
+            }
+        }
+    }
+    assert!(freed_at.is_some());
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 0)), host(4));
+    assert_eq!(before - sim.balance_of(host(4)), u(922));
+    assert_eq!(sim.latest().current_collateral(SlotId::of(id, 0)), u(1024));
+    assert_eq!(sim.latest().request_state(id), Ok(RequestState::Started));
+}
