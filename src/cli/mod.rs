@@ -251,7 +251,13 @@ where
         Err(e) => {
             // Output already written stays; the error explains why it stopped.
             let _ = ctx.out.flush();
-            print_err(&e.to_string());
+            let json_logs = ctx.config.log_format == crate::logging::LogFormat::Json;
+            if json_logs && log::log_enabled!(target: "codex", log::Level::Error) {
+                // Whoever reads JSON lines from stderr gets the error as one too.
+                log::error!(target: "codex", "{e}");
+            } else {
+                print_err(&e.to_string());
+            }
             e.exit_code()
         }
     }
