@@ -282,6 +282,17 @@ fn json_logs_are_one_object_per_line_on_stderr() {
     assert!(lines
         .iter()
         .any(|l| l["level"] == "DEBUG" && l["topic"].as_str().unwrap().starts_with("codex::cli")));
+    // with JSON logs, an error is a JSON line too
+    let o = codex(
+        home,
+        &[("CODEX_LOG_FORMAT", "json")],
+        &["availability", "show", "beef"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = json_lines(&String::from_utf8(o.stderr).unwrap());
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["level"], "ERROR");
+    assert_eq!(e[0]["msg"], "no availability with id 0xbeef");
     // the global level (warn) silences info elsewhere: the migration note of codex::store
     // shows only because `store` was set to debug
     assert!(lines.iter().any(|l| l["topic"] == "codex::store"));

@@ -246,7 +246,7 @@ proptest! {
 
 proptest! {
     // Each SQLite operation is a durable commit; fewer cases keep the suite quick.
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn invariant_holds_in_sqlite_and_matches_memory(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();

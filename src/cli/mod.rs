@@ -152,15 +152,15 @@ impl Context {
 
     /// The store, opened (and migrated) on first use.
     pub fn store(&mut self) -> Result<&mut Store, CliError> {
-        if self.store.is_none() {
-            let s = Store::open(&self.config.data_dir, Options::cli())?;
-            log::debug!("opened {}", s.path().display());
-            self.store = Some(s);
-        }
-        match self.store.as_mut() {
-            Some(s) => Ok(s),
-            None => Err(CliError::Usage("store unavailable".into())),
-        }
+        let s = match self.store.take() {
+            Some(s) => s,
+            None => {
+                let s = Store::open(&self.config.data_dir, Options::cli())?;
+                log::debug!("opened {}", s.path().display());
+                s
+            }
+        };
+        Ok(self.store.insert(s))
     }
 
     /// The quota and the wall clock, for ledger operations.
@@ -251,7 +251,13 @@ where
         Err(e) => {
             // Output already written stays; the error explains why it stopped.
             let _ = ctx.out.flush();
-            print_err(&e.to_string());
+            let json_logs = ctx.config.log_format == crate::logging::LogFormat::Json;
+            if json_logs && log::log_enabled!(target: "codex", log::Level::Error) {
+                // Whoever reads JSON lines from stderr gets the error as one too.
+                log::error!(target: "codex", "{e}");
+            } else {
+                print_err(&e.to_string());
+            }
             e.exit_code()
         }
     }
