@@ -3,7 +3,7 @@ use argh::FromArgs;
 
 use crate::cli::{CliError, Context, Run};
 use crate::market::U256;
-use crate::sales::ledger::{self, AvailabilityId, Ledger, NewAvailability};
+use crate::sales::ledger::{self, AvailabilityId, Ledger, Limits, NewAvailability};
 use crate::units::{amount_arg, duration_arg, parse_unix_seconds, size_arg};
 
 /// Offer storage for sale: add an availability and print it.
@@ -45,8 +45,13 @@ impl Run for AddArgs {
         };
         let limits = ctx.limits();
         let id = AvailabilityId::random(&mut fastrand::Rng::new());
-        // Everything but the quota can be checked before the database is touched.
-        ledger::new_availability(id, &new, limits, 0)?;
+        // Everything but the quota can be checked before the database is touched; the
+        // quota needs the other availabilities, so the store checks it in its transaction.
+        let unlimited = Limits {
+            quota: u64::MAX,
+            ..limits
+        };
+        ledger::new_availability(id, &new, unlimited, 0)?;
         let a = ctx.store()?.create_availability(id, new, limits)?;
         log::debug!("added availability {}", a.id);
         super::print(ctx, &a, 0, self.json)
