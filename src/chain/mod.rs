@@ -2,4 +2,13 @@
 //!
 //! - [`rpc`]: the sans-IO core (ids, pending calls with deadlines, subscriptions, backfill
 //!   planning and the log cursor). No sockets, no clocks.
+//! - [`ws`]: one WebSocket connection on a non-blocking mio socket (plain or rustls).
+//! - [`client`]: [`client::ChainClient`], the event-loop-friendly client with reconnection,
+//!   subscriptions and backfill, and [`client::BlockingClient`] for one-shot commands.
+//! - [`error`]: the typed errors, [`ChainError`].
+pub mod client;
+pub mod error;
 pub mod rpc;
+pub mod ws;
+
+pub use error::ChainError;
