@@ -353,7 +353,8 @@ impl ChainClient {
     }
 
     fn backoff(&mut self) -> Duration {
-        let base = self.config.backoff_initial.as_secs_f64() * 2f64.powi(self.attempt.min(30) as i32);
+        let base =
+            self.config.backoff_initial.as_secs_f64() * 2f64.powi(self.attempt.min(30) as i32);
         let capped = base.min(self.config.backoff_max.as_secs_f64());
         self.attempt = self.attempt.saturating_add(1);
         // Full jitter in [capped/2, capped].
@@ -446,7 +447,13 @@ impl ChainClient {
             if live {
                 for kind in [SubKind::Logs, SubKind::NewHeads] {
                     let params = kind.params(f.address);
-                    self.start(registry, "eth_subscribe", &params, Tag::Subscribe(kind), now);
+                    self.start(
+                        registry,
+                        "eth_subscribe",
+                        &params,
+                        Tag::Subscribe(kind),
+                        now,
+                    );
                 }
             }
             self.start(
@@ -498,7 +505,9 @@ impl ChainClient {
                 None
             }
             (_, Err(e)) => Some(e.to_string()),
-            (Tag::Subscribe(kind), Ok(v)) => self.subs.confirm(kind, &v).err().map(|e| e.to_string()),
+            (Tag::Subscribe(kind), Ok(v)) => {
+                self.subs.confirm(kind, &v).err().map(|e| e.to_string())
+            }
             (Tag::BlockNumber, Ok(v)) => match v.as_str().map(parse_quantity) {
                 Some(Ok(n)) => {
                     if let Some(s) = &mut self.sync {

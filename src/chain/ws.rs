@@ -76,7 +76,9 @@ impl Endpoint {
             return Err(err("the host is missing"));
         }
         let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| err("the port is not a number"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| err("the port is not a number"))?,
             None if tls => 443,
             None => 80,
         };
@@ -263,9 +265,7 @@ impl std::fmt::Debug for WsConn {
 
 fn lost(e: tungstenite::Error) -> WsError {
     match e {
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            WsError::Closed
-        }
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => WsError::Closed,
         other => WsError::Lost(other.to_string()),
     }
 }
@@ -460,11 +460,9 @@ impl WsConn {
         let State::Open { ws, write_pending } = &mut self.state else {
             return;
         };
-        let r = ws.flush().and_then(|()| {
-            ws.get_mut()
-                .flush_tls()
-                .map_err(tungstenite::Error::Io)
-        });
+        let r = ws
+            .flush()
+            .and_then(|()| ws.get_mut().flush_tls().map_err(tungstenite::Error::Io));
         match r {
             Ok(()) => *write_pending = ws.get_ref().tls_wants_write(),
             Err(e) if would_block(&e) => *write_pending = true,
@@ -566,7 +564,10 @@ mod tests {
         let e = Endpoint::parse("ws://localhost:8545").unwrap();
         assert_eq!((e.host.as_str(), e.port, e.tls), ("localhost", 8545, false));
         let e = Endpoint::parse("wss://node.example.org/v1/abc?x=1").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.tls), ("node.example.org", 443, true));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("node.example.org", 443, true)
+        );
         let e = Endpoint::parse("ws://[::1]:9000/").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 9000));
         assert_eq!(Endpoint::parse("ws://h").unwrap().port, 80);
