@@ -15,10 +15,17 @@ pub struct Emitter {
     pub address: String,
 }
 
+/// Waits for the receipt (automine includes the transaction right away, but the answer to
+/// `eth_sendTransaction` may come before the block is sealed).
 fn receipt(rpc: &mut BlockingClient, tx: &Value) -> Value {
-    let r = rpc.call("eth_getTransactionReceipt", json!([tx])).unwrap();
-    assert!(!r.is_null(), "automine gives a receipt at once");
-    r
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = rpc.call("eth_getTransactionReceipt", json!([tx])).unwrap();
+        if !r.is_null() {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no receipt for {tx}");
+    }
 }
 
 impl Emitter {
@@ -66,4 +73,12 @@ pub fn topics(logs: &[codex::chain::rpc::Log]) -> Vec<u64> {
             u64::from_be_bytes(t[24..].try_into().unwrap())
         })
         .collect()
+}
+
+impl Emitter {
+    /// A new connection to an emitter deployed earlier (after a node restart).
+    pub fn reconnect(url: &str, address: String) -> Emitter {
+        let rpc = BlockingClient::connect(url, Duration::from_secs(10)).unwrap();
+        Emitter { rpc, address }
+    }
 }
