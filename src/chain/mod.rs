@@ -6,8 +6,10 @@
 //! - [`client`]: [`client::ChainClient`], the event-loop-friendly client with reconnection,
 //!   subscriptions and backfill, and [`client::BlockingClient`] for one-shot commands.
 //! - [`error`]: the typed errors, [`ChainError`].
+//! - [`key`]: the `--eth-private-key` file and signing.
 pub mod client;
 pub mod error;
+pub mod key;
 pub mod rpc;
 pub mod ws;
 
