@@ -682,31 +682,53 @@ impl BlockingClient {
         std::mem::take(&mut self.backlog)
     }
 
-    /// Verifies the provider: the chain id (when `expected_chain_id` is given) and contract
-    /// code at `marketplace`. Returns the chain id.
-    pub fn verify(
-        &mut self,
-        expected_chain_id: Option<u64>,
-        marketplace: Address,
-    ) -> Result<u64, ChainError> {
+    /// The node's chain id.
+    pub fn chain_id(&mut self) -> Result<u64, ChainError> {
         let v = self.call("eth_chainId", Value::Array(vec![]))?;
-        let actual = quantity_result("eth_chainId", &v)?;
-        if let Some(expected) = expected_chain_id {
-            if expected != actual {
-                return Err(ChainError::WrongChain { expected, actual });
-            }
-        }
-        let code = self.call("eth_getCode", serde_json::json!([marketplace, "latest"]))?;
+        quantity_result("eth_chainId", &v)
+    }
+
+    /// The current block number.
+    pub fn block_number(&mut self) -> Result<u64, ChainError> {
+        let v = self.call("eth_blockNumber", Value::Array(vec![]))?;
+        quantity_result("eth_blockNumber", &v)
+    }
+
+    /// Fails with [`ChainError::NoContract`] unless `address` holds contract code.
+    pub fn check_code(&mut self, address: Address) -> Result<(), ChainError> {
+        let code = self.call("eth_getCode", serde_json::json!([address, "latest"]))?;
         match code.as_str() {
-            Some("0x") | Some("") => Err(ChainError::NoContract {
-                address: marketplace,
-            }),
-            Some(_) => Ok(actual),
+            Some("0x") | Some("") => Err(ChainError::NoContract { address }),
+            Some(_) => Ok(()),
             None => Err(ChainError::BadResponse {
                 method: "eth_getCode".into(),
                 reason: format!("{code} is not a hex string"),
             }),
         }
+    }
+
+    /// Verifies the provider and finds the Marketplace: the chain id must equal
+    /// `expected_chain_id` when given; the Marketplace is `configured`, else the known
+    /// deployment of the node's chain ([`ChainError::UnknownChain`] when there is none); it
+    /// must hold contract code. Returns the chain id and the Marketplace address.
+    pub fn verify(
+        &mut self,
+        expected_chain_id: Option<u64>,
+        configured: Option<Address>,
+    ) -> Result<(u64, Address), ChainError> {
+        let actual = self.chain_id()?;
+        if let Some(expected) = expected_chain_id {
+            if expected != actual {
+                return Err(ChainError::WrongChain { expected, actual });
+            }
+        }
+        let marketplace = match configured {
+            Some(a) => a,
+            None => super::settings::known_marketplace(actual)
+                .ok_or(ChainError::UnknownChain { chain_id: actual })?,
+        };
+        self.check_code(marketplace)?;
+        Ok((actual, marketplace))
     }
 }
 

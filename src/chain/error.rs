@@ -56,6 +56,15 @@ pub enum ChainError {
         /// The node's chain id.
         actual: u64,
     },
+    /// No Marketplace address was configured and the node's chain has no known deployment.
+    #[error(
+        "the Ethereum provider is on chain {chain_id}, which has no known Marketplace; \
+         give --marketplace-address"
+    )]
+    UnknownChain {
+        /// The node's chain id.
+        chain_id: u64,
+    },
     /// There is no contract code at the Marketplace address.
     #[error("no contract at the marketplace address {address} on this chain")]
     NoContract {
@@ -73,6 +82,7 @@ impl ChainError {
                 | ChainError::Disconnected(_)
                 | ChainError::Timeout { .. }
                 | ChainError::WrongChain { .. }
+                | ChainError::UnknownChain { .. }
                 | ChainError::NoContract { .. }
         )
     }

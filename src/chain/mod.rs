@@ -6,11 +6,13 @@
 //! - [`client`]: [`client::ChainClient`], the event-loop-friendly client with reconnection,
 //!   subscriptions and backfill, and [`client::BlockingClient`] for one-shot commands.
 //! - [`error`]: the typed errors, [`ChainError`].
+//! - [`settings`]: the shared chain options (`--eth-provider`, ...).
 //! - [`key`]: the `--eth-private-key` file and signing.
 pub mod client;
 pub mod error;
 pub mod key;
 pub mod rpc;
+pub mod settings;
 pub mod ws;
 
 pub use error::ChainError;
