@@ -89,7 +89,7 @@ fn wrong_chain_and_missing_contract() {
     let anvil = Anvil::start(&["--chain-id", "5"]);
     let mut c = BlockingClient::connect(&anvil.ws_url(), Duration::from_secs(10)).unwrap();
     let addr = alloy_primitives::Address::repeat_byte(0x42);
-    let err = c.verify(Some(31337), addr).unwrap_err();
+    let err = c.verify(Some(31337), Some(addr)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -101,13 +101,22 @@ fn wrong_chain_and_missing_contract() {
         "{err:?}"
     );
     assert!(err.is_unreachable());
-    let err = c.verify(Some(5), addr).unwrap_err();
+    let err = c.verify(Some(5), Some(addr)).unwrap_err();
     assert!(matches!(err, ChainError::NoContract { .. }), "{err:?}");
     assert!(err
         .to_string()
         .contains("0x4242424242424242424242424242424242424242"));
     let em = Emitter::deploy(&anvil.ws_url());
-    assert_eq!(c.verify(Some(5), em.address()).unwrap(), 5);
+    assert_eq!(
+        c.verify(Some(5), Some(em.address())).unwrap(),
+        (5, em.address())
+    );
+    let err = c.verify(None, None).unwrap_err();
+    assert!(
+        matches!(err, ChainError::UnknownChain { chain_id: 5 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--marketplace-address"), "{err}");
 }
 
 #[test]
