@@ -378,7 +378,7 @@ impl ChainClient {
         }
         if self.config.reconnect {
             let delay = self.backoff();
-            log::warn!("{err}; reconnecting in {} ms", delay.as_millis());
+            log::debug!("reconnecting in {} ms", delay.as_millis());
             self.link = Link::Waiting(now + delay);
             self.out.push_back(ClientOutput::Disconnected(err));
         } else {

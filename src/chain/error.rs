@@ -97,7 +97,8 @@ impl ChainError {
 
     pub(crate) fn from_ws(endpoint: &str, e: WsError) -> ChainError {
         match e {
-            WsError::Lost(_) | WsError::Closed => ChainError::Disconnected(e.to_string()),
+            WsError::Lost(reason) => ChainError::Disconnected(reason),
+            WsError::Closed => ChainError::Disconnected("closed by the node".into()),
             other => ChainError::Unreachable {
                 endpoint: endpoint.to_string(),
                 reason: other.to_string(),

@@ -5,5 +5,7 @@
 pub mod anvil;
 pub mod proxy;
 
+pub mod codex;
+pub mod devchain;
 pub mod emitter;
 pub mod follow;
