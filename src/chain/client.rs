@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, Bytes};
 use mio::{Events, Poll, Registry, Token};
 use serde_json::Value;
 
@@ -675,6 +675,39 @@ impl BlockingClient {
             }
             self.turn(None)?;
         }
+    }
+
+    /// Keeps the loop running (answering pings, collecting notifications) for `d`; the
+    /// waiting is the poll timeout, not a sleep.
+    pub fn pause(&mut self, d: Duration) -> Result<(), ChainError> {
+        let end = Instant::now() + d;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            self.turn(Some(end - now))?;
+            while let Some(o) = self.client.poll_output() {
+                match o {
+                    ClientOutput::Failed(e) => return Err(e),
+                    other => self.backlog.push_back(other),
+                }
+            }
+        }
+    }
+
+    /// `eth_call` of `data` on `to` at the latest block; returns the return data.
+    pub fn eth_call(&mut self, to: Address, data: &[u8]) -> Result<Bytes, ChainError> {
+        let v = self.call(
+            "eth_call",
+            serde_json::json!([{"to": to, "data": Bytes::copy_from_slice(data)}, "latest"]),
+        )?;
+        v.as_str()
+            .and_then(|s| s.parse::<Bytes>().ok())
+            .ok_or_else(|| ChainError::BadResponse {
+                method: "eth_call".into(),
+                reason: format!("{v} is not hex data"),
+            })
     }
 
     /// Outputs that arrived while waiting for answers (heads, logs, responses to other calls).

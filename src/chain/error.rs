@@ -40,6 +40,16 @@ pub enum ChainError {
         /// The error object.
         error: RpcError,
     },
+    /// A contract call or gas estimate reverted; `reason` is the decoded error name.
+    #[error("{call} reverted: {reason}")]
+    Reverted {
+        /// The contract function.
+        call: String,
+        /// The decoded revert (a Marketplace custom error, `Error(string)`, ...).
+        reason: String,
+        /// The raw revert data.
+        data: Bytes,
+    },
     /// The node answered with something that is not what the method returns.
     #[error("unexpected answer to {method}: {reason}")]
     BadResponse {

@@ -8,11 +8,13 @@
 //! - [`error`]: the typed errors, [`ChainError`].
 //! - [`settings`]: the shared chain options (`--eth-provider`, ...).
 //! - [`key`]: the `--eth-private-key` file and signing.
+//! - [`sender`]: signed transactions over a blocking client (nonce, gas, fees, receipt).
 //! - [`tx`]: EIP-1559 transactions, nonce tracking, gas headroom.
 pub mod client;
 pub mod error;
 pub mod key;
 pub mod rpc;
+pub mod sender;
 pub mod settings;
 pub mod tx;
 pub mod ws;

@@ -21,6 +21,7 @@ use crate::store::{Options, Store, StoreError};
 pub mod availability;
 pub mod events;
 pub mod json;
+pub mod request;
 pub mod reservation;
 pub mod table;
 pub mod version;
@@ -107,6 +108,7 @@ macro_rules! commands {
 commands! {
     Availability(availability::AvailabilityArgs),
     Events(events::EventsArgs),
+    Request(request::RequestArgs),
     Reservation(reservation::ReservationArgs),
     Version(version::VersionArgs),
 }
@@ -126,6 +128,14 @@ pub enum CliError {
     /// The chain could not be reached or verified (exit code 3), or it refused a call.
     #[error(transparent)]
     Chain(#[from] crate::chain::ChainError),
+    /// A transaction was refused, reverted or not confirmed in time.
+    #[error("{call} failed: {error}")]
+    Transaction {
+        /// The contract function.
+        call: String,
+        /// What happened.
+        error: crate::chain::sender::SendError,
+    },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -147,6 +157,7 @@ impl CliError {
             CliError::Chain(e) if e.is_unreachable() => exit::CHAIN,
             CliError::Chain(crate::chain::ChainError::Endpoint(_)) => exit::USAGE,
             CliError::Chain(_) => exit::FAILURE,
+            CliError::Transaction { .. } => exit::FAILURE,
             CliError::Output(_) => exit::FAILURE,
         }
     }
