@@ -317,7 +317,7 @@ impl Run for ShowArgs {
             m,
             "requestExpiry",
             calls::request_expiry(id),
-            |d| calls::decode_request_expiry(d),
+            calls::decode_request_expiry,
         )?;
         let end = view(&mut rpc, m, "requestEnd", calls::request_end(id), |d| {
             calls::decode_request_end(d)
