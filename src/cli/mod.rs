@@ -40,7 +40,6 @@ pub mod exit {
 
 /// A storage-provider node for the Codex decentralized storage marketplace.
 #[derive(FromArgs, Debug)]
-#[argh(help_triggers("-h", "--help"))]
 pub struct Cli {
     /// directory of the database codex.sqlite (default: $XDG_DATA_HOME/codex, else
     /// ~/.local/share/codex; env CODEX_DATA_DIR)

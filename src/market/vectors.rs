@@ -3,9 +3,11 @@
 //!
 //! `ids.json`: a fixed request, its RequestId and the SlotIds of its slots (`spec/marketplace.md`
 //! §3). The values were computed here; the request encoding they hash is pinned independently
-//! by `types::tests::request_id_hashes_the_offset_word_and_the_tuple_body`. They still need to
-//! be confirmed against the dev chain: submit this request with `requestStorage` from account 1
-//! and compare the `requestId` of the `StorageRequested` log (the `contracts` helper's chain).
+//! by `types::tests::request_id_hashes_the_offset_word_and_the_tuple_body`. The first vector
+//! was confirmed on the dev chain (anvil 1.7.1 with the fixture TestMarketplace): account 1
+//! sent `requestStorage` with this request (calldata from `calls::request_storage`, signed by
+//! `chain::tx`), and the `StorageRequested` log carried this `requestId`; that notification
+//! frame is kept as `fixtures/frames/anvil-storage-requested.txt` and checked below.
 
 use alloy_primitives::{Address, B256, U256};
 use serde::Deserialize;
@@ -86,5 +88,26 @@ fn request_and_slot_ids_match_the_pinned_vectors() {
         }
         assert_eq!(id, v.request_id);
         assert_eq!(slots, v.slot_ids);
+    }
+}
+
+/// The notification frame anvil sent for the first vector's `requestStorage`.
+#[test]
+fn the_recorded_anvil_frame_carries_the_vector_request_id() {
+    use super::events::{decode_log, parse_log_notification};
+    use super::types::MarketEvent;
+    let frame = include_str!("../../fixtures/frames/anvil-storage-requested.txt");
+    let n = parse_log_notification(frame.trim_end()).unwrap();
+    let d = decode_log(&n.log).unwrap();
+    let vectors: Vec<IdVector> =
+        serde_json::from_str(include_str!("../../fixtures/vectors/ids.json")).unwrap();
+    match d.event {
+        MarketEvent::StorageRequested {
+            request_id, ask, ..
+        } => {
+            assert_eq!(request_id, vectors[0].request_id);
+            assert_eq!(ask.slots, vectors[0].request.ask.slots);
+        }
+        other => panic!("unexpected event {other:?}"),
     }
 }

@@ -539,6 +539,29 @@ impl Store {
             .map(ReservationId)
     }
 
+    /// Adds many availabilities in one transaction (an import; each is validated as by
+    /// [`Ledger::create_availability`], and none is added if one fails).
+    pub fn create_availabilities(
+        &mut self,
+        items: Vec<(AvailabilityId, NewAvailability)>,
+        limits: Limits,
+    ) -> Result<Vec<Availability>, LedgerError> {
+        self.immediate(|tx| {
+            let mut total = total_size_except(tx, None)?;
+            let mut out = Vec::with_capacity(items.len());
+            for (id, new) in &items {
+                let a = ledger::new_availability(*id, new, limits, total)?;
+                if get_availability(tx, *id).is_ok() {
+                    return Err(LedgerError::DuplicateId(id.to_string()));
+                }
+                put_availability(tx, &a)?;
+                total = total.saturating_add(a.total_size);
+                out.push(a);
+            }
+            Ok(out)
+        })
+    }
+
     /// Checks the accounting invariant over the whole database in one read transaction.
     pub fn check_invariant(&mut self, quota: Option<u64>) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;

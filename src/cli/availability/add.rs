@@ -48,7 +48,7 @@ impl Run for AddArgs {
         // Everything but the quota can be checked before the database is touched.
         ledger::new_availability(id, &new, limits, 0)?;
         let a = ctx.store()?.create_availability(id, new, limits)?;
-        log::info!("added availability {}", a.id);
+        log::debug!("added availability {}", a.id);
         super::print(ctx, &a, 0, self.json)
     }
 }

@@ -23,7 +23,7 @@ impl Run for RemoveArgs {
         let store = ctx.store()?;
         let id = store.resolve_availability(&self.id)?;
         let a = store.remove_availability(id)?;
-        log::info!("removed availability {id}");
+        log::debug!("removed availability {id}");
         if self.json {
             writeln!(ctx.out(), "{}", json::availability(&a))?;
         } else {

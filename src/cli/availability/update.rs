@@ -68,7 +68,7 @@ impl Run for UpdateArgs {
         let id = store.resolve_availability(&self.id)?;
         let change = store.update_availability(id, update, limits)?;
         let n = store.reservations_of(id)?.len();
-        log::info!("updated availability {id}");
+        log::debug!("updated availability {id}");
         super::print(ctx, &change.after, n, self.json)
     }
 }
