@@ -155,3 +155,22 @@ fn stalled_node_times_out() {
     assert!(matches!(err, ChainError::Timeout { .. }), "{err:?}");
     assert!(err.is_unreachable());
 }
+
+#[test]
+fn wss_to_a_plain_server_fails_cleanly() {
+    // anvil speaks plain HTTP: the TLS handshake over the non-blocking socket must end in an
+    // error (not a hang or a panic), reported as "cannot reach".
+    let anvil = Anvil::start(&[]);
+    let err = BlockingClient::connect(
+        &format!("wss://127.0.0.1:{}", anvil.port),
+        Duration::from_secs(5),
+    )
+    .err()
+    .unwrap();
+    assert!(err.is_unreachable(), "{err:?}");
+    // The name is checked before any byte is sent.
+    let err = BlockingClient::connect("wss://bad_name:1", Duration::from_secs(5))
+        .err()
+        .unwrap();
+    assert!(err.is_unreachable(), "{err:?}");
+}
