@@ -174,3 +174,30 @@ fn wss_to_a_plain_server_fails_cleanly() {
         .unwrap();
     assert!(err.is_unreachable(), "{err:?}");
 }
+
+#[test]
+fn idle_connection_stays_up_on_pings() {
+    let anvil = Anvil::start(&[]);
+    let em = Emitter::deploy(&anvil.ws_url());
+    let mut config = fast_config(&anvil.ws_url());
+    config.keepalive = Duration::from_millis(100);
+    let mut f = Follower::new(
+        config,
+        Follow {
+            address: em.address(),
+            from_block: 0,
+            to_block: None,
+            max_range: 100,
+        },
+    );
+    f.run_until(Duration::from_secs(10), "connected", |f| {
+        f.processed == Some(1)
+    });
+    // Ten keep-alive periods without a block: pongs keep the link.
+    let end = std::time::Instant::now() + Duration::from_secs(1);
+    f.run_until(Duration::from_secs(10), "idle second", |_| {
+        std::time::Instant::now() >= end
+    });
+    assert_eq!(f.connects, 1, "{:?}", f.disconnects);
+    assert!(f.disconnects.is_empty());
+}

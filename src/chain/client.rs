@@ -401,15 +401,10 @@ impl ChainClient {
                 match ev {
                     WsEvent::Open => self.on_open(registry, now),
                     WsEvent::Text(t) => {
-                        if let Link::Up {
-                            last_rx, ping_sent, ..
-                        } = &mut self.link
-                        {
-                            *last_rx = now;
-                            *ping_sent = None;
-                        }
+                        self.alive(now);
                         self.on_text(registry, &t, now);
                     }
+                    WsEvent::Alive => self.alive(now),
                     WsEvent::Closed(e) => {
                         if let Link::Up { conn, .. } = &mut self.link {
                             conn.deregister(registry);
@@ -420,6 +415,16 @@ impl ChainClient {
                     }
                 }
             }
+        }
+    }
+
+    fn alive(&mut self, now: Instant) {
+        if let Link::Up {
+            last_rx, ping_sent, ..
+        } = &mut self.link
+        {
+            *last_rx = now;
+            *ping_sent = None;
         }
     }
 

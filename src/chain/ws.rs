@@ -128,6 +128,8 @@ pub enum WsEvent {
     Open,
     /// A text (or UTF-8 binary) message.
     Text(String),
+    /// A ping or pong from the node: the link is alive.
+    Alive,
     /// The connection ended; no further events follow.
     Closed(WsError),
 }
@@ -443,7 +445,9 @@ impl WsConn {
                     Ok(t) => out.push(WsEvent::Text(t)),
                     Err(_) => log::warn!("ignoring a binary frame that is not UTF-8"),
                 },
-                Ok(_) => {} // ping (pong queued by tungstenite), pong, close, raw frame
+                // tungstenite queues the pong to a ping itself.
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => out.push(WsEvent::Alive),
+                Ok(_) => {} // close (answered by tungstenite), raw frame
                 Err(e) if would_block(&e) => break None,
                 Err(e) => break Some(lost(e)),
             }
