@@ -162,7 +162,9 @@ impl Stream {
     fn flush_tls(&mut self) -> io::Result<()> {
         if let Stream::Tls(s) = self {
             while s.conn.wants_write() {
-                s.conn.write_tls(&mut s.sock)?;
+                if s.conn.write_tls(&mut s.sock)? == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
             }
         }
         Ok(())
