@@ -19,7 +19,17 @@ use std::path::{Path, PathBuf};
 use crate::logging::{LogFormat, LogLevel};
 
 /// Keys a config file may contain (the long option names).
-pub const FILE_KEYS: &[&str] = &["data-dir", "storage-quota", "log-level", "log-format"];
+pub const FILE_KEYS: &[&str] = &[
+    "data-dir",
+    "storage-quota",
+    "log-level",
+    "log-format",
+    // The chain options (crate::chain::settings::KEYS).
+    "eth-provider",
+    "eth-private-key",
+    "marketplace-address",
+    "eth-timeout",
+];
 
 /// The default storage quota: 20 GiB.
 pub const DEFAULT_STORAGE_QUOTA: u64 = 20 << 30;

@@ -6,7 +6,8 @@
 //! below. Groups (`availability`, `reservation`) are a directory with the same pattern.
 //!
 //! Exit codes ([`exit`]): 0 success, 1 runtime failure (the environment: files, database,
-//! I/O), 2 usage or validation error, 3 chain connection error. Errors are one line on
+//! I/O), 2 usage or validation error, 3 the chain cannot be reached or verified (provider
+//! down, wrong chain, no Marketplace contract at the address). Errors are one line on
 //! stderr; data goes to stdout; a closed stdout pipe ends the command quietly.
 
 use std::io::Write;
@@ -18,7 +19,9 @@ use crate::sales::ledger::Limits;
 use crate::store::{Options, Store, StoreError};
 
 pub mod availability;
+pub mod events;
 pub mod json;
+pub mod request;
 pub mod reservation;
 pub mod table;
 pub mod version;
@@ -57,6 +60,22 @@ pub struct Cli {
     /// CODEX_LOG_FORMAT)
     #[argh(option, arg_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// the Ethereum node's WebSocket JSON-RPC URL, ws:// or wss:// (default
+    /// ws://localhost:8545; env CODEX_ETH_PROVIDER)
+    #[argh(option, arg_name = "URL")]
+    pub eth_provider: Option<String>,
+    /// file holding the hex private key that signs transactions; must be readable by its
+    /// owner only (env CODEX_ETH_PRIVATE_KEY)
+    #[argh(option, arg_name = "FILE")]
+    pub eth_private_key: Option<String>,
+    /// address of the Marketplace contract (default: the known deployment of the node's
+    /// chain; env CODEX_MARKETPLACE_ADDRESS)
+    #[argh(option, arg_name = "ADDRESS")]
+    pub marketplace_address: Option<String>,
+    /// how long to wait for the Ethereum node's answers, e.g. 30s (default 30s; env
+    /// CODEX_ETH_TIMEOUT)
+    #[argh(option, arg_name = "DURATION")]
+    pub eth_timeout: Option<String>,
     #[argh(subcommand)]
     pub command: Command,
 }
@@ -87,6 +106,8 @@ macro_rules! commands {
 
 commands! {
     Availability(availability::AvailabilityArgs),
+    Events(events::EventsArgs),
+    Request(request::RequestArgs),
     Reservation(reservation::ReservationArgs),
     Version(version::VersionArgs),
 }
@@ -103,6 +124,17 @@ pub enum CliError {
     /// The store or a ledger rule refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The chain could not be reached or verified (exit code 3), or it refused a call.
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+    /// A transaction was refused, reverted or not confirmed in time.
+    #[error("{call} failed: {error}")]
+    Transaction {
+        /// The contract function.
+        call: String,
+        /// What happened.
+        error: crate::chain::sender::SendError,
+    },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -121,6 +153,10 @@ impl CliError {
             CliError::Usage(_) => exit::USAGE,
             CliError::Config(e) => e.exit_code(),
             CliError::Store(e) => e.exit_code(),
+            CliError::Chain(e) if e.is_unreachable() => exit::CHAIN,
+            CliError::Chain(crate::chain::ChainError::Endpoint(_)) => exit::USAGE,
+            CliError::Chain(_) => exit::FAILURE,
+            CliError::Transaction { .. } => exit::FAILURE,
             CliError::Output(_) => exit::FAILURE,
         }
     }
@@ -136,6 +172,8 @@ impl CliError {
 pub struct Context {
     /// The validated global configuration.
     pub config: Config,
+    /// The chain options as given (resolved by [`Context::chain_settings`] in chain commands).
+    pub chain_args: crate::chain::settings::ChainArgs,
     store: Option<Store>,
     out: std::io::BufWriter<std::io::Stdout>,
 }
@@ -145,6 +183,7 @@ impl Context {
     pub fn new(config: Config) -> Context {
         Context {
             config,
+            chain_args: Default::default(),
             store: None,
             out: std::io::BufWriter::new(std::io::stdout()),
         }
@@ -172,6 +211,14 @@ impl Context {
             quota: self.config.storage_quota,
             now,
         }
+    }
+
+    /// The validated chain options.
+    pub fn chain_settings(&self) -> Result<crate::chain::settings::ChainSettings, CliError> {
+        Ok(crate::chain::settings::ChainSettings::resolve(
+            &self.chain_args,
+            &self.config.sources,
+        )?)
     }
 
     /// Standard output (buffered; flushed when the command ends).
@@ -241,6 +288,12 @@ where
     };
     crate::logging::init(&config.log_level, config.log_format);
     let mut ctx = Context::new(config);
+    ctx.chain_args = crate::chain::settings::ChainArgs {
+        eth_provider: cli.eth_provider.clone(),
+        eth_private_key: cli.eth_private_key.clone(),
+        marketplace_address: cli.marketplace_address.clone(),
+        eth_timeout: cli.eth_timeout.clone(),
+    };
     let result = cli
         .command
         .run(&mut ctx)

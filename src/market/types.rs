@@ -164,8 +164,11 @@ pub struct Request {
 impl Request {
     /// The request id: keccak256 of the ABI encoding of the request as one dynamic tuple
     /// argument (so the encoding starts with the offset word 0x20).
+    ///
+    /// `SolValue::abi_encode` of the struct itself is that encoding; wrapping it in a 1-tuple
+    /// first would add a second offset word and give a different id.
     pub fn id(&self) -> RequestId {
-        let encoded = (self.to_abi(),).abi_encode();
+        let encoded = self.to_abi().abi_encode();
         RequestId(keccak256(encoded))
     }
 
@@ -432,6 +435,49 @@ mod tests {
         buf[..32].copy_from_slice(&[0x11; 32]);
         buf[63] = 2;
         assert_eq!(SlotId::of(r, 2).0, keccak256(buf));
+    }
+
+    /// The request id hashes `abi.encode(request)`: the offset word 0x20, then the tuple
+    /// body. The expected bytes are laid out by hand here, independently of the encoder.
+    #[test]
+    fn request_id_hashes_the_offset_word_and_the_tuple_body() {
+        let request = Request {
+            client: Address::repeat_byte(0xaa),
+            ask: Ask {
+                proof_probability: U256::from(1u8),
+                price_per_byte_per_second: U256::from(2u8),
+                collateral_per_byte: U256::from(3u8),
+                slots: 4,
+                slot_size: 5,
+                duration: 6,
+                max_slot_loss: 7,
+            },
+            content: Content {
+                cid: vec![0xc1, 0xd0],
+                merkle_root: B256::repeat_byte(0x33),
+            },
+            expiry: 8,
+            nonce: B256::repeat_byte(0x44),
+        };
+        let word = |v: u64| U256::from(v).to_be_bytes::<32>();
+        let mut enc = Vec::new();
+        enc.extend(word(0x20)); // offset of the request tuple
+        enc.extend([0u8; 12]);
+        enc.extend([0xaa; 20]); // client
+        for v in 1..=7 {
+            enc.extend(word(v)); // ask, inline
+        }
+        enc.extend(word(11 * 32)); // offset of content within the tuple (11 head words)
+        enc.extend(word(8)); // expiry
+        enc.extend([0x44; 32]); // nonce
+        enc.extend(word(0x40)); // offset of cid within content
+        enc.extend([0x33; 32]); // merkleRoot
+        enc.extend(word(2)); // cid length
+        let mut cid = [0u8; 32];
+        cid[..2].copy_from_slice(&[0xc1, 0xd0]);
+        enc.extend(cid);
+        assert_eq!(enc.len(), 16 * 32);
+        assert_eq!(request.id().0, keccak256(&enc));
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! `codex events`: decoded Marketplace events, one JSON object per line.
+//!
+//! Without `--follow` the command queries `eth_getLogs` in bounded ranges from `--from-block`
+//! to `--to-block` (default: the head when it starts) and ends. With `--follow` it runs a
+//! [`ChainClient`] in a mio loop: log and `newHeads` subscriptions, backfill after every
+//! (re)connect, each event printed exactly once and in order, until interrupted (or until
+//! `--to-block` has been passed). The chain position lives in memory only.
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use mio::{Events, Poll, Token};
+
+use super::{CliError, Context, Run};
+use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
+use crate::chain::rpc::{parse_logs, Log, LogSync, SyncEvent};
+use crate::chain::ChainError;
+use crate::market::events::{decode_log, RpcLog};
+
+/// Blocks per `eth_getLogs` query.
+pub const MAX_RANGE: u64 = 1000;
+
+/// Print decoded Marketplace events as JSON lines (blockNumber, transactionHash, logIndex,
+/// event, fields); --follow keeps streaming through disconnects until interrupted.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "events")]
+pub struct EventsArgs {
+    /// first block to print events of (default 0)
+    #[argh(option, arg_name = "N")]
+    pub from_block: Option<u64>,
+    /// last block (default: the current head; with --follow, no end)
+    #[argh(option, arg_name = "N")]
+    pub to_block: Option<u64>,
+    /// keep printing new events as blocks arrive, reconnecting and backfilling after
+    /// disconnects
+    #[argh(switch)]
+    pub follow: bool,
+}
+
+fn to_rpc_log(l: &Log) -> RpcLog {
+    RpcLog {
+        address: l.address,
+        topics: l.topics.clone(),
+        data: l.data.clone(),
+        block_hash: Some(l.block_hash),
+        block_number: Some(l.block_number),
+        transaction_hash: Some(l.transaction_hash),
+        transaction_index: Some(l.transaction_index),
+        log_index: Some(l.log_index),
+        removed: l.removed,
+    }
+}
+
+/// Prints one log as a JSON line; a log that is not a Marketplace event is reported on stderr
+/// and skipped.
+fn print_log(out: &mut impl Write, l: &Log) -> Result<(), CliError> {
+    match decode_log(&to_rpc_log(l)) {
+        Ok(ev) => writeln!(out, "{}", ev.to_json_line())?,
+        Err(e) => log::warn!(
+            "skipping log {} of block {}: {e}",
+            l.log_index,
+            l.block_number
+        ),
+    }
+    Ok(())
+}
+
+impl Run for EventsArgs {
+    fn run(self, ctx: &mut Context) -> Result<(), CliError> {
+        let settings = ctx.chain_settings()?;
+        let from = self.from_block.unwrap_or(0);
+        if let Some(to) = self.to_block {
+            if to < from {
+                return Err(CliError::Usage(format!(
+                    "--to-block {to} is below --from-block {from}"
+                )));
+            }
+        }
+        let mut rpc = BlockingClient::connect(&settings.provider.url, settings.timeout)?;
+        let (_, marketplace) = rpc.verify(None, settings.marketplace)?;
+        if !self.follow {
+            let head = rpc.block_number()?;
+            let to = self.to_block.map_or(head, |t| t.min(head));
+            let mut sync = LogSync::new(from, Some(to), MAX_RANGE);
+            sync.on_head(head, false);
+            let mut events = Vec::new();
+            while let Some(range) = sync.next_range() {
+                let v = rpc.call("eth_getLogs", range.params(marketplace))?;
+                let logs = parse_logs(&v).map_err(|e| ChainError::BadResponse {
+                    method: "eth_getLogs".into(),
+                    reason: e.to_string(),
+                })?;
+                sync.on_range(range, logs, &mut events);
+                for ev in events.drain(..) {
+                    if let SyncEvent::Log(l) = ev {
+                        print_log(ctx.out(), &l)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        drop(rpc);
+        follow(ctx, &settings, marketplace, from, self.to_block)
+    }
+}
+
+fn follow(
+    ctx: &mut Context,
+    settings: &crate::chain::settings::ChainSettings,
+    marketplace: alloy_primitives::Address,
+    from: u64,
+    to: Option<u64>,
+) -> Result<(), CliError> {
+    let mut config = ClientConfig::new(settings.provider.clone());
+    config.call_timeout = settings.timeout;
+    config.connect_timeout = settings.timeout;
+    config.keepalive = settings.timeout;
+    config.backoff_max = Duration::from_secs(30).max(settings.timeout);
+    config.follow = Some(Follow {
+        address: marketplace,
+        from_block: from,
+        to_block: to,
+        max_range: MAX_RANGE,
+    });
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(64);
+    let now = Instant::now();
+    let seed = u64::from(std::process::id()) ^ now.elapsed().subsec_nanos() as u64;
+    let mut client = ChainClient::new(config, Token(0), now, fastrand::Rng::with_seed(seed));
+    loop {
+        let now = Instant::now();
+        let timeout = client
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(now));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(CliError::Output(e));
+            }
+        }
+        let now = Instant::now();
+        if !events.is_empty() {
+            client.on_ready(poll.registry(), now);
+        }
+        client.on_timer(poll.registry(), now);
+        let mut wrote = false;
+        while let Some(o) = client.poll_output() {
+            match o {
+                ClientOutput::Log(l) | ClientOutput::Removed(l) => {
+                    print_log(ctx.out(), &l)?;
+                    wrote = true;
+                }
+                ClientOutput::Connected => log::info!("connected to {}", settings.provider.url),
+                ClientOutput::Disconnected(e) => log::warn!("{e}"),
+                ClientOutput::Failed(e) => return Err(e.into()),
+                ClientOutput::Processed(b) => log::debug!("processed up to block {b}"),
+                ClientOutput::Head(_) | ClientOutput::Response { .. } => {}
+            }
+        }
+        if wrote {
+            ctx.out().flush()?;
+        }
+        if client.sync().is_some_and(LogSync::is_done) {
+            client.shutdown(poll.registry());
+            return Ok(());
+        }
+    }
+}
