@@ -1,2 +1,3 @@
 //! The sales core: everything a host decides, as pure code.
 pub mod ledger;
+pub mod queue;
