@@ -1,3 +1,4 @@
 //! The sales core: everything a host decides, as pure code.
 pub mod ledger;
 pub mod queue;
+pub mod sale;
