@@ -47,7 +47,11 @@ fn remaining(node: &Node) -> U256 {
 }
 
 fn states(node: &Node) -> Vec<&'static str> {
-    node.engine.sales_snapshot().iter().map(|s| s.state).collect()
+    node.engine
+        .sales_snapshot()
+        .iter()
+        .map(|s| s.state)
+        .collect()
 }
 
 fn hosted(sim: &Sim, node: &Node) -> usize {
@@ -80,11 +84,19 @@ fn item_61_62_bytes_are_held_while_hosting_and_return_after_payout() {
     let c = client(&mut sim);
     let id = post(&mut sim, c, small_ask(), EXPIRY);
     node.run_blocks(&mut sim, 10);
-    assert_eq!(free_size(&node), 0, "item 61: freeSize = original − 3 × slotSize");
+    assert_eq!(
+        free_size(&node),
+        0,
+        "item 61: freeSize = original − 3 × slotSize"
+    );
     let before = sim.balance_of(node.address);
     let end = sim.pending().request_end(id).unwrap();
     node.run_until(&mut sim, end + 300);
-    assert!(node.engine.sales_snapshot().is_empty(), "{:?}", states(&node));
+    assert!(
+        node.engine.sales_snapshot().is_empty(),
+        "{:?}",
+        states(&node)
+    );
     assert_eq!(free_size(&node), 3 * 1024);
     assert_eq!(remaining(&node), U256::from(3 * 1024u64), "collateral back");
     assert!(sim.balance_of(node.address) > before, "paid");
@@ -113,41 +125,44 @@ fn item_54_74_restart_resumes_every_hosted_slot_and_item_121_proofs_continue() {
     let mut idx: Vec<u64> = snap.iter().map(|s| s.slot.slot_index).collect();
     idx.sort();
     assert_eq!(idx, vec![0, 1, 2]);
-    assert!(snap.iter().all(|s| s.reservation.is_some()), "reservations re-attached");
+    assert!(
+        snap.iter().all(|s| s.reservation.is_some()),
+        "reservations re-attached"
+    );
     let proofs_before = node.proofs.len();
     node.run_blocks(&mut sim, 40);
     assert_eq!(states(&node), vec!["SaleProving"; 3]);
-    assert!(node.proofs.len() > proofs_before, "proofs continue after restart");
+    assert!(
+        node.proofs.len() > proofs_before,
+        "proofs continue after restart"
+    );
     let end = sim.pending().request_end(id).unwrap();
     node.run_until(&mut sim, end + 300);
-    assert_eq!(free_size(&node), 3 * 1024, "§8.2: bytes come back after restart");
-    assert_eq!(remaining(&node), U256::from(3 * 1024u64), "§8.2: collateral too");
+    assert_eq!(
+        free_size(&node),
+        3 * 1024,
+        "§8.2: bytes come back after restart"
+    );
+    assert_eq!(
+        remaining(&node),
+        U256::from(3 * 1024u64),
+        "§8.2: collateral too"
+    );
 }
 
 #[test]
 fn item_56_request_end_events_stop_queued_slots() {
     for ev in 0..3 {
         let (mut sim, mut node) = setup();
-        // No availability: items stay queued (seen), which saturates nothing yet; use a
-        // stopped queue to keep all items queued.
-        node.engine.stop();
+        // No availability: every slot is tried once and stays queued as seen.
         let c = client(&mut sim);
         let ask = Ask {
             slots: 5,
+            max_slot_loss: 2,
             ..small_ask()
         };
-        let r = sim.new_request(c, ask.clone(), EXPIRY);
-        let id = r.id();
-        node.engine.start(sim.now());
-        node.engine.on_event(
-            MarketEvent::StorageRequested {
-                request_id: id,
-                ask,
-                expiry: sim.now() + EXPIRY,
-            },
-            sim.now(),
-        );
-        node.pump(&mut sim);
+        let id = post(&mut sim, c, ask, EXPIRY);
+        node.run_blocks(&mut sim, 2);
         // Items are seen (no availability) and stay queued.
         assert_eq!(node.engine.queue().len(), 5);
         let e = match ev {
@@ -231,10 +246,18 @@ fn item_58_slot_freed_is_processed_and_item_123_carries_repair_collateral() {
     );
     node.pump(&mut sim);
     let q = node.engine.queue_snapshot();
-    let item = &q.items.iter().find(|i| i.item.slot_index == idx).unwrap().item;
+    let item = &q
+        .items
+        .iter()
+        .find(|i| i.item.slot_index == idx)
+        .unwrap()
+        .item;
     assert_eq!(item.collateral, U256::from(922u32));
     assert_eq!(item.expiry, sim.pending().request_end(id).unwrap());
-    assert!(item.expiry > sim.now(), "§8.7: absolute, not the relative expiry");
+    assert!(
+        item.expiry > sim.now(),
+        "§8.7: absolute, not the relative expiry"
+    );
     // Item 58: with an availability, the slot is repaired by us.
     avail(&sim, &mut node, 1, 1);
     node.run_blocks(&mut sim, 20);
@@ -294,13 +317,33 @@ fn ignored_with(mut f: impl FnMut(&mut Node, &Sim), ask: Ask) {
 fn item_63_requests_that_do_not_match_are_ignored() {
     let ask = small_ask();
     // duration too short
-    ignored_with(|n, s| { n.add_availability(s, 1, 4096, 100, 1, 4096); }, ask.clone());
+    ignored_with(
+        |n, s| {
+            n.add_availability(s, 1, 4096, 100, 1, 4096);
+        },
+        ask.clone(),
+    );
     // size too small
-    ignored_with(|n, s| { n.add_availability(s, 1, 1000, 100_000, 1, 4096); }, ask.clone());
+    ignored_with(
+        |n, s| {
+            n.add_availability(s, 1, 1000, 100_000, 1, 4096);
+        },
+        ask.clone(),
+    );
     // min price above the request's
-    ignored_with(|n, s| { n.add_availability(s, 1, 4096, 100_000, 2, 4096); }, ask.clone());
+    ignored_with(
+        |n, s| {
+            n.add_availability(s, 1, 4096, 100_000, 2, 4096);
+        },
+        ask.clone(),
+    );
     // collateral per byte above what remaining collateral allows
-    ignored_with(|n, s| { n.add_availability(s, 1, 4096, 100_000, 1, 1000); }, ask.clone());
+    ignored_with(
+        |n, s| {
+            n.add_availability(s, 1, 4096, 100_000, 1, 1000);
+        },
+        ask.clone(),
+    );
     // disabled
     ignored_with(
         |n, s| {
@@ -313,7 +356,10 @@ fn item_63_requests_that_do_not_match_are_ignored() {
                         enabled: Some(false),
                         ..Default::default()
                     },
-                    Limits { quota: QUOTA, now: s.now() },
+                    Limits {
+                        quota: QUOTA,
+                        now: s.now(),
+                    },
                 )
                 .unwrap();
         },
@@ -331,7 +377,10 @@ fn item_63_requests_that_do_not_match_are_ignored() {
                         until: Some(s.now() + 1000),
                         ..Default::default()
                     },
-                    Limits { quota: QUOTA, now: s.now() },
+                    Limits {
+                        quota: QUOTA,
+                        now: s.now(),
+                    },
                 )
                 .unwrap();
         },
@@ -417,12 +466,27 @@ fn item_66_70_failed_download_or_initial_proof_returns_everything() {
         node.run_blocks(&mut sim, 30);
         assert_eq!(hosted(&sim, &node), 0);
         assert_eq!(free_size(&node), 3 * 1024);
-        assert_eq!(remaining(&node), U256::from(3 * 1024u64), "§8.3: collateral back");
-        assert!(node.engine.stats().ended.get("SaleErrored").copied().unwrap_or(0) >= 3);
+        assert_eq!(
+            remaining(&node),
+            U256::from(3 * 1024u64),
+            "§8.3: collateral back"
+        );
+        assert!(
+            node.engine
+                .stats()
+                .ended
+                .get("SaleErrored")
+                .copied()
+                .unwrap_or(0)
+                >= 3
+        );
         if fault == 1 {
             // item 67/70: onProve got the request's slots; the data is released.
             assert!(node.proves.iter().all(|(s, _)| s.slot_index < 3));
-            assert_eq!(node.released.len(), node.engine.stats().ended["SaleErrored"] as usize);
+            assert_eq!(
+                node.released.len(),
+                node.engine.stats().ended["SaleErrored"] as usize
+            );
         }
     }
 }
@@ -438,7 +502,11 @@ fn item_71_another_host_fills_during_download_and_everything_returns() {
     node.run_blocks(&mut sim, 60);
     assert_eq!(sim.pending().request_state(id), Ok(RequestState::Started));
     assert_eq!(hosted(&sim, &node), 0);
-    assert!(node.engine.sales_snapshot().is_empty(), "{:?}", states(&node));
+    assert!(
+        node.engine.sales_snapshot().is_empty(),
+        "{:?}",
+        states(&node)
+    );
     assert_eq!(free_size(&node), 3 * 1024);
     assert_eq!(remaining(&node), U256::from(3 * 1024u64));
 }
@@ -459,7 +527,11 @@ fn item_72_73_expiry_acted_on_only_once_the_chain_says_cancelled() {
     assert_eq!(free_size(&node), 0);
     node.run_until(&mut sim, expiry + 60);
     assert_eq!(sim.pending().request_state(id), Ok(RequestState::Cancelled));
-    assert!(node.engine.sales_snapshot().is_empty(), "{:?}", states(&node));
+    assert!(
+        node.engine.sales_snapshot().is_empty(),
+        "{:?}",
+        states(&node)
+    );
     assert_eq!(free_size(&node), 1024);
     // Filled before expiry: paid for the time held, collateral back in full.
     assert_eq!(remaining(&node), U256::from(1024u32));
@@ -478,7 +550,11 @@ fn item_75_restart_ends_reservations_no_live_slot_holds() {
     node.restart(&mut sim, 0);
     assert!(node.engine.ledger().reservations().unwrap().is_empty());
     assert_eq!(free_size(&node), 3 * 1024);
-    assert_eq!(remaining(&node), U256::from(3 * 1024u64), "§8.2: collateral back too");
+    assert_eq!(
+        remaining(&node),
+        U256::from(3 * 1024u64),
+        "§8.2: collateral back too"
+    );
 }
 
 #[test]
@@ -532,7 +608,7 @@ fn defect_8_1_missed_request_failed_event_still_ends_the_sale() {
     sim.add_host(ScriptedHost::new(
         account(5),
         HostPolicy {
-            proving: sim::Proving::Never,
+            proving: sim::Proving::StopAfter(8),
             repair: false,
             max_slots: 2,
             ..HostPolicy::default()
@@ -546,17 +622,9 @@ fn defect_8_1_missed_request_failed_event_still_ends_the_sale() {
     };
     let id = post(&mut sim, c, ask, EXPIRY);
     // Drop every RequestFailed event on the floor.
+    node.drop_events = Some(|e| matches!(e, MarketEvent::RequestFailed { .. }));
     for _ in 0..600 {
-        let block = sim.mine();
-        let now = block.header.timestamp;
-        for l in block.logs {
-            if !matches!(l.event, MarketEvent::RequestFailed { .. }) {
-                node.engine.on_event(l.event, now);
-                node.pump(&mut sim);
-            }
-        }
-        node.engine.on_time(now);
-        node.pump(&mut sim);
+        node.step(&mut sim);
         if sim.pending().request_state(id) == Ok(RequestState::Failed)
             && node.engine.sales_snapshot().is_empty()
         {
@@ -564,7 +632,11 @@ fn defect_8_1_missed_request_failed_event_still_ends_the_sale() {
         }
     }
     assert_eq!(sim.pending().request_state(id), Ok(RequestState::Failed));
-    assert!(node.engine.sales_snapshot().is_empty(), "{:?}", states(&node));
+    assert!(
+        node.engine.sales_snapshot().is_empty(),
+        "{:?}",
+        states(&node)
+    );
     assert_eq!(free_size(&node), 1024);
     node.check_ledger();
 }
@@ -658,7 +730,11 @@ fn defect_8_13_transient_tx_failures_are_retried_until_paid() {
     node.faults.tx = 0.5;
     let end = sim.pending().request_end(id).unwrap();
     node.run_until(&mut sim, end + 3600);
-    assert!(node.engine.sales_snapshot().is_empty(), "{:?}", states(&node));
+    assert!(
+        node.engine.sales_snapshot().is_empty(),
+        "{:?}",
+        states(&node)
+    );
     assert_eq!(node.engine.stats().ended.get("SaleFinished"), Some(&3));
     assert_eq!(remaining(&node), U256::from(3 * 1024u64));
     for i in 0..3 {

@@ -293,7 +293,14 @@ impl<L: Ledger> Engine<L> {
             self.scratch = out;
         }
         for r in reservations.into_values().chain(extra) {
-            self.ledger.end_reservation(r.id, r.collateral)?;
+            if self
+                .ledger
+                .end_reservation(r.id, r.collateral)?
+                .availability
+                .enabled
+            {
+                self.availability_grew();
+            }
             self.commands.push_back(Command::ReleaseData(SlotRef::new(
                 r.request_id,
                 r.slot_index,
@@ -310,10 +317,14 @@ impl<L: Ledger> Engine<L> {
     pub fn availability_changed(&mut self, grew: bool, now: u64) {
         self.now = now;
         if grew {
-            self.queue.clear_seen_flags();
-            self.queue.unpause();
+            self.availability_grew();
             self.dispatch();
         }
+    }
+
+    fn availability_grew(&mut self) {
+        self.queue.clear_seen_flags();
+        self.queue.unpause();
     }
 
     /// A Marketplace event (live or backfilled).
@@ -681,9 +692,15 @@ impl<L: Ledger> Engine<L> {
                 }
                 Output::Ended(ending) => {
                     if let Some((rid, returned)) = ending.reservation {
-                        if let Err(e) = self.ledger.end_reservation(rid, returned) {
-                            self.stats.ledger_errors += 1;
-                            log::warn!("ending reservation {rid}: {e}");
+                        match self.ledger.end_reservation(rid, returned) {
+                            // The availability grew back: slots seen while it was full
+                            // may match now (the reference's OnAvailabilitySaved).
+                            Ok(end) if end.availability.enabled => self.availability_grew(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                self.stats.ledger_errors += 1;
+                                log::warn!("ending reservation {rid}: {e}");
+                            }
                         }
                     }
                     if ending.release_data {

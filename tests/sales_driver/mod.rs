@@ -13,8 +13,8 @@ use codex::sales::ledger::{
     check_invariant, AvailabilityId, Ledger, Limits, MemLedger, NewAvailability,
 };
 use codex::sales::sale::{
-    ChainError, Input, Output, ProofView, Revert as SaleRevert, SaleConfig, SlotRef, SlotView,
-    Tx, TxError,
+    ChainError, Input, Output, ProofView, Revert as SaleRevert, SaleConfig, SlotRef, SlotView, Tx,
+    TxError,
 };
 
 use crate::sim::{self, Revert, Sim};
@@ -40,6 +40,8 @@ pub struct Node {
     pub rng: fastrand::Rng,
     /// Blocks a download takes.
     pub download_blocks: u64,
+    /// Events the node never sees (a lossy subscription).
+    pub drop_events: Option<fn(&MarketEvent) -> bool>,
     /// Download completions due: block number → slots.
     downloads: BTreeMap<u64, Vec<SlotRef>>,
     /// Every command executed, as text (for assertions on what was asked).
@@ -79,8 +81,12 @@ impl Node {
     /// A started node for `address`, funded on the simulated chain.
     pub fn new(sim: &mut Sim, address: Address, cfg: EngineConfig, seed: u64) -> Node {
         sim.fund(address, U256::from(10u64).pow(U256::from(30u64)));
-        let mut engine = Engine::new(cfg.clone(), MemLedger::new(), fastrand::Rng::with_seed(seed))
-            .expect("valid engine config");
+        let mut engine = Engine::new(
+            cfg.clone(),
+            MemLedger::new(),
+            fastrand::Rng::with_seed(seed),
+        )
+        .expect("valid engine config");
         engine.start(sim.now());
         Node {
             engine,
@@ -88,6 +94,7 @@ impl Node {
             faults: Faults::default(),
             rng: fastrand::Rng::with_seed(seed ^ 0xfa17),
             download_blocks: 1,
+            drop_events: None,
             downloads: BTreeMap::new(),
             trace: Vec::new(),
             proofs: Vec::new(),
@@ -140,6 +147,9 @@ impl Node {
         let now = block.header.timestamp;
         let events: Vec<MarketEvent> = block.logs.iter().map(|l| l.event.clone()).collect();
         for e in &events {
+            if self.drop_events.is_some_and(|drop| drop(e)) {
+                continue;
+            }
             self.engine.on_event(e.clone(), now);
             self.pump(sim);
         }
@@ -218,7 +228,13 @@ impl Node {
             .collect();
         engine.restore(&mine, now).expect("restore");
         engine.start(now);
-        if engine.ledger().availabilities().unwrap().iter().any(|a| a.enabled) {
+        if engine
+            .ledger()
+            .availabilities()
+            .unwrap()
+            .iter()
+            .any(|a| a.enabled)
+        {
             engine.availability_changed(true, now);
         }
         self.engine = engine;
@@ -264,7 +280,8 @@ impl Node {
         let now = sim.now();
         match cmd {
             Command::Sale(slot, out) => {
-                self.trace.push(format!("{}:{:?}", slot.slot_index, kind(&out)));
+                self.trace
+                    .push(format!("{}:{:?}", slot.slot_index, kind(&out)));
                 if let Some(input) = self.sale_output(sim, slot, out) {
                     self.engine.on_reply(slot.slot_id, input, now);
                 }
@@ -362,7 +379,9 @@ impl Node {
                 self.downloads.entry(at).or_default().push(slot);
                 None
             }
-            Output::Prove { slot, challenge, .. } => {
+            Output::Prove {
+                slot, challenge, ..
+            } => {
                 self.proves.push((slot, challenge));
                 if self.faults.prove {
                     return Some(Input::Proved(Err("simulated proof failure".into())));
@@ -375,7 +394,9 @@ impl Node {
                 self.sold.push(s);
                 None
             }
-            other => panic!("engine passed an internal output to the driver: {other:?} for {slot:?}"),
+            other => {
+                panic!("engine passed an internal output to the driver: {other:?} for {slot:?}")
+            }
         }
     }
 }
