@@ -239,6 +239,20 @@ impl<L: Ledger> Engine<L> {
         self.sales.len()
     }
 
+    /// Approximate bytes one live sale costs the engine: its map entry (slot id and the
+    /// sale, whose state holds the reservation inline), its entry in the per-request index,
+    /// one wake-up in the timer table and in the wake map (hash tables counted at their 7/8
+    /// load with one control byte per bucket; B-tree entries with 50% slack). The request
+    /// itself is shared by the sales of one request and not counted.
+    pub fn approx_bytes_per_sale() -> usize {
+        use std::mem::size_of;
+        let hash = |entry: usize| (entry + 1) * 8 / 7;
+        hash(size_of::<(SlotId, Sale)>())
+            + hash(size_of::<SlotId>())
+            + size_of::<(u64, TimerKey)>() * 3 / 2
+            + hash(size_of::<(SlotId, u64)>())
+    }
+
     /// Counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats

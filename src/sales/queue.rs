@@ -42,6 +42,8 @@ use crate::market::{Ask, RequestId, U256};
 pub const DEFAULT_CAPACITY: usize = 128;
 /// Default number of slots prepared at once (`--max-workers`), as in the reference.
 pub const DEFAULT_MAX_WORKERS: usize = 3;
+/// The largest capacity (node numbers are u32, one value is reserved).
+pub const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
 /// The largest number of slots of a request the queue accepts.
 pub const MAX_SLOTS_PER_REQUEST: u64 = 65_535;
 
@@ -144,8 +146,8 @@ pub enum QueueError {
         /// The request's slot count.
         slots: u64,
     },
-    /// The capacity is outside 1..=65535.
-    #[error("queue size {0} is out of range 1..=65535")]
+    /// The capacity is outside 1..=MAX_CAPACITY.
+    #[error("queue size {0} is out of range 1..=4294967294")]
     InvalidCapacity(usize),
     /// max_workers is outside 1..=capacity.
     #[error("max workers {max_workers} is out of range 1..={capacity}")]
@@ -245,9 +247,10 @@ impl Default for SlotQueue {
 }
 
 impl SlotQueue {
-    /// A stopped, paused queue. `capacity` in 1..=65535, `max_workers` in 1..=capacity.
+    /// A stopped, paused queue. `capacity` in 1..=[`MAX_CAPACITY`], `max_workers` in
+    /// 1..=capacity.
     pub fn new(capacity: usize, max_workers: usize) -> Result<SlotQueue, QueueError> {
-        if capacity == 0 || capacity > MAX_SLOTS_PER_REQUEST as usize {
+        if capacity == 0 || capacity > MAX_CAPACITY {
             return Err(QueueError::InvalidCapacity(capacity));
         }
         if max_workers == 0 || max_workers > capacity {

@@ -58,6 +58,7 @@ pub struct Node {
     pub proves: Vec<(SlotRef, codex::market::B256)>,
     requests: HashMap<RequestId, Arc<Request>>,
     cfg: EngineConfig,
+    ended_before_restart: HashMap<&'static str, u64>,
 }
 
 pub const QUOTA: u64 = 1 << 40;
@@ -104,6 +105,7 @@ impl Node {
             proves: Vec::new(),
             requests: HashMap::new(),
             cfg,
+            ended_before_restart: HashMap::new(),
         }
     }
 
@@ -207,6 +209,15 @@ impl Node {
         .unwrap();
     }
 
+    /// Sales ended, by final state, over all engines of this node (restarts included).
+    pub fn ended(&self) -> HashMap<&'static str, u64> {
+        let mut all = self.ended_before_restart.clone();
+        for (k, v) in &self.engine.stats().ended {
+            *all.entry(k).or_default() += v;
+        }
+        all
+    }
+
     /// Restarts the node: a new engine over the same ledger, restored from `mySlots`;
     /// in-flight downloads are lost. Backfills StorageRequested events of the last
     /// `backfill_blocks` blocks (eth_getLogs).
@@ -236,6 +247,9 @@ impl Node {
             .any(|a| a.enabled)
         {
             engine.availability_changed(true, now);
+        }
+        for (k, v) in &self.engine.stats().ended {
+            *self.ended_before_restart.entry(k).or_default() += v;
         }
         self.engine = engine;
         self.downloads.clear();
