@@ -538,7 +538,7 @@ fn item_72_73_expiry_acted_on_only_once_the_chain_says_cancelled() {
 }
 
 #[test]
-fn item_75_restart_ends_reservations_no_live_slot_holds() {
+fn item_75_defect_8_2_restart_ends_reservations_no_live_slot_holds() {
     let (mut sim, mut node) = setup();
     avail(&sim, &mut node, 1, 3);
     let c = client(&mut sim);
@@ -765,4 +765,153 @@ fn engine_rejects_invalid_worker_budget() {
         ..EngineConfig::default()
     };
     assert!(Engine::new(cfg, MemLedger::new(), fastrand::Rng::with_seed(1)).is_err());
+}
+
+#[test]
+fn item_67_on_prove_receives_the_request_and_a_valid_slot() {
+    let (mut sim, mut node) = setup();
+    avail(&sim, &mut node, 1, 3);
+    let c = client(&mut sim);
+    let id = post(&mut sim, c, small_ask(), EXPIRY);
+    node.run_blocks(&mut sim, 10);
+    assert!(node.proves.len() >= 3);
+    assert!(node
+        .proves
+        .iter()
+        .all(|(s, _)| s.request_id == id && s.slot_index < 3));
+}
+
+/// §8.4: the slot's data is released when its sale ends (onClear was a no-op upstream).
+#[test]
+fn defect_8_4_data_is_released_on_every_ending_after_a_download() {
+    let (mut sim, mut node) = setup();
+    avail(&sim, &mut node, 1, 3);
+    node.faults.prove = true;
+    let c = client(&mut sim);
+    post(&mut sim, c, small_ask(), EXPIRY);
+    node.run_blocks(&mut sim, 30);
+    let errored = node.engine.stats().ended["SaleErrored"] as usize;
+    assert!(errored >= 3);
+    assert_eq!(node.released.len(), errored);
+}
+
+/// Drives an engine by hand to a sale waiting in SlotReserving for a request still New.
+fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::RequestId, u64) {
+    use codex::sales::engine::Command;
+    use codex::sales::ledger::{AvailabilityId, NewAvailability};
+    use codex::sales::sale::{Input, Output, SlotView};
+    use std::sync::Arc;
+    let now = 1_000_000;
+    let mut ledger = MemLedger::new();
+    ledger
+        .create_availability(
+            AvailabilityId([1; 32]),
+            NewAvailability {
+                total_size: 1 << 20,
+                duration: 1 << 20,
+                min_price_per_byte_per_second: U256::from(1u8),
+                total_collateral: U256::from(1u64 << 30),
+                enabled: true,
+                until: 0,
+            },
+            Limits { quota: QUOTA, now },
+        )
+        .unwrap();
+    let mut e = Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
+    e.start(now);
+    let ask = Ask {
+        slots,
+        ..small_ask()
+    };
+    let req = Arc::new(sim::World::make_request(account(9), ask.clone(), 600, 1));
+    let id = req.id();
+    let expires = now + 600;
+    e.on_event(
+        MarketEvent::StorageRequested {
+            request_id: id,
+            ask,
+            expiry: expires,
+        },
+        now,
+    );
+    while let Some(cmd) = e.poll() {
+        if let Command::Sale(slot, Output::ReadSlot(_)) = cmd {
+            e.on_reply(
+                slot.slot_id,
+                Input::Slot(Ok(SlotView {
+                    request: Some(req.clone()),
+                    request_state: Some(RequestState::New),
+                    slot_state: SlotState::Free,
+                    expires_at: expires,
+                    ends_at: now + 86_400,
+                    host: codex::market::Address::ZERO,
+                    current_collateral: U256::ZERO,
+                })),
+                now,
+            );
+        }
+    }
+    (e, id, expires)
+}
+
+#[test]
+fn item_79_cancellation_acts_only_on_a_cancelled_chain_state() {
+    use codex::sales::engine::Command;
+    let (mut e, id, expires) = engine_with_waiting_sales(3);
+    assert_eq!(e.sales_len(), 3);
+    assert_eq!(
+        e.next_deadline(),
+        Some(expires),
+        "the queue is empty; the watch fires at +1"
+    );
+    e.on_time(expires + 1);
+    assert_eq!(e.poll(), Some(Command::ReadRequestState(id)));
+    // New (the chain lags): nothing happens; asked again at the next block.
+    e.on_request_state(id, Ok(Some(RequestState::New)), expires + 1);
+    assert_eq!(e.sales_len(), 3);
+    e.on_time(expires + 2);
+    assert_eq!(e.poll(), Some(Command::ReadRequestState(id)));
+    // Cancelled: every sale of the request ends, returning what it held.
+    e.on_request_state(id, Ok(Some(RequestState::Cancelled)), expires + 2);
+    assert_eq!(e.sales_len(), 0);
+    assert_eq!(e.stats().ended.get("SaleCancelled"), Some(&3));
+    assert!(e.ledger().reservations().unwrap().is_empty());
+    // Started / Finished end the watch without touching the sales.
+    for st in [RequestState::Started, RequestState::Finished] {
+        let (mut e, id, expires) = engine_with_waiting_sales(3);
+        e.on_time(expires + 1);
+        assert_eq!(e.poll(), Some(Command::ReadRequestState(id)));
+        e.on_request_state(id, Ok(Some(st)), expires + 1);
+        assert_eq!(e.sales_len(), 3);
+        e.on_time(expires + 100);
+        assert_eq!(e.poll(), None, "watch ended");
+    }
+}
+
+#[test]
+fn item_80_fulfilled_ends_the_expiry_watch() {
+    let (mut e, id, expires) = engine_with_waiting_sales(3);
+    e.on_event(
+        MarketEvent::RequestFulfilled { request_id: id },
+        expires - 10,
+    );
+    e.on_time(expires + 100);
+    assert_eq!(e.poll(), None);
+    assert_eq!(e.sales_len(), 3);
+}
+
+/// §8.17: one expiry watch per request, not one polling timer per sale.
+#[test]
+fn defect_8_17_one_expiry_watch_per_request() {
+    use codex::sales::engine::Command;
+    let (mut e, id, expires) = engine_with_waiting_sales(20);
+    assert!(e.sales_len() >= 3);
+    e.on_time(expires + 1);
+    let mut reads = 0;
+    while let Some(c) = e.poll() {
+        if c == Command::ReadRequestState(id) {
+            reads += 1;
+        }
+    }
+    assert_eq!(reads, 1);
 }

@@ -177,6 +177,11 @@ pub struct Engine<L: Ledger> {
     now: u64,
     stats: EngineStats,
     scratch: Vec<Output>,
+    /// Bumped whenever the ledger may have changed in a way that affects matching.
+    ledger_version: u64,
+    /// Requests for which no availability matched at this ledger version: their other
+    /// slots (same ask, same end) cannot match either until the ledger changes.
+    no_match: HashMap<RequestId, u64>,
 }
 
 impl<L: Ledger> Engine<L> {
@@ -199,6 +204,8 @@ impl<L: Ledger> Engine<L> {
             now: 0,
             stats: EngineStats::default(),
             scratch: Vec::new(),
+            ledger_version: 0,
+            no_match: HashMap::new(),
         })
     }
 
@@ -221,6 +228,7 @@ impl<L: Ledger> Engine<L> {
 
     /// The ledger, for availability changes; call [`Self::availability_changed`] after one.
     pub fn ledger_mut(&mut self) -> &mut L {
+        self.ledger_changed();
         &mut self.ledger
     }
 
@@ -306,6 +314,7 @@ impl<L: Ledger> Engine<L> {
             self.apply(slot, &mut out);
             self.scratch = out;
         }
+        self.ledger_changed();
         for r in reservations.into_values().chain(extra) {
             if self
                 .ledger
@@ -330,10 +339,16 @@ impl<L: Ledger> Engine<L> {
     /// clears the seen flags and unpauses the queue.
     pub fn availability_changed(&mut self, grew: bool, now: u64) {
         self.now = now;
+        self.ledger_changed();
         if grew {
             self.availability_grew();
             self.dispatch();
         }
+    }
+
+    fn ledger_changed(&mut self) {
+        self.ledger_version += 1;
+        self.no_match.clear();
     }
 
     fn availability_grew(&mut self) {
@@ -664,14 +679,27 @@ impl<L: Ledger> Engine<L> {
         for o in out.drain(..) {
             match o {
                 Output::Reserve(ask) => {
-                    let id = ReservationId::random(&mut self.rng);
-                    let res = self.ledger.reserve_matching(id, &ask).map_err(|e| match e {
-                        LedgerError::NoMatch
-                        | LedgerError::BytesOutOfBounds { .. }
-                        | LedgerError::InsufficientCollateral { .. }
-                        | LedgerError::Unsuitable { .. } => ReserveFailure::NoMatch,
-                        other => ReserveFailure::Other(other.to_string()),
-                    });
+                    let res = if self.no_match.get(&ask.request_id) == Some(&self.ledger_version) {
+                        Err(ReserveFailure::NoMatch)
+                    } else {
+                        let id = ReservationId::random(&mut self.rng);
+                        match self.ledger.reserve_matching(id, &ask) {
+                            Ok(r) => {
+                                self.ledger_changed();
+                                Ok(r)
+                            }
+                            Err(
+                                LedgerError::NoMatch
+                                | LedgerError::BytesOutOfBounds { .. }
+                                | LedgerError::InsufficientCollateral { .. }
+                                | LedgerError::Unsuitable { .. },
+                            ) => {
+                                self.no_match.insert(ask.request_id, self.ledger_version);
+                                Err(ReserveFailure::NoMatch)
+                            }
+                            Err(other) => Err(ReserveFailure::Other(other.to_string())),
+                        }
+                    };
                     self.inbox.push_back((slot.slot_id, Input::Reserved(res)));
                 }
                 Output::RecordDownload { reservation, bytes } => {
@@ -706,6 +734,7 @@ impl<L: Ledger> Engine<L> {
                 }
                 Output::Ended(ending) => {
                     if let Some((rid, returned)) = ending.reservation {
+                        self.ledger_changed();
                         match self.ledger.end_reservation(rid, returned) {
                             // The availability grew back: slots seen while it was full
                             // may match now (the reference's OnAvailabilitySaved).

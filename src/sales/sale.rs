@@ -18,7 +18,8 @@
 //! Payout         --> Finished                   (freeSlot retried with backoff)
 //! Unknown        --> Filled | Payout | Finished | Failed | Cancelled | Errored
 //! Cancelled, Failed: read the slot; if we host it, freeSlot (retried), then end.
-//! Interrupts: cancelled (chain confirmed) and failed: every non-final state;
+//! Interrupts: cancelled (chain confirmed) and failed: every non-final state but Unknown
+//!             (whose slot read answers the same question);
 //!             slot filled: Preparing, SlotReserving, Downloading, InitialProving --> Filled.
 //! ```
 //!
@@ -784,25 +785,9 @@ impl Sale {
                 // changes nothing either.
                 rebuild_freeing(f, c)
             }
-            Sale::Unknown(u) => {
-                // Not yet known whether we host it; treat as closing without a payout.
-                let slot = u.slot;
-                match u.reservation {
-                    Some(r) => {
-                        let collateral = r.collateral;
-                        end(
-                            Closing::Closed(name),
-                            slot,
-                            reason,
-                            Some((r.id, collateral)),
-                            None,
-                            true,
-                            out,
-                        )
-                    }
-                    None => end_closed(slot, name, reason, None, true, out),
-                }
-            }
+            // The slot read in flight (or its retry) tells where the slot is, including a
+            // cancelled or failed request; ending now could forfeit a payout.
+            Sale::Unknown(u) => Sale::Unknown(u),
             done => done,
         }
     }
