@@ -861,7 +861,7 @@ fn item_79_cancellation_acts_only_on_a_cancelled_chain_state() {
     assert_eq!(e.sales_len(), 3);
     assert_eq!(
         e.next_deadline(),
-        Some(expires),
+        Some(expires + 1),
         "the queue is empty; the watch fires at +1"
     );
     e.on_time(expires + 1);
