@@ -684,10 +684,9 @@ impl<L: Ledger> Engine<L> {
                     } else {
                         let id = ReservationId::random(&mut self.rng);
                         match self.ledger.reserve_matching(id, &ask) {
-                            Ok(r) => {
-                                self.ledger_changed();
-                                Ok(r)
-                            }
+                            // Creating a reservation only shrinks an availability, so a
+                            // request that matched nothing still matches nothing.
+                            Ok(r) => Ok(r),
                             Err(
                                 LedgerError::NoMatch
                                 | LedgerError::BytesOutOfBounds { .. }
