@@ -10,7 +10,7 @@ mod sales_driver;
 mod sim;
 
 use codex::market::{Ask, MarketplaceConfig, RequestState, U256};
-use codex::sales::ledger::Ledger;
+use codex::sales::ledger::{AvailabilityUpdate, Ledger, Limits};
 use sales_driver::{client, engine_config, post, Node};
 use sim::{account, HostPolicy, ProofMode, ScriptedClient, ScriptedHost, Sim, SimConfig};
 
@@ -90,6 +90,51 @@ fn soak_months_of_random_requests_events_and_restarts() {
             requests.push(id);
         }
         node.step(&mut sim);
+        if std::env::var("SOAK_DEBUG").is_ok() && sim.block_number() % 1000 == 0 {
+            let q = node.engine.queue_snapshot();
+            eprintln!(
+                "day {} sales {} busy {} paused {:?} queued {} ended {:?} free {:?}",
+                (sim.now() - start) / 86_400,
+                node.engine.sales_len(),
+                q.workers_busy,
+                q.paused,
+                q.items.len(),
+                node.ended(),
+                node.engine
+                    .ledger()
+                    .availabilities()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.free_size)
+                    .collect::<Vec<_>>()
+            );
+        }
+        // Every ~5 days the operator tops up the collateral lost to slashing and failures
+        // (otherwise the availabilities dry up and the node stops selling).
+        if sim.block_number() % 1440 == 0 {
+            let now = sim.now();
+            for a in node.engine.ledger().availabilities().unwrap() {
+                if a.collateral_lost.is_zero() {
+                    continue;
+                }
+                let change = node
+                    .engine
+                    .ledger_mut()
+                    .update_availability(
+                        a.id,
+                        AvailabilityUpdate {
+                            total_collateral: Some(a.total_collateral + a.collateral_lost),
+                            ..Default::default()
+                        },
+                        Limits {
+                            quota: sales_driver::QUOTA,
+                            now,
+                        },
+                    )
+                    .unwrap();
+                node.engine.availability_changed(change.grew(), now);
+            }
+        }
         if rng.u32(0..2000) == 0 {
             node.restart(&mut sim, 24);
             restarts += 1;
@@ -136,6 +181,10 @@ fn soak_months_of_random_requests_events_and_restarts() {
     assert!(l.reservations().unwrap().is_empty());
     for a in l.availabilities().unwrap() {
         assert_eq!(a.free_size, a.total_size, "every byte is back");
+        assert_eq!(
+            a.total_remaining_collateral + a.collateral_lost,
+            a.total_collateral
+        );
         assert_eq!(
             a.total_remaining_collateral + a.collateral_lost,
             a.total_collateral

@@ -638,6 +638,14 @@ impl<L: Ledger> Engine<L> {
                         self.queue.release_worker();
                         continue;
                     }
+                    // Another slot of this request matched no availability and the ledger
+                    // has not grown since: this one cannot match either. Mark it seen
+                    // without a chain read.
+                    if self.no_match.get(&item.request_id) == Some(&self.ledger_version) {
+                        self.queue.release_worker();
+                        self.push(SlotQueueItem { seen: true, ..item });
+                        continue;
+                    }
                     let mut out = std::mem::take(&mut self.scratch);
                     let sale = Sale::prepare(item, &mut out);
                     self.insert_sale(sale);
