@@ -59,7 +59,7 @@ fn hosted(sim: &Sim, node: &Node) -> usize {
 }
 
 #[test]
-fn item_55_storage_requested_processes_every_slot_and_item_68_fills_them() {
+fn item_55_68_69_every_slot_is_processed_filled_and_sold() {
     let (mut sim, mut node) = setup();
     avail(&sim, &mut node, 1, 3);
     let c = client(&mut sim);
@@ -202,7 +202,7 @@ fn item_57_slot_filled_or_reservations_full_stops_that_slot() {
 }
 
 #[test]
-fn item_58_slot_freed_is_processed_and_item_123_carries_repair_collateral() {
+fn item_58_123_defect_8_7_freed_slot_is_queued_with_repair_collateral_and_absolute_expiry() {
     let (mut sim, mut node) = setup();
     let c = client(&mut sim);
     // Another host takes all slots and stops proving; the validator frees one.

@@ -874,3 +874,29 @@ fn defect_8_1_proving_notices_failed_without_the_event() {
     );
     assert_eq!(s.state_name(), "SaleFailed");
 }
+
+/// §8.16: a chain read failure while resuming a slot at startup is retried; the reference
+/// dropped the whole host role when `mySlots` failed and errored the slot on a read error.
+#[test]
+fn defect_8_16_startup_read_failures_are_retried() {
+    let mut s = unknown();
+    let mut now = T0;
+    for _ in 0..5 {
+        let mut out = Vec::new();
+        s = s.on(
+            Input::Slot(Err(ChainError("down".into()))),
+            now,
+            &cfg(),
+            &mut out,
+        );
+        let Some(Output::WakeAt(at)) = out.last().cloned() else {
+            panic!("no retry: {out:?}");
+        };
+        now = at;
+        out.clear();
+        s = s.on(Input::Wake, now, &cfg(), &mut out);
+        assert_eq!(out, vec![Output::ReadSlot(slot())]);
+    }
+    let (s, _) = feed(s, vec![Input::Slot(Ok(view(SlotState::Filled, ME)))], now);
+    assert_eq!(s.state_name(), "SaleFilled");
+}
