@@ -1,32 +1,264 @@
-//! The command line: one module per subcommand over the library.
+//! The command line: `codex [global options] <subcommand>`, one module per subcommand
+//! over the library.
+//!
+//! Adding a subcommand: write `src/cli/<name>.rs` with its argh struct (`#[argh(subcommand,
+//! name = "...")]`) and `impl Run for ThatStruct`, then add one line to [`commands!`]
+//! below. Groups (`availability`, `reservation`) are a directory with the same pattern.
+//!
+//! Exit codes ([`exit`]): 0 success, 1 runtime failure (the environment: files, database,
+//! I/O), 2 usage or validation error, 3 chain connection error. Errors are one line on
+//! stderr; data goes to stdout; a closed stdout pipe ends the command quietly.
+
+use std::io::Write;
+
 use argh::FromArgs;
 
-/// codex: a storage-provider node for the Codex marketplace.
+use crate::config::{Config, ConfigError, GlobalArgs};
+use crate::sales::ledger::Limits;
+use crate::store::{Options, Store, StoreError};
+
+pub mod availability;
+pub mod json;
+pub mod reservation;
+pub mod table;
+pub mod version;
+
+/// Exit codes, as documented in codex(1).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A runtime failure: the environment (files, database, I/O) is at fault.
+    pub const FAILURE: i32 = 1;
+    /// A usage or validation error: the input is at fault; nothing was changed.
+    pub const USAGE: i32 = 2;
+    /// The Ethereum node could not be reached (chain commands).
+    pub const CHAIN: i32 = 3;
+}
+
+/// A storage-provider node for the Codex decentralized storage marketplace.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
+    /// directory of the database codex.sqlite (default: $XDG_DATA_HOME/codex, else
+    /// ~/.local/share/codex; env CODEX_DATA_DIR)
+    #[argh(option, arg_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// TOML file whose keys are long option names (env CODEX_CONFIG_FILE)
+    #[argh(option, arg_name = "FILE")]
+    pub config_file: Option<String>,
+    /// most bytes all availabilities together may offer, e.g. 500GiB (default 20GiB; env
+    /// CODEX_STORAGE_QUOTA)
+    #[argh(option, arg_name = "SIZE")]
+    pub storage_quota: Option<String>,
+    /// LEVEL[;LEVEL:topic,topic...], levels trace|debug|info|notice|warn|error|fatal
+    /// (default info; env CODEX_LOG_LEVEL)
+    #[argh(option, arg_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// auto|colors|nocolors|json|none; logs go to stderr (default auto; env
+    /// CODEX_LOG_FORMAT)
+    #[argh(option, arg_name = "FORMAT")]
+    pub log_format: Option<String>,
     #[argh(subcommand)]
     pub command: Command,
 }
 
-/// The subcommands.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand)]
-pub enum Command {
-    Version(VersionArgs),
+/// A subcommand: parsed arguments that can run.
+pub trait Run {
+    /// Runs the command; data goes to `ctx.out()`.
+    fn run(self, ctx: &mut Context) -> Result<(), CliError>;
 }
 
-/// Print codex's version.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "version")]
-pub struct VersionArgs {}
+macro_rules! commands {
+    ($($variant:ident($ty:ty),)*) => {
+        /// The subcommands.
+        #[derive(FromArgs, Debug)]
+        #[argh(subcommand)]
+        pub enum Command {
+            $($variant($ty),)*
+        }
+        impl Run for Command {
+            fn run(self, ctx: &mut Context) -> Result<(), CliError> {
+                match self {
+                    $(Command::$variant(a) => a.run(ctx),)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    Availability(availability::AvailabilityArgs),
+    Reservation(reservation::ReservationArgs),
+    Version(version::VersionArgs),
+}
+
+/// Errors of CLI commands, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments that argh cannot see (conflicting switches, nothing to do).
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store or a ledger rule refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl From<crate::sales::ledger::LedgerError> for CliError {
+    fn from(e: crate::sales::ledger::LedgerError) -> Self {
+        CliError::Store(StoreError::Ledger(e))
+    }
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Config(e) => e.exit_code(),
+            CliError::Store(e) => e.exit_code(),
+            CliError::Output(_) => exit::FAILURE,
+        }
+    }
+
+    /// A closed stdout pipe (`codex ... | head -1`): not an error worth a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// What a running command has: the validated configuration, the store (opened on first
+/// use) and buffered stdout.
+pub struct Context {
+    /// The validated global configuration.
+    pub config: Config,
+    store: Option<Store>,
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Context {
+    /// A context over a validated configuration.
+    pub fn new(config: Config) -> Context {
+        Context {
+            config,
+            store: None,
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
+    }
+
+    /// The store, opened (and migrated) on first use.
+    pub fn store(&mut self) -> Result<&mut Store, CliError> {
+        let s = match self.store.take() {
+            Some(s) => s,
+            None => {
+                let s = Store::open(&self.config.data_dir, Options::cli())?;
+                log::debug!("opened {}", s.path().display());
+                s
+            }
+        };
+        Ok(self.store.insert(s))
+    }
+
+    /// The quota and the wall clock, for ledger operations.
+    pub fn limits(&self) -> Limits {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Limits {
+            quota: self.config.storage_quota,
+            now,
+        }
+    }
+
+    /// Standard output (buffered; flushed when the command ends).
+    pub fn out(&mut self) -> &mut impl Write {
+        &mut self.out
+    }
+}
+
+fn print_err(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "codex: {msg}");
+}
 
 /// Parses the process arguments, runs the command and returns the exit code.
 pub fn main() -> i32 {
-    let cli: Cli = argh::from_env();
-    match cli.command {
-        Command::Version(_) => {
-            println!("codex {}", env!("CARGO_PKG_VERSION"));
-            0
+    let mut args = Vec::new();
+    for a in std::env::args_os().skip(1) {
+        match a.into_string() {
+            Ok(s) => args.push(s),
+            Err(a) => {
+                print_err(&format!("argument {a:?} is not valid UTF-8"));
+                return exit::USAGE;
+            }
+        }
+    }
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    run_with(&args, env)
+}
+
+/// Runs codex with these arguments (without the program name) and environment.
+pub fn run_with<I>(args: &[String], env: I) -> i32
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match <Cli as FromArgs>::from_args(&["codex"], &strs) {
+        Ok(c) => c,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(early.output.as_bytes());
+                    let _ = out.flush();
+                    exit::OK
+                }
+                Err(()) => {
+                    let msg = early.output.trim_end().replace('\n', " ");
+                    print_err(&format!("{msg} (see codex --help)"));
+                    exit::USAGE
+                }
+            };
+        }
+    };
+    let global = GlobalArgs {
+        data_dir: cli.data_dir.clone(),
+        config_file: cli.config_file.clone(),
+        storage_quota: cli.storage_quota.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format.clone(),
+    };
+    let config = match Config::resolve(&global, env) {
+        Ok(c) => c,
+        Err(e) => {
+            print_err(&e.to_string());
+            return e.exit_code();
+        }
+    };
+    crate::logging::init(&config.log_level, config.log_format);
+    let mut ctx = Context::new(config);
+    let result = cli
+        .command
+        .run(&mut ctx)
+        .and_then(|()| ctx.out.flush().map_err(CliError::from));
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) if e.is_broken_pipe() => exit::OK,
+        Err(e) => {
+            // Output already written stays; the error explains why it stopped.
+            let _ = ctx.out.flush();
+            let json_logs = ctx.config.log_format == crate::logging::LogFormat::Json;
+            if json_logs && log::log_enabled!(target: "codex", log::Level::Error) {
+                // Whoever reads JSON lines from stderr gets the error as one too.
+                log::error!(target: "codex", "{e}");
+            } else {
+                print_err(&e.to_string());
+            }
+            e.exit_code()
         }
     }
 }
