@@ -464,17 +464,11 @@ fn fill_slot_reverts_in_contract_order() {
     );
     sim.fill_slot(host(0), id, 0, &proof).unwrap();
     sim.mine();
-    // Another reserved host: slot is Filled.
-    sim.reserve_slot(host(1), id, 1).unwrap();
+    // The reservation check comes before the state check.
     assert_eq!(
-        sim.fill_slot(host(1), id, 1, &Groth16Proof::default()),
-        Err(Revert::InvalidProof),
-        "slot 1 is still free"
+        sim.fill_slot(host(2), id, 0, &proof),
+        Err(Revert::ReservationRequired)
     );
-    let mut s2 = self::sim();
-    let (_, id2) = request(&mut s2);
-    fill(&mut s2, host(0), id2, 0).unwrap();
-    s2.reserve_slot(host(1), id2, 0).unwrap_err(); // Filled: not reservable
 }
 
 #[test]
@@ -487,6 +481,11 @@ fn fill_of_a_filled_slot_is_slot_not_free() {
     let proof = sim.pending().proof_for(id, 0).unwrap();
     assert_eq!(
         sim.fill_slot(host(1), id, 0, &proof),
+        Err(Revert::SlotNotFree)
+    );
+    // The state check comes before the proof checks.
+    assert_eq!(
+        sim.fill_slot(host(1), id, 0, &Groth16Proof::default()),
         Err(Revert::SlotNotFree)
     );
 }
@@ -1329,7 +1328,7 @@ fn proving_host_is_never_slashed_and_collects_its_payout() {
     ask.duration = 7_200;
     let (_, id) = request_with(&mut sim, ask, 600);
     let end = sim.now() + 7_200;
-    sim.run_until(end + 60);
+    sim.run_until(end + 240); // the host looks at its slots once per period
     let s = sim.hosts[h].stats;
     assert_eq!(s.filled, 3);
     assert_eq!(s.freed, 3);
@@ -1399,4 +1398,179 @@ fn same_seed_same_run() {
     assert_eq!(a, run(5));
     assert_ne!(a.0, run(6).0);
     assert!(!a.0.is_empty());
+}
+
+/// A random valid ask (for the soak).
+fn random_ask(rng: &mut fastrand::Rng) -> (Ask, u64) {
+    let slots = rng.u64(1..=4);
+    let ask = Ask {
+        proof_probability: u(rng.u64(1..=10)),
+        price_per_byte_per_second: u(rng.u64(1..=5)),
+        collateral_per_byte: u(rng.u64(1..=3)),
+        slots,
+        slot_size: rng.u64(1..=64) * 1024,
+        duration: rng.u64(3_600..=86_400),
+        max_slot_loss: rng.u64(0..=slots),
+    };
+    (ask, rng.u64(300..=1_800))
+}
+
+#[test]
+fn model_soak_two_thousand_requests_over_two_months() {
+    let mut sim = Sim::new(SimConfig {
+        block_time: 20,
+        seed: 42,
+        ..SimConfig::default()
+    });
+    sim.chain.set_keep_history(false);
+    sim.add_validator(validator());
+    let policies = [
+        HostPolicy::default(),
+        HostPolicy {
+            proving: Proving::MissProbability(0.2),
+            take_probability: 0.5,
+            ..HostPolicy::default()
+        },
+        HostPolicy {
+            proving: Proving::StopAfter(30),
+            reaction_blocks: (0, 10),
+            ..HostPolicy::default()
+        },
+        HostPolicy {
+            take_probability: 0.3,
+            reaction_blocks: (5, 40),
+            max_slots: 50,
+            ..HostPolicy::default()
+        },
+    ];
+    for (i, p) in policies.into_iter().enumerate() {
+        sim.add_host(ScriptedHost::new(host(i as u64), p, i as u64));
+    }
+    let clients = [(21, Some(0)), (22, Some(3_600)), (23, None)];
+    for (i, d) in clients {
+        sim.add_client(ScriptedClient::new(account(i), d));
+    }
+    let mut rng = fastrand::Rng::with_seed(7);
+    let start = sim.now();
+    let days = 60;
+    let mut ids = Vec::new();
+    let mut events = 0usize;
+    // One request about every 100 blocks (~33 minutes) for the first 50 days, so a few
+    // dozen slots are filled at any time: the model's cost is one check per Filled slot per
+    // period for the validator and for the holding host.
+    while sim.now() < start + days * 86_400 {
+        if sim.now() < start + 50 * 86_400 && rng.u64(0..100) == 0 {
+            let c = account(21 + rng.u64(0..3));
+            let (ask, expiry) = random_ask(&mut rng);
+            let r = sim.new_request(c, ask, expiry);
+            ids.push(sim.request_storage(c, r).unwrap());
+        }
+        events += sim.mine().logs.len();
+        if sim.block_number() % 4_320 == 0 {
+            sim.check_accounting().unwrap();
+        }
+    }
+    assert!(ids.len() > 2_000, "{} requests", ids.len());
+    assert!(events > 10_000, "{events} events");
+    sim.check_accounting().unwrap();
+    for id in &ids {
+        let state = sim.latest().request_state(*id).unwrap();
+        assert!(
+            matches!(
+                state,
+                RequestState::Cancelled | RequestState::Finished | RequestState::Failed
+            ),
+            "{id} still {state:?}"
+        );
+    }
+    for h in &sim.hosts {
+        assert!(h.held_slots().is_empty(), "{:?}", h.stats);
+        assert!(h.stats.filled > 0, "{:?}", h.stats);
+    }
+    assert!(sim.validators[0].marked > 0);
+    assert!(sim.market.filled_slots().is_empty());
+}
+
+#[test]
+fn my_slots_lists_like_an_enumerable_set() {
+    let mut sim = sim();
+    let mut ask = small_ask();
+    ask.max_slot_loss = 3;
+    let (_, id) = request_with(&mut sim, ask, 600);
+    for i in 0..3 {
+        fill(&mut sim, host(0), id, i).unwrap();
+    }
+    sim.mine();
+    let s = |i| SlotId::of(id, i);
+    assert_eq!(sim.latest().my_slots(host(0)), vec![s(0), s(1), s(2)]);
+    sim.free_slot(host(0), s(0)).unwrap();
+    // Removal moves the last item into the hole.
+    assert_eq!(sim.pending().my_slots(host(0)), vec![s(2), s(1)]);
+}
+
+#[test]
+fn seal_then_run_actors_lets_the_caller_go_first() {
+    let mut sim = sim();
+    let eager = HostPolicy {
+        reaction_blocks: (0, 0),
+        fill_delay_blocks: 0,
+        ..HostPolicy::default()
+    };
+    sim.add_host(ScriptedHost::new(host(4), eager, 3));
+    let r = sim.new_request(client(), small_ask(), 600);
+    let id = sim.request_storage(client(), r).unwrap();
+    let block = sim.seal();
+    // We act before the competitor in the next block.
+    fill(&mut sim, host(0), id, 0).unwrap();
+    sim.run_actors(&block.logs);
+    let b = sim.mine();
+    let filled: Vec<u64> = b
+        .logs
+        .iter()
+        .filter_map(|l| match l.event {
+            MarketEvent::SlotFilled { slot_index, .. } => Some(slot_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(filled, vec![0, 1, 2]);
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 0)), host(0));
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 1)), host(4));
+}
+
+#[test]
+fn a_repairing_host_refills_a_freed_slot_with_discounted_collateral() {
+    let mut sim = sim_with(SimConfig {
+        block_time: 6,
+        ..SimConfig::default()
+    });
+    sim.add_validator(validator());
+    let lazy = HostPolicy {
+        proving: Proving::Never,
+        repair: false,
+        ..HostPolicy::default()
+    };
+    sim.add_host(ScriptedHost::new(host(3), lazy, 1));
+    let mut ask = small_ask();
+    ask.slots = 1;
+    ask.max_slot_loss = 1;
+    let (_, id) = request_with(&mut sim, ask, 600);
+    sim.mine_blocks(5);
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 0)), host(3));
+    // The repairer joins after the fill; it learns of the slot from SlotFreed.
+    sim.add_host(ScriptedHost::new(host(4), HostPolicy::default(), 2));
+    let before = sim.balance_of(host(4));
+    let mut freed_at = None;
+    let stop = sim.now() + 1_800;
+    while sim.now() < stop && sim.latest().get_host(SlotId::of(id, 0)) != host(4) {
+        for log in sim.mine().logs {
+            if let MarketEvent::SlotFreed { .. } = log.event {
+                freed_at = Some(log.block_number);
+            }
+        }
+    }
+    assert!(freed_at.is_some());
+    assert_eq!(sim.latest().get_host(SlotId::of(id, 0)), host(4));
+    assert_eq!(before - sim.balance_of(host(4)), u(922));
+    assert_eq!(sim.latest().current_collateral(SlotId::of(id, 0)), u(1024));
+    assert_eq!(sim.latest().request_state(id), Ok(RequestState::Started));
 }

@@ -26,6 +26,8 @@ pub struct Validator {
     pub windows_missed: u64,
     /// Whether it acts at all (tests can pause it).
     pub enabled: bool,
+    /// Slot checks made (one per Filled slot per period): the model's main cost driver.
+    pub checks: u64,
     done: Option<u64>,
 }
 
@@ -37,6 +39,7 @@ impl Validator {
             marked: 0,
             windows_missed: 0,
             enabled: true,
+            checks: 0,
             done: None,
         }
     }
@@ -46,7 +49,8 @@ impl Validator {
         if !self.enabled {
             return;
         }
-        let cfg = w.market.configuration().clone();
+        let cfg = w.market.configuration();
+        let (period_len, timeout) = (cfg.period, cfg.timeout);
         let now = w.chain.pending_timestamp();
         let current = cfg.period_of(now);
         let Some(p) = current.checked_sub(1) else {
@@ -55,16 +59,17 @@ impl Validator {
         if self.done.is_some_and(|d| d >= p) {
             return;
         }
-        let end = cfg.period_end(p);
+        let end = (p + 1) * period_len;
         if now <= end {
             return;
         }
-        if now >= end + cfg.timeout {
+        if now >= end + timeout {
             self.windows_missed += 1;
             self.done = Some(p);
             return;
         }
         let slots = w.market.filled_slots().to_vec();
+        self.checks += slots.len() as u64;
         for slot in slots {
             if w.pending().can_mark_proof_as_missing(slot, p).is_ok()
                 && w.mark_proof_as_missing(self.address, slot, p).is_ok()
@@ -154,6 +159,10 @@ struct Held {
 }
 
 /// A competing host: reserves and fills slots it sees announced, proves, collects payouts.
+///
+/// It looks at its slots once per period, in the first block of the period: it submits a
+/// proof when `isProofRequired` or `willProofBeRequired` (as nim-codex does) and frees
+/// slots that are Finished, Cancelled or Failed.
 #[derive(Debug, Clone)]
 pub struct ScriptedHost {
     /// The host's account (fund it with [`World::fund`]).
@@ -166,6 +175,7 @@ pub struct ScriptedHost {
     plans: BTreeMap<u64, Vec<Plan>>,
     in_flight: usize,
     held: BTreeMap<SlotId, Held>,
+    tended_period: Option<u64>,
 }
 
 impl ScriptedHost {
@@ -179,6 +189,7 @@ impl ScriptedHost {
             plans: BTreeMap::new(),
             in_flight: 0,
             held: BTreeMap::new(),
+            tended_period: None,
         }
     }
 
@@ -229,7 +240,12 @@ impl ScriptedHost {
                 self.run_plan(w, pending, plan);
             }
         }
-        self.tend(w);
+        // Like nim-codex, look at held slots once per period (at its first block).
+        let period = w.pending().period();
+        if self.tended_period != Some(period) {
+            self.tended_period = Some(period);
+            self.tend(w);
+        }
     }
 
     fn run_plan(&mut self, w: &mut World, pending: u64, plan: Plan) {
@@ -288,18 +304,21 @@ impl ScriptedHost {
         let slots: Vec<(SlotId, Held)> = self.held.iter().map(|(s, h)| (*s, *h)).collect();
         for (slot, held) in slots {
             let view = w.pending();
-            if view.get_host(slot) != self.address {
+            let period = view.period();
+            let Some(summary) = view.slot_summary(slot) else {
+                gone.push(slot);
+                continue;
+            };
+            if summary.host != self.address {
                 self.stats.kicked_out += 1;
                 gone.push(slot);
                 continue;
             }
-            match view.slot_state(slot) {
+            match summary.state {
                 SlotState::Filled => {
-                    let period = view.period();
-                    if held.proven_period == Some(period) {
-                        continue;
-                    }
-                    if !(view.is_proof_required(slot) || view.will_proof_be_required(slot)) {
+                    if held.proven_period == Some(period)
+                        || !(summary.proof_required || summary.proof_will_be_required)
+                    {
                         continue;
                     }
                     let prove = match self.policy.proving {
@@ -315,11 +334,7 @@ impl ScriptedHost {
                     if !prove {
                         continue;
                     }
-                    let Some(rec) = w.market.slot_record(slot) else {
-                        continue;
-                    };
-                    let (id, index) = (rec.request_id, rec.slot_index);
-                    let Ok(proof) = w.pending().proof_for(id, index) else {
+                    let Some(proof) = view.proof_for_slot(slot) else {
                         continue;
                     };
                     match w.submit_proof(self.address, slot, &proof) {

@@ -6,7 +6,7 @@
 //! trace, and returns the events it emitted. Views and transactions take a [`Ctx`]: the block
 //! they execute in.
 
-use std::collections::HashMap;
+use super::fasthash::FastMap;
 use std::hash::Hash;
 
 use codex::market::{
@@ -211,14 +211,14 @@ pub fn challenge_to_field_element(challenge: B256) -> U256 {
 #[derive(Debug, Clone)]
 pub struct IndexedSet<T> {
     items: Vec<T>,
-    pos: HashMap<T, usize>,
+    pos: FastMap<T, usize>,
 }
 
 impl<T> Default for IndexedSet<T> {
     fn default() -> Self {
         IndexedSet {
             items: Vec::new(),
-            pos: HashMap::new(),
+            pos: FastMap::default(),
         }
     }
 }
@@ -279,6 +279,8 @@ pub struct RequestRecord {
     pub ends_at: u64,
     /// t0 + expiry.
     pub expires_at: u64,
+    /// The client has withdrawn (model bookkeeping; the contract zeroes the refund).
+    pub withdrawn: bool,
 }
 
 /// Stored data of a slot (`_slots` plus the Proofs mappings for its id).
@@ -300,10 +302,29 @@ pub struct SlotRecord {
     pub start_period: u64,
     /// Missed proofs since the last forced free.
     pub missed: u64,
+    /// slotProbability, fixed by the request (cached).
+    pub probability: U256,
     /// Periods with a received proof (pruned to recent ones; queries never look further).
     received: Vec<u64>,
     /// Periods marked missing (pruned like `received`).
     missing: Vec<u64>,
+}
+
+/// One slot as a host sees it at a block ([`Marketplace::slot_summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotSummary {
+    /// Computed slot state.
+    pub state: SlotState,
+    /// Current host (zero after a forced free).
+    pub host: Address,
+    /// `isProofRequired`.
+    pub proof_required: bool,
+    /// `willProofBeRequired`.
+    pub proof_will_be_required: bool,
+    /// The slot's request.
+    pub request_id: RequestId,
+    /// The slot's index.
+    pub slot_index: u64,
 }
 
 /// Totals the contract tracks, useful for invariants.
@@ -322,11 +343,11 @@ pub struct Marketplace {
     proof_mode: ProofMode,
     /// The ERC20 used for payment and collateral.
     pub token: Token,
-    requests: HashMap<RequestId, RequestRecord>,
-    slots: HashMap<SlotId, SlotRecord>,
-    reservations: HashMap<SlotId, Vec<Address>>,
-    my_slots: HashMap<Address, IndexedSet<SlotId>>,
-    my_requests: HashMap<Address, IndexedSet<RequestId>>,
+    requests: FastMap<RequestId, RequestRecord>,
+    slots: FastMap<SlotId, SlotRecord>,
+    reservations: FastMap<SlotId, Vec<Address>>,
+    my_slots: FastMap<Address, IndexedSet<SlotId>>,
+    my_requests: FastMap<Address, IndexedSet<RequestId>>,
     /// Slots whose stored state is Filled (candidates for validation).
     filled: IndexedSet<SlotId>,
     totals: Totals,
@@ -352,11 +373,11 @@ impl Marketplace {
             config,
             proof_mode,
             token: Token::default(),
-            requests: HashMap::new(),
-            slots: HashMap::new(),
-            reservations: HashMap::new(),
-            my_slots: HashMap::new(),
-            my_requests: HashMap::new(),
+            requests: FastMap::default(),
+            slots: FastMap::default(),
+            reservations: FastMap::default(),
+            my_slots: FastMap::default(),
+            my_requests: FastMap::default(),
             filled: IndexedSet::default(),
             totals: Totals::default(),
         })
@@ -424,17 +445,18 @@ impl Marketplace {
 
     /// `slotState(slot)` (§7.2). Never reverts; unknown slots are Free.
     pub fn slot_state(&self, cx: &Ctx, slot: SlotId) -> SlotState {
-        let Some(s) = self.slots.get(&slot) else {
-            return SlotState::Free;
-        };
+        match self.slots.get(&slot) {
+            Some(s) => self.state_of_slot(cx, s, self.requests.get(&s.request_id)),
+            None => SlotState::Free,
+        }
+    }
+
+    /// §7.2 for a stored slot and its request record.
+    fn state_of_slot(&self, cx: &Ctx, s: &SlotRecord, r: Option<&RequestRecord>) -> SlotState {
         if s.state == SlotState::Paid {
             return SlotState::Paid;
         }
-        match self
-            .requests
-            .get(&s.request_id)
-            .map(|r| Self::state_of(r, cx.timestamp))
-        {
+        match r.map(|r| Self::state_of(r, cx.timestamp)) {
             Some(RequestState::Cancelled) => SlotState::Cancelled,
             Some(RequestState::Finished) => SlotState::Finished,
             Some(RequestState::Failed) => SlotState::Failed,
@@ -532,7 +554,12 @@ impl Marketplace {
             .and_then(|s| self.requests.get(&s.request_id))
             .map(|r| r.request.ask.proof_probability)
             .unwrap_or_default();
-        p.saturating_mul(U256::from(256 - u64::from(self.config.downtime))) / U256::from(256u64)
+        self.probability_of(p)
+    }
+
+    fn probability_of(&self, proof_probability: U256) -> U256 {
+        proof_probability.saturating_mul(U256::from(256 - u64::from(self.config.downtime)))
+            / U256::from(256u64)
     }
 
     /// The pointer for `slot` in `period` at the executing block (§7.5).
@@ -563,19 +590,53 @@ impl Marketplace {
 
     /// (required, pointer) for `slot` in `period` at this block (`_getProofRequirement`).
     fn proof_requirement(&self, cx: &Ctx, slot: SlotId, period: u64) -> (bool, u8) {
-        let Some(s) = self.slots.get(&slot) else {
-            return (false, 0);
-        };
-        if self.slot_state(cx, slot) != SlotState::Filled || period <= s.start_period {
+        match self.slots.get(&slot) {
+            Some(s) => self.requirement_of(cx, slot, s, period),
+            None => (false, 0),
+        }
+    }
+
+    fn requirement_of(&self, cx: &Ctx, slot: SlotId, s: &SlotRecord, period: u64) -> (bool, u8) {
+        let state = self.state_of_slot(cx, s, self.requests.get(&s.request_id));
+        self.requirement_in_state(cx, slot, s, state, period)
+    }
+
+    fn requirement_in_state(
+        &self,
+        cx: &Ctx,
+        slot: SlotId,
+        s: &SlotRecord,
+        state: SlotState,
+        period: u64,
+    ) -> (bool, u8) {
+        if state != SlotState::Filled || period <= s.start_period {
             return (false, 0);
         }
         let pointer = self.pointer_at(cx, slot, period);
         let Ok(challenge) = Self::challenge_for_pointer(cx, pointer) else {
             return (false, 0);
         };
-        let prob = self.slot_probability(slot);
+        let prob = s.probability;
         let required = prob.is_zero() || (U256::from_be_bytes(challenge.0) % prob).is_zero();
         (required, pointer)
+    }
+
+    /// Everything a host looks at for one of its slots, in one pass: computed state, host,
+    /// `isProofRequired`, `willProofBeRequired`, and the slot's request and index.
+    pub fn slot_summary(&self, cx: &Ctx, slot: SlotId) -> Option<SlotSummary> {
+        let s = self.slots.get(&slot)?;
+        let r = self.requests.get(&s.request_id);
+        let state = self.state_of_slot(cx, s, r);
+        let period = self.config.period_of(cx.timestamp);
+        let (required, pointer) = self.requirement_in_state(cx, slot, s, state, period);
+        Some(SlotSummary {
+            state,
+            host: s.host,
+            proof_required: required && pointer >= self.config.downtime,
+            proof_will_be_required: required && pointer < self.config.downtime,
+            request_id: s.request_id,
+            slot_index: s.slot_index,
+        })
     }
 
     fn is_required_in(&self, cx: &Ctx, slot: SlotId, period: u64) -> bool {
@@ -613,6 +674,19 @@ impl Marketplace {
         ))
     }
 
+    /// A proof valid for the filled (or once filled) `slot` at this block, without hashing
+    /// the slot id again; None for a slot never filled.
+    pub fn proof_for_slot(&self, cx: &Ctx, slot: SlotId) -> Option<Groth16Proof> {
+        let s = self.slots.get(&slot)?;
+        let root = self
+            .requests
+            .get(&s.request_id)?
+            .request
+            .content
+            .merkle_root;
+        Some(proof_for(self.get_challenge(cx, slot), root, s.slot_index))
+    }
+
     fn verify(&self, cx: &Ctx, slot: SlotId, root: B256, index: u64, proof: &Groth16Proof) -> bool {
         match self.proof_mode {
             ProofMode::AnyNonZero => !proof.is_zero(),
@@ -627,7 +701,11 @@ impl Marketplace {
         slot: SlotId,
         period: u64,
     ) -> Result<(), Revert> {
-        if self.slot_state(cx, slot) != SlotState::Filled {
+        let Some(s) = self.slots.get(&slot) else {
+            return Err(Revert::SlotNotAcceptingProofs);
+        };
+        let state = self.state_of_slot(cx, s, self.requests.get(&s.request_id));
+        if state != SlotState::Filled {
             return Err(Revert::SlotNotAcceptingProofs);
         }
         let end = self.config.period_end(period);
@@ -637,14 +715,11 @@ impl Marketplace {
         if cx.timestamp >= end + self.config.timeout {
             return Err(Revert::ValidationTimedOut);
         }
-        let s = self
-            .slots
-            .get(&slot)
-            .ok_or(Revert::SlotNotAcceptingProofs)?;
         if s.received.contains(&period) {
             return Err(Revert::ProofNotMissing);
         }
-        if !self.is_required_in(cx, slot, period) {
+        let (required, pointer) = self.requirement_in_state(cx, slot, s, state, period);
+        if !(required && pointer >= self.config.downtime) {
             return Err(Revert::ProofNotRequired);
         }
         if s.missing.contains(&period) {
@@ -719,6 +794,7 @@ impl Marketplace {
                 started_at: 0,
                 ends_at,
                 expires_at,
+                withdrawn: false,
             },
         );
         self.my_requests.entry(from).or_default().insert(id);
@@ -800,6 +876,7 @@ impl Marketplace {
         self.token
             .check_transfer_from(MARKETPLACE_ADDRESS, from, amount)?;
         let slots = ask.slots;
+        let probability = self.probability_of(ask.proof_probability);
         // All checks passed: apply.
         self.token
             .transfer_from(MARKETPLACE_ADDRESS, from, MARKETPLACE_ADDRESS, amount)?;
@@ -814,10 +891,12 @@ impl Marketplace {
             current_collateral: U256::ZERO,
             start_period: 0,
             missed: 0,
+            probability: U256::ZERO,
             received: Vec::new(),
             missing: Vec::new(),
         });
         s.start_period = period;
+        s.probability = probability;
         record_period(&mut s.received, period, keep);
         s.host = from;
         s.filled_at = cx.timestamp;
@@ -1071,11 +1150,53 @@ impl Marketplace {
                 _ => {}
             }
             r.funds_to_return_to_client = U256::ZERO;
+            r.withdrawn = true;
         }
         if let Some(set) = self.my_requests.get_mut(&from) {
             set.remove(&id);
         }
         Ok(events)
+    }
+}
+
+impl Marketplace {
+    /// What the contract still owes at this block if everyone collected: client refunds of
+    /// requests not yet withdrawn (as `withdrawFunds` would compute them) plus, for every
+    /// slot still held (stored Filled), the host's payout and collateral (nothing for a
+    /// Failed request). A solvent contract holds at least this much.
+    pub fn owed(&self, cx: &Ctx) -> U256 {
+        let mut owed = U256::ZERO;
+        for r in self.requests.values() {
+            if r.withdrawn {
+                continue;
+            }
+            let ask = &r.request.ask;
+            let pps = ask.price_per_slot_per_second();
+            owed += match Self::state_of(r, cx.timestamp) {
+                RequestState::Cancelled => {
+                    r.funds_to_return_to_client
+                        + U256::from(r.slots_filled) * U256::from(r.ends_at - r.expires_at) * pps
+                }
+                RequestState::Failed => U256::from(ask.slots) * U256::from(ask.duration) * pps,
+                _ => r.funds_to_return_to_client,
+            };
+        }
+        for slot in self.filled.as_slice() {
+            let Some(s) = self.slots.get(slot) else {
+                continue;
+            };
+            let Some(r) = self.requests.get(&s.request_id) else {
+                continue;
+            };
+            let pps = r.request.ask.price_per_slot_per_second();
+            let end = match Self::state_of(r, cx.timestamp) {
+                RequestState::Failed => continue,
+                RequestState::Cancelled => r.expires_at,
+                _ => r.ends_at,
+            };
+            owed += U256::from(end.saturating_sub(s.filled_at)) * pps + s.current_collateral;
+        }
+        owed
     }
 }
 

@@ -1,66 +1,101 @@
 //! A deterministic in-memory model of the Marketplace contract and its chain, for whole-sale
-//! simulations of the sales core (`spec/marketplace.md` §3–§7).
+//! simulations of the sales core (`spec/marketplace.md` §3–§7, TestMarketplace semantics).
 //!
-//! Include it from a test crate with `mod sim;` and `use sim::*;`.
+//! Include it from a test crate with `mod sim;` and `use sim::*;` (it re-exports the
+//! library's market types: `RequestId`, `SlotId`, `Ask`, `Request`, `MarketEvent`, `U256`, ...).
 //!
 //! # Pieces
-//! - [`Chain`]: block producer. Blocks have a number, a timestamp and a hash derived from the
-//!   seed. Transactions execute in the *pending* block (number latest + 1, timestamp
-//!   [`Chain::pending_timestamp`]); [`Chain::mine`] seals it, `block_time` seconds after the
-//!   previous block unless time was advanced ([`World::advance_time`] is `evm_increaseTime`,
-//!   [`World::set_next_timestamp`] is `evm_setNextBlockTimestamp`; equal timestamps are
-//!   allowed). Events come back as [`Log`]s (the library's `MarketEvent` plus block number,
-//!   timestamp and log index); [`Chain::logs`] is `eth_getLogs` over the kept history.
-//! - [`Marketplace`]: the contract. Transactions check everything before changing anything
-//!   and fail with a [`Revert`] named like the contract's custom error, in the contract's
-//!   check order. Payouts and collateral move real [`Token`] balances (`market.token`).
-//! - [`World`] = chain + marketplace: transactions as a sender (`world.fill_slot(host, ..)`,
-//!   executed in the pending block, events queued for the next mined block) and views
-//!   ([`World::pending`] = `eth_call` with `pending`, as nim-codex queries proofs and states;
-//!   [`World::latest`] = with `latest`).
-//! - Actors: [`Validator`] (marks missed proofs), [`ScriptedHost`] (competes for slots with
-//!   a [`HostPolicy`], optionally stops proving), [`ScriptedClient`] (withdraws after the end,
-//!   which is what emits `RequestCancelled`).
-//! - [`Sim`]: a `World` (it derefs to one) plus actors. [`Sim::mine`] seals a block, lets the
-//!   actors react (their transactions go into the next block) and returns the [`Block`].
+//! - [`Chain`]: the block producer. Blocks have a number, a timestamp and a hash derived from
+//!   the seed. Transactions execute in the *pending* block (number latest + 1, timestamp
+//!   [`Chain::pending_timestamp`]); [`Chain::mine`] seals it. The next block comes
+//!   `block_time` seconds later unless time is moved: [`World::advance_time`] is
+//!   `evm_increaseTime`, [`World::set_next_timestamp`] is `evm_setNextBlockTimestamp` (equal
+//!   timestamps are allowed, as on anvil). Chain time ([`World::now`]) is the latest block's
+//!   timestamp. Events come back as [`Log`]s: the library's `MarketEvent` plus block number,
+//!   block timestamp and log index. [`Chain::logs`]`(from, to)` is `eth_getLogs` over the kept
+//!   history (for restart backfill).
+//! - [`Marketplace`]: the contract. Requests, slots, reservations, proofs, slashing, forced
+//!   free, failure, payouts, withdrawals, exactly per §7. A transaction checks everything
+//!   before it changes anything; a failure is a [`Revert`] named like the contract's custom
+//!   error (`SlotNotFree`, `ReservationRequired`, `InvalidProof`, ..., with
+//!   [`Revert::selector`]), raised in the contract's check order, and leaves no trace.
+//!   Payouts, refunds, collateral and validator rewards move real [`Token`] balances
+//!   (`world.market.token`; [`World::fund`] mints and approves).
+//! - [`World`] = chain + marketplace. Transactions as a sender, executed in the pending block,
+//!   their events queued for the next mined block: `request_storage`, `reserve_slot`,
+//!   `fill_slot`, `submit_proof`, `free_slot`, `free_slot_to`, `withdraw_funds`,
+//!   `withdraw_funds_to`, `mark_proof_as_missing`, `forcibly_free_slot`. Views through a
+//!   [`View`]: [`World::pending`] is `eth_call` at `pending` (how nim-codex asks about proofs
+//!   and states: block latest + 1), [`World::latest`] at `latest`. A view has every contract
+//!   getter (`request_state`, `slot_state`, `get_active_slot`, `get_host`,
+//!   `current_collateral`, `request_end`, `request_expiry`, `my_slots`, `can_reserve_slot`,
+//!   `is_proof_required`, `will_proof_be_required`, `get_challenge`, `get_pointer`,
+//!   `missing_proofs`, `can_mark_proof_as_missing`, ...) plus `proof_for(id, index)` /
+//!   `proof_for_slot(slot)` (a proof valid in that block) and `slot_summary(slot)`.
+//! - Actors, acting after each mined block: [`Validator`] marks missed proofs in the first
+//!   block after each period (within the timeout); [`ScriptedHost`] competes for announced and
+//!   freed slots under a [`HostPolicy`] (take probability, reaction delay, [`Proving`]
+//!   behaviour such as `Never` or `MissProbability`), proves once per period like nim-codex,
+//!   and collects payouts; [`ScriptedClient`] withdraws after its requests end, which is what
+//!   emits `RequestCancelled`.
+//! - [`Sim`]: a `World` (it derefs to one) plus actors. [`Sim::mine`] seals a block, lets
+//!   the actors react (their transactions go into the next block, ahead of yours) and returns
+//!   the [`Block`]. [`Sim::seal`] + [`Sim::run_actors`] let your code go first instead.
+//!   [`Sim::run_until`], [`Sim::mine_blocks`] and [`Sim::run_to_next_period`] mine several.
 //!
 //! # A test loop
 //! ```ignore
-//! let mut sim = Sim::new(SimConfig::default());
+//! let mut sim = Sim::new(SimConfig::default());      // local §8 config, 12 s blocks
 //! let me = account(1);
-//! sim.fund(me, U256::from(1_000_000u64));          // mint + approve the Marketplace
+//! sim.fund(me, U256::from(1_000_000_000u64));        // mint + approve the Marketplace
 //! sim.add_validator(account(2));
-//! sim.add_host(ScriptedHost::new(account(3), HostPolicy::default(), 7));
+//! sim.add_host(ScriptedHost::new(account(3), HostPolicy::default(), 7)); // a competitor
 //! let client = account(4);
-//! sim.fund(client, U256::from(10u64).pow(U256::from(18u64)));
-//! let request = sim.new_request(client, sim::small_ask(), 600);
+//! sim.fund(client, U256::from(1_000_000_000_000u64));
+//! let request = sim.new_request(client, small_ask(), 600); // expiry relative, 600 s
 //! let id = sim.request_storage(client, request)?;
 //! loop {
-//!     let block = sim.mine();                       // events of this block
-//!     for log in &block.logs { /* feed log.event to the core with now = block.header.timestamp */ }
-//!     // core outputs → calls:
-//!     let view = sim.pending();
-//!     if view.is_proof_required(slot) { let p = view.proof_for(id, 0)?; sim.submit_proof(me, slot, &p)?; }
+//!     let block = sim.mine();
+//!     for log in &block.logs {
+//!         // core.on_event(log.event.clone(), block.header.timestamp)
+//!     }
+//!     // core outputs become calls, e.g.:
+//!     sim.reserve_slot(me, id, 0)?;
+//!     let proof = sim.pending().proof_for(id, 0)?;   // what the prover would produce
+//!     sim.fill_slot(me, id, 0, &proof)?;             // Err(Revert::SlotNotFree) if beaten
+//!     let slot = SlotId::of(id, 0);
+//!     if sim.pending().is_proof_required(slot) || sim.pending().will_proof_be_required(slot) {
+//!         let p = sim.pending().proof_for_slot(slot).unwrap();
+//!         sim.submit_proof(me, slot, &p)?;
+//!     }
+//!     sim.check_accounting().unwrap();               // contract balance == in − out ≥ owed
 //! }
 //! ```
 //!
 //! # Proofs
-//! With [`ProofMode::AnyNonZero`] (TestVerifier) any non-zero proof passes. With
-//! [`ProofMode::Strict`] a proof must equal [`proof_for`]`(challenge, merkleRoot, index)` for
-//! the challenge at the executing block, so a host that builds its proof from a challenge
-//! read before the pointer wrapped gets `InvalidProof`, as with a real verifier. Use
-//! [`View::get_challenge`] to read the challenge and [`proof_for`] to "compute" the proof.
+//! With [`ProofMode::AnyNonZero`] (TestVerifier, the default) any non-zero proof passes.
+//! With [`ProofMode::Strict`] a proof must equal [`proof_for`]`(challenge, merkleRoot,
+//! index)` for the challenge of the block the transaction executes in, so a host that reads
+//! the challenge, waits, and sends after the pointer wrapped or the period changed gets
+//! `InvalidProof`, as with the real verifier. Read the challenge with [`View::get_challenge`]
+//! and "compute" the proof with [`proof_for`]. [`SimConfig::market`] can set `downtime = 0`
+//! so that (with proofProbability 1) every period after the fill period requires a proof.
 //!
-//! # Determinism and speed
-//! Everything is seeded (`SimConfig::seed`, actor seeds); collections that drive the order of
-//! transactions are ordered. Block hashes and their challenges are cached for the last 512
-//! blocks, so proof checks cost no hashing; per-slot proof bookkeeping keeps only the periods
-//! still queryable. Turn off log history with `sim.chain.set_keep_history(false)` in soaks
-//! that do not need `eth_getLogs`.
+//! # Determinism and cost
+//! Block hashes come from `SimConfig::seed`; actors take their own seeds; every map uses a
+//! fixed hasher and transaction order comes from ordered collections, so the same seed gives
+//! the same run. Block hashes and challenges of the last 512 blocks are cached, so proof
+//! checks do no hashing; per-slot proof bookkeeping keeps only the periods still queryable.
+//! The main cost is one check per Filled slot per period for the validator and for the host
+//! holding it (about 1 µs each in a debug build): a few dozen concurrent slots over two
+//! months at the 120 s period run in a few seconds (see the soak in `tests/sim_model.rs`);
+//! for thousands of concurrent slots use a longer `period`. Turn off log history with
+//! `sim.chain.set_keep_history(false)` when `eth_getLogs` is not needed.
 #![allow(dead_code, unused_imports)]
 
 pub mod actors;
 pub mod chain;
+pub mod fasthash;
 pub mod market;
 pub mod token;
 
@@ -74,7 +109,7 @@ pub use codex::market::{
 };
 pub use market::{
     challenge_to_field_element, proof_for, Marketplace, ProofMode, RequestRecord, Revert,
-    SlotRecord, Totals, MARKETPLACE_ADDRESS,
+    SlotRecord, SlotSummary, Totals, MARKETPLACE_ADDRESS,
 };
 pub use token::Token;
 
@@ -237,6 +272,14 @@ impl View<'_> {
     pub fn can_mark_proof_as_missing(&self, slot: SlotId, period: u64) -> Result<(), Revert> {
         self.market
             .can_mark_proof_as_missing(&self.cx, slot, period)
+    }
+    /// State, host and proof requirement of `slot` in one pass (None if never filled).
+    pub fn slot_summary(&self, slot: SlotId) -> Option<SlotSummary> {
+        self.market.slot_summary(&self.cx, slot)
+    }
+    /// A proof valid for the (once) filled `slot` if executed in this block.
+    pub fn proof_for_slot(&self, slot: SlotId) -> Option<Groth16Proof> {
+        self.market.proof_for_slot(&self.cx, slot)
     }
     /// A proof valid for slot `index` of `id` if executed in this block.
     pub fn proof_for(&self, id: RequestId, index: u64) -> Result<Groth16Proof, Revert> {
@@ -410,6 +453,10 @@ impl World {
                 t.received, t.sent
             ));
         }
+        let owed = self.market.owed(&self.chain.ctx(BlockTag::Pending));
+        if bal < owed {
+            return Err(format!("marketplace balance {bal} < owed {owed}"));
+        }
         Ok(())
     }
 }
@@ -510,17 +557,29 @@ impl Sim {
     /// Seals the pending block, lets the actors react to its logs (their transactions go into
     /// the next block) and returns the block.
     pub fn mine(&mut self) -> Block {
-        let block = self.world.chain.mine();
+        let block = self.seal();
+        self.run_actors(&block.logs);
+        block
+    }
+
+    /// Seals the pending block without running the actors. With [`Sim::run_actors`] this
+    /// lets the code under test send its transactions first in the next block (by default,
+    /// [`Sim::mine`] lets the actors go first).
+    pub fn seal(&mut self) -> Block {
+        self.world.chain.mine()
+    }
+
+    /// Lets validators, hosts and clients (in that order) react to `logs` of the latest block.
+    pub fn run_actors(&mut self, logs: &[Log]) {
         for v in &mut self.validators {
             v.act(&mut self.world);
         }
         for h in &mut self.hosts {
-            h.act(&mut self.world, &block.logs);
+            h.act(&mut self.world, logs);
         }
         for c in &mut self.clients {
-            c.act(&mut self.world, &block.logs);
+            c.act(&mut self.world, logs);
         }
-        block
     }
 
     /// Mines `n` blocks; returns all their logs.

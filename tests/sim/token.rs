@@ -2,7 +2,7 @@
 //! Marketplace model needs: balances, allowances, transfer and transferFrom with OpenZeppelin's
 //! errors and check order (allowance first, then balance).
 
-use std::collections::HashMap;
+use super::fasthash::FastMap;
 
 use codex::market::{Address, U256};
 
@@ -11,8 +11,8 @@ use super::market::Revert;
 /// Token balances and allowances.
 #[derive(Debug, Clone, Default)]
 pub struct Token {
-    balances: HashMap<Address, U256>,
-    allowances: HashMap<(Address, Address), U256>,
+    balances: FastMap<Address, U256>,
+    allowances: FastMap<(Address, Address), U256>,
     total_supply: U256,
 }
 
