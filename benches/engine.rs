@@ -21,7 +21,13 @@ const NOW: u64 = 1_750_000_000;
 fn engine() -> Engine<MemLedger> {
     let mut ledger = MemLedger::new();
     let mut rng = fastrand::Rng::with_seed(1);
-    for i in 0..1000u32 {
+    // ENGINE_BENCH_AVAILABILITIES changes the count, to separate the engine's own cost from
+    // the ledger's matching scan.
+    let count: u32 = std::env::var("ENGINE_BENCH_AVAILABILITIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for i in 0..count {
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&i.to_be_bytes());
         ledger

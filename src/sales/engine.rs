@@ -586,10 +586,13 @@ impl<L: Ledger> Engine<L> {
                 return;
             }
         };
+        // Only a request we already have sales for needs the (keccak) slot id check.
+        let known = self.by_request.contains_key(&request_id);
         for item in items {
-            if !self
-                .sales
-                .contains_key(&SlotId::of(item.request_id, item.slot_index))
+            if !known
+                || !self
+                    .sales
+                    .contains_key(&SlotId::of(item.request_id, item.slot_index))
             {
                 self.push(item);
             }
@@ -633,11 +636,6 @@ impl<L: Ledger> Engine<L> {
         loop {
             match self.queue.next_for_worker() {
                 Next::Item(item) => {
-                    let slot = SlotRef::new(item.request_id, item.slot_index);
-                    if self.sales.contains_key(&slot.slot_id) {
-                        self.queue.release_worker();
-                        continue;
-                    }
                     // Another slot of this request matched no availability and the ledger
                     // has not grown since: this one cannot match either. Mark it seen
                     // without a chain read.
@@ -646,8 +644,16 @@ impl<L: Ledger> Engine<L> {
                         self.push(SlotQueueItem { seen: true, ..item });
                         continue;
                     }
+                    let known = self.by_request.contains_key(&item.request_id);
                     let mut out = std::mem::take(&mut self.scratch);
                     let sale = Sale::prepare(item, &mut out);
+                    let slot = sale.slot();
+                    if known && self.sales.contains_key(&slot.slot_id) {
+                        out.clear();
+                        self.scratch = out;
+                        self.queue.release_worker();
+                        continue;
+                    }
                     self.insert_sale(sale);
                     self.workers.insert(slot.slot_id);
                     self.apply(slot, &mut out);

@@ -380,6 +380,8 @@ pub enum Input {
 pub struct Preparing {
     /// The queue item this sale came from.
     pub item: SlotQueueItem,
+    /// The slot (its id computed once).
+    pub slot: SlotRef,
     /// Where it is.
     pub step: PrepStep,
 }
@@ -631,12 +633,11 @@ pub enum Sale {
 impl Sale {
     /// A sale for a queue item: starts in Preparing and asks for the slot view.
     pub fn prepare(item: SlotQueueItem, out: &mut Vec<Output>) -> Sale {
-        out.push(Output::ReadSlot(SlotRef::new(
-            item.request_id,
-            item.slot_index,
-        )));
+        let slot = SlotRef::new(item.request_id, item.slot_index);
+        out.push(Output::ReadSlot(slot));
         Sale::Preparing(Preparing {
             item,
+            slot,
             step: PrepStep::Reading,
         })
     }
@@ -656,7 +657,7 @@ impl Sale {
     /// The slot.
     pub fn slot(&self) -> SlotRef {
         match self {
-            Sale::Preparing(p) => SlotRef::new(p.item.request_id, p.item.slot_index),
+            Sale::Preparing(p) => p.slot,
             Sale::SlotReserving(s) => s.held.base.slot,
             Sale::Downloading(r) | Sale::InitialProving(r, _) | Sale::Filling(r, _, _) => {
                 r.base.slot
@@ -759,7 +760,7 @@ impl Sale {
         match self {
             // Before any reservation: nothing to give back.
             Sale::Preparing(p) => {
-                let slot = SlotRef::new(p.item.request_id, p.item.slot_index);
+                let slot = p.slot;
                 end_closed(slot, name, reason, None, false, out)
             }
             // Before our fill: everything held comes back.
@@ -795,7 +796,7 @@ impl Sale {
     fn slot_filled(self, out: &mut Vec<Output>) -> Sale {
         match self {
             Sale::Preparing(p) => {
-                let slot = SlotRef::new(p.item.request_id, p.item.slot_index);
+                let slot = p.slot;
                 end(
                     Closing::Ignored,
                     slot,
@@ -936,7 +937,7 @@ fn base_of(slot: SlotRef, view: &SlotView, request: Arc<Request>) -> Base {
 }
 
 fn preparing(p: Preparing, input: Input, now: u64, out: &mut Vec<Output>) -> Sale {
-    let slot = SlotRef::new(p.item.request_id, p.item.slot_index);
+    let slot = p.slot;
     match (p.step, input) {
         (PrepStep::Reading, Input::Slot(Err(e))) => end(
             Closing::Errored,
@@ -1005,6 +1006,7 @@ fn preparing(p: Preparing, input: Input, now: u64, out: &mut Vec<Output>) -> Sal
             let base = base_of(slot, &view, request);
             Sale::Preparing(Preparing {
                 item: p.item,
+                slot,
                 step: PrepStep::Reserving { base, repairing },
             })
         }
@@ -1042,7 +1044,11 @@ fn preparing(p: Preparing, input: Input, now: u64, out: &mut Vec<Output>) -> Sal
                 out,
             ),
         },
-        (step, _) => Sale::Preparing(Preparing { item: p.item, step }),
+        (step, _) => Sale::Preparing(Preparing {
+            item: p.item,
+            slot,
+            step,
+        }),
     }
 }
 
