@@ -181,8 +181,9 @@ fn bench_engine(c: &mut Criterion) {
     }
     let d = t.elapsed();
     println!(
-        "engine: {:.0} StorageRequested events/s (20,000 events, 10 slots each, 1,000 availabilities; {} slots prepared and matched)",
+        "engine: {:.0} StorageRequested events/s (20,000 events, 10 slots each, {} availabilities; {} slots prepared and matched)",
         reqs.len() as f64 / d.as_secs_f64(),
+        e.ledger().availabilities().map(|a| a.len()).unwrap_or(0),
         black_box(e.stats().ended.values().sum::<u64>())
     );
     println!(
