@@ -4,7 +4,7 @@
 //! holds; no sale stays non-final once its request has ended (plus a grace for retries);
 //! at the end every byte and every unit of collateral not lost on chain is back.
 //!
-//! `SOAK_DAYS` (default 60) sets the simulated span; the seed is fixed in the file.
+//! `SOAK_DAYS` (default 120) sets the simulated span; the seed is fixed in the file.
 
 mod sales_driver;
 mod sim;
@@ -35,7 +35,7 @@ fn soak_months_of_random_requests_events_and_restarts() {
     let days: u64 = std::env::var("SOAK_DAYS")
         .ok()
         .and_then(|d| d.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(120);
     let mut sim = Sim::new(soak_config());
     sim.chain.set_keep_history(true);
     let me = account(1);
