@@ -1,2 +1,15 @@
-//! The sales core: everything a host decides, as pure code.
+//! The sales core: everything a host decides, as pure code (no sockets, clocks, threads or
+//! files; `now` and a seeded random generator come in as parameters).
+//!
+//! - [`queue`]: the slot queue (total order, indexed heaps, eviction, expiry purge, pause
+//!   with a reason, worker budget).
+//! - [`sale`]: one slot's sale as a state machine whose states carry their data; its module
+//!   docs hold the transition table and the table of what every ending returns.
+//! - [`engine`]: the coordinator that owns the queue, the sales and the [`ledger`]; the
+//!   driver feeds it events, answers and time, and executes its commands.
+//! - [`ledger`]: availabilities and reservations, the matching rules and the accounting
+//!   invariant (shared with the SQLite store).
+pub mod engine;
 pub mod ledger;
+pub mod queue;
+pub mod sale;

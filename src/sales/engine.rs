@@ -1,0 +1,795 @@
+//! The sales engine: owns the slot queue, the sales (one per slot) and the ledger, routes
+//! chain events to them (spec/sales.md §1.7), feeds workers from the queue and performs the
+//! ledger operations the sales ask for. Everything else a sale asks for becomes a
+//! [`Command`] for the driver, whose answers come back through [`Engine::on_reply`].
+//!
+//! Driving it (sans-IO): feed each input with the chain time `now` (the latest block's
+//! timestamp), drain [`Engine::poll`] until it returns None, execute the commands, and call
+//! [`Engine::on_time`] when [`Engine::next_deadline`] has passed (typically on each new
+//! block). Timers are data: one table of `(time, key)` entries; proving sales wake at the
+//! same period boundary, so one block fires them all and no sale has a loop of its own.
+//!
+//! Invariants: a slot has at most one sale; a sale holds a worker from Preparing until it
+//! is filled or ends; every ending ends its reservation in the ledger with the collateral the
+//! sale says comes back (see the table in [`super::sale`]); the queue never holds an item for
+//! a slot that has a live sale when the item was pushed.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use crate::market::{Ask, MarketEvent, RequestId, RequestState, SlotId, U256};
+
+use super::ledger::{Ledger, LedgerError, Reservation, ReservationId};
+use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
+use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Queue capacity (`--queue-size`, default 128).
+    pub queue_capacity: usize,
+    /// Worker budget (`--max-workers`, default 3).
+    pub max_workers: usize,
+    /// What every sale reads.
+    pub sale: SaleConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            queue_capacity: super::queue::DEFAULT_CAPACITY,
+            max_workers: super::queue::DEFAULT_MAX_WORKERS,
+            sale: SaleConfig::default(),
+        }
+    }
+}
+
+/// Errors of the engine's own operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// Invalid queue capacity or worker budget.
+    #[error("invalid sales configuration: {0}")]
+    Config(#[from] QueueError),
+    /// The ledger failed during a restore.
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// What a freed slot's request looks like (answer to [`Command::LookupFreedSlot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreedSlotInfo {
+    /// The request's ask.
+    pub ask: Ask,
+    /// requestState.
+    pub request_state: RequestState,
+    /// expiresAt.
+    pub expires_at: u64,
+    /// requestEnd.
+    pub ends_at: u64,
+}
+
+/// What the engine asks the driver to do.
+// Commands are short-lived values moved once from the engine to the driver; boxing the
+// large variant would cost an allocation per command for no gain.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Execute a sale's output and answer with [`Engine::on_reply`] for `slot.slot_id`
+    /// (for [`Output::Filled`]: notify the node, no answer).
+    Sale(SlotRef, Output),
+    /// Delete the data of a slot whose sale ended (no answer).
+    ReleaseData(SlotRef),
+    /// Read `requestState` at `pending`; answer with [`Engine::on_request_state`].
+    ReadRequestState(RequestId),
+    /// Read the request of a freed slot; answer with [`Engine::on_freed_slot`].
+    LookupFreedSlot {
+        /// The request.
+        request_id: RequestId,
+        /// The freed slot.
+        slot_index: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Sale(SlotId),
+    Watch(RequestId),
+}
+
+/// One queued item as `codex queue show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedItemView {
+    /// The item (request, slot, size, duration, price, collateral, expiry, seen).
+    pub item: SlotQueueItem,
+    /// duration × price × slot size.
+    pub profitability: U256,
+}
+
+/// `codex queue show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    /// Items, best first.
+    pub items: Vec<QueuedItemView>,
+    /// Capacity.
+    pub capacity: usize,
+    /// Running.
+    pub running: bool,
+    /// Paused, and why.
+    pub paused: Option<PauseReason>,
+    /// Workers taken.
+    pub workers_busy: usize,
+    /// Workers free.
+    pub workers_free: usize,
+}
+
+/// One line of `codex sale list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleSummary {
+    /// The slot.
+    pub slot: SlotRef,
+    /// State name (`SaleProving`, ...).
+    pub state: &'static str,
+    /// The reservation, if any.
+    pub reservation: Option<ReservationId>,
+    /// Whether it holds a worker.
+    pub holds_worker: bool,
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Items evicted or dropped by a full queue.
+    pub queue_dropped: u64,
+    /// Items purged because their request expired.
+    pub queue_expired: u64,
+    /// Requests refused (slot count out of range, already expired).
+    pub requests_refused: u64,
+    /// Sales ended, by final state name.
+    pub ended: HashMap<&'static str, u64>,
+    /// Ledger operations that failed (logged).
+    pub ledger_errors: u64,
+}
+
+/// Restore result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Slots resumed through Unknown.
+    pub resumed: usize,
+    /// Of those, with their reservation re-attached.
+    pub with_reservation: usize,
+    /// Reservations ended because no live slot holds them.
+    pub ended_reservations: usize,
+}
+
+/// The sales engine. See the module docs.
+pub struct Engine<L: Ledger> {
+    cfg: EngineConfig,
+    queue: SlotQueue,
+    sales: HashMap<SlotId, Sale>,
+    by_request: HashMap<RequestId, HashSet<SlotId>>,
+    workers: HashSet<SlotId>,
+    ledger: L,
+    timers: BTreeSet<(u64, TimerKey)>,
+    sale_wakes: HashMap<SlotId, u64>,
+    watches: HashMap<RequestId, u64>,
+    commands: VecDeque<Command>,
+    inbox: VecDeque<(SlotId, Input)>,
+    rng: fastrand::Rng,
+    now: u64,
+    stats: EngineStats,
+    scratch: Vec<Output>,
+    /// Bumped whenever the ledger may have changed in a way that affects matching.
+    ledger_version: u64,
+    /// Requests for which no availability matched at this ledger version: their other
+    /// slots (same ask, same end) cannot match either until the ledger changes.
+    no_match: HashMap<RequestId, u64>,
+}
+
+impl<L: Ledger> Engine<L> {
+    /// A stopped engine with an empty queue.
+    pub fn new(cfg: EngineConfig, ledger: L, rng: fastrand::Rng) -> Result<Self, EngineError> {
+        let queue = SlotQueue::new(cfg.queue_capacity, cfg.max_workers)?;
+        Ok(Engine {
+            cfg,
+            queue,
+            sales: HashMap::new(),
+            by_request: HashMap::new(),
+            workers: HashSet::new(),
+            ledger,
+            timers: BTreeSet::new(),
+            sale_wakes: HashMap::new(),
+            watches: HashMap::new(),
+            commands: VecDeque::new(),
+            inbox: VecDeque::new(),
+            rng,
+            now: 0,
+            stats: EngineStats::default(),
+            scratch: Vec::new(),
+            ledger_version: 0,
+            no_match: HashMap::new(),
+        })
+    }
+
+    /// Starts the queue's workers.
+    pub fn start(&mut self, now: u64) {
+        self.now = now;
+        self.queue.start();
+        self.dispatch();
+    }
+
+    /// Stops taking new work from the queue (sales in progress continue).
+    pub fn stop(&mut self) {
+        self.queue.stop();
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    /// The ledger, for availability changes; call [`Self::availability_changed`] after one.
+    pub fn ledger_mut(&mut self) -> &mut L {
+        self.ledger_changed();
+        &mut self.ledger
+    }
+
+    /// The queue (read-only).
+    pub fn queue(&self) -> &SlotQueue {
+        &self.queue
+    }
+
+    /// The live sale of a slot.
+    pub fn sale(&self, slot: SlotId) -> Option<&Sale> {
+        self.sales.get(&slot)
+    }
+
+    /// Number of live sales.
+    pub fn sales_len(&self) -> usize {
+        self.sales.len()
+    }
+
+    /// Approximate bytes one live sale costs the engine: its map entry (slot id and the
+    /// sale, whose state holds the reservation inline), its entry in the per-request index,
+    /// one wake-up in the timer table and in the wake map (hash tables counted at their 7/8
+    /// load with one control byte per bucket; B-tree entries with 50% slack). The request
+    /// itself is shared by the sales of one request and not counted.
+    pub fn approx_bytes_per_sale() -> usize {
+        use std::mem::size_of;
+        let hash = |entry: usize| (entry + 1) * 8 / 7;
+        hash(size_of::<(SlotId, Sale)>())
+            + hash(size_of::<SlotId>())
+            + size_of::<(u64, TimerKey)>() * 3 / 2
+            + hash(size_of::<(SlotId, u64)>())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// The next command for the driver.
+    pub fn poll(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The earliest time [`Self::on_time`] has work (a sale's wake-up, a request watch, or a
+    /// queue item's expiry).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let t = self.timers.first().map(|(t, _)| *t);
+        let q = self.queue.next_expiry();
+        match (t, q) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Resumes after a restart: every slot the host holds on chain (`mySlots`) gets a sale in
+    /// Unknown with its persisted reservation; reservations no live slot holds are ended,
+    /// giving back bytes and all their collateral (§8.2), and their data is released.
+    pub fn restore(
+        &mut self,
+        my_slots: &[(RequestId, u64)],
+        now: u64,
+    ) -> Result<RestoreReport, EngineError> {
+        self.now = now;
+        let mut reservations: HashMap<SlotId, Reservation> = HashMap::new();
+        let mut extra: Vec<Reservation> = Vec::new();
+        for r in self.ledger.reservations()? {
+            let id = SlotId::of(r.request_id, r.slot_index);
+            if let Some(dup) = reservations.insert(id, r) {
+                extra.push(dup);
+            }
+        }
+        let mut report = RestoreReport::default();
+        for &(request_id, slot_index) in my_slots {
+            let slot = SlotRef::new(request_id, slot_index);
+            if self.sales.contains_key(&slot.slot_id) {
+                continue;
+            }
+            let reservation = reservations.remove(&slot.slot_id);
+            report.resumed += 1;
+            report.with_reservation += usize::from(reservation.is_some());
+            let mut out = std::mem::take(&mut self.scratch);
+            let sale = Sale::restore(slot, reservation, &mut out);
+            self.insert_sale(sale);
+            self.apply(slot, &mut out);
+            self.scratch = out;
+        }
+        self.ledger_changed();
+        for r in reservations.into_values().chain(extra) {
+            if self
+                .ledger
+                .end_reservation(r.id, r.collateral)?
+                .availability
+                .enabled
+            {
+                self.availability_grew();
+            }
+            self.commands.push_back(Command::ReleaseData(SlotRef::new(
+                r.request_id,
+                r.slot_index,
+            )));
+            report.ended_reservations += 1;
+        }
+        self.run_inbox();
+        Ok(report)
+    }
+
+    /// An availability was created or updated; `grew` from
+    /// [`super::ledger::AvailabilityChange::grew`] (or true for a new enabled availability):
+    /// clears the seen flags and unpauses the queue.
+    pub fn availability_changed(&mut self, grew: bool, now: u64) {
+        self.now = now;
+        self.ledger_changed();
+        if grew {
+            self.availability_grew();
+            self.dispatch();
+        }
+    }
+
+    fn ledger_changed(&mut self) {
+        self.ledger_version += 1;
+        self.no_match.clear();
+    }
+
+    fn availability_grew(&mut self) {
+        self.queue.clear_seen_flags();
+        self.queue.unpause();
+    }
+
+    /// A Marketplace event (live or backfilled).
+    pub fn on_event(&mut self, event: MarketEvent, now: u64) {
+        self.now = now;
+        match event {
+            MarketEvent::StorageRequested {
+                request_id,
+                ask,
+                expiry,
+            } => self.storage_requested(request_id, &ask, expiry),
+            MarketEvent::SlotFreed {
+                request_id,
+                slot_index,
+            } => {
+                if slot_index >= super::queue::MAX_SLOTS_PER_REQUEST {
+                    self.stats.requests_refused += 1;
+                    log::warn!("SlotFreed with slot index {slot_index} out of range; ignored");
+                } else if !self.sales.contains_key(&SlotId::of(request_id, slot_index)) {
+                    self.commands.push_back(Command::LookupFreedSlot {
+                        request_id,
+                        slot_index,
+                    });
+                }
+            }
+            MarketEvent::SlotFilled {
+                request_id,
+                slot_index,
+            } => {
+                self.queue.delete(request_id, slot_index);
+                let id = SlotId::of(request_id, slot_index);
+                if self.sales.contains_key(&id) {
+                    self.inbox.push_back((id, Input::SlotFilled));
+                }
+            }
+            MarketEvent::SlotReservationsFull {
+                request_id,
+                slot_index,
+            } => {
+                self.queue.delete(request_id, slot_index);
+            }
+            MarketEvent::RequestFulfilled { request_id } => {
+                self.queue.delete_request(request_id);
+                self.unwatch(request_id);
+                self.broadcast(request_id, Input::Fulfilled);
+            }
+            MarketEvent::RequestFailed { request_id } => {
+                self.queue.delete_request(request_id);
+                self.unwatch(request_id);
+                self.broadcast(request_id, Input::Failed);
+            }
+            MarketEvent::RequestCancelled { request_id } => {
+                self.queue.delete_request(request_id);
+                self.unwatch(request_id);
+                self.broadcast(request_id, Input::Cancelled);
+            }
+            MarketEvent::ProofSubmitted { .. } => {}
+        }
+        self.run_inbox();
+        self.dispatch();
+    }
+
+    /// The driver's answer to a [`Command::Sale`] output of the slot `slot`.
+    pub fn on_reply(&mut self, slot: SlotId, input: Input, now: u64) {
+        self.now = now;
+        if self.sales.contains_key(&slot) {
+            self.inbox.push_back((slot, input));
+            self.run_inbox();
+            self.dispatch();
+        }
+    }
+
+    /// Answer to [`Command::ReadRequestState`] (None: the request is unknown).
+    pub fn on_request_state(
+        &mut self,
+        request_id: RequestId,
+        state: Result<Option<RequestState>, ChainError>,
+        now: u64,
+    ) {
+        self.now = now;
+        if !self.watches.contains_key(&request_id) {
+            return;
+        }
+        match state {
+            Ok(Some(RequestState::Cancelled)) => {
+                self.unwatch(request_id);
+                self.queue.delete_request(request_id);
+                self.broadcast(request_id, Input::Cancelled);
+            }
+            Ok(Some(RequestState::Failed)) => {
+                self.unwatch(request_id);
+                self.queue.delete_request(request_id);
+                self.broadcast(request_id, Input::Failed);
+            }
+            // The chain lags local time, or the read failed: ask again at the next block.
+            Ok(Some(RequestState::New)) | Err(_) => {
+                self.timers.insert((now + 1, TimerKey::Watch(request_id)));
+            }
+            Ok(Some(RequestState::Started | RequestState::Finished)) | Ok(None) => {
+                self.unwatch(request_id);
+            }
+        }
+        self.run_inbox();
+        self.dispatch();
+    }
+
+    /// Answer to [`Command::LookupFreedSlot`]: pushes the freed slot with the repair-discounted
+    /// collateral and an absolute expiry (expiresAt for a request still New, else its end).
+    pub fn on_freed_slot(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+        info: Result<Option<FreedSlotInfo>, ChainError>,
+        now: u64,
+    ) {
+        self.now = now;
+        let info = match info {
+            Ok(Some(i)) => i,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("freed slot {slot_index} of {request_id}: {e}");
+                return;
+            }
+        };
+        let expiry = match info.request_state {
+            RequestState::New => info.expires_at,
+            RequestState::Started => info.ends_at,
+            _ => return,
+        };
+        if expiry <= now || self.sales.contains_key(&SlotId::of(request_id, slot_index)) {
+            return;
+        }
+        let item = SlotQueueItem {
+            request_id,
+            slot_index,
+            slot_size: info.ask.slot_size,
+            duration: info.ask.duration,
+            price_per_byte_per_second: info.ask.price_per_byte_per_second,
+            collateral: info
+                .ask
+                .repair_collateral(self.cfg.sale.repair_reward_percentage),
+            expiry,
+            seen: false,
+        };
+        self.push(item);
+        self.dispatch();
+    }
+
+    /// Time passed (a new block, or the deadline): fires due wake-ups and watches, purges
+    /// expired queue items, and feeds workers.
+    pub fn on_time(&mut self, now: u64) {
+        self.now = now;
+        let purged = self.queue.purge_expired(now);
+        self.stats.queue_expired += purged.len() as u64;
+        while let Some(&(t, key)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match key {
+                TimerKey::Sale(id) => {
+                    if self.sale_wakes.get(&id) == Some(&t) {
+                        self.sale_wakes.remove(&id);
+                        self.inbox.push_back((id, Input::Wake));
+                    }
+                }
+                TimerKey::Watch(rid) => {
+                    if self.watches.contains_key(&rid) {
+                        self.commands.push_back(Command::ReadRequestState(rid));
+                    }
+                }
+            }
+        }
+        self.run_inbox();
+        self.dispatch();
+    }
+
+    /// `codex queue show`.
+    pub fn queue_snapshot(&self) -> QueueSnapshot {
+        QueueSnapshot {
+            items: self
+                .queue
+                .items_in_order()
+                .into_iter()
+                .map(|item| QueuedItemView {
+                    profitability: item.profitability(),
+                    item,
+                })
+                .collect(),
+            capacity: self.queue.capacity(),
+            running: self.queue.is_running(),
+            paused: self.queue.paused(),
+            workers_busy: self.queue.busy_workers(),
+            workers_free: self.queue.max_workers() - self.queue.busy_workers(),
+        }
+    }
+
+    /// `codex sale list`, ordered by request and slot index.
+    pub fn sales_snapshot(&self) -> Vec<SaleSummary> {
+        let mut v: Vec<SaleSummary> = self
+            .sales
+            .values()
+            .map(|s| SaleSummary {
+                slot: s.slot(),
+                state: s.state_name(),
+                reservation: s.reservation().map(|r| r.id),
+                holds_worker: self.workers.contains(&s.slot().slot_id),
+            })
+            .collect();
+        v.sort_by_key(|s| (s.slot.request_id, s.slot.slot_index));
+        v
+    }
+
+    fn storage_requested(&mut self, request_id: RequestId, ask: &Ask, expiry: u64) {
+        if expiry <= self.now {
+            self.stats.requests_refused += 1;
+            return;
+        }
+        let items = match SlotQueueItem::expand(
+            request_id,
+            ask,
+            expiry,
+            ask.collateral_per_slot(),
+            &mut self.rng,
+        ) {
+            Ok(items) => items,
+            Err(e) => {
+                self.stats.requests_refused += 1;
+                log::warn!("request {request_id} not queued: {e}");
+                return;
+            }
+        };
+        // Only a request we already have sales for needs the (keccak) slot id check.
+        let known = self.by_request.contains_key(&request_id);
+        for item in items {
+            if !known
+                || !self
+                    .sales
+                    .contains_key(&SlotId::of(item.request_id, item.slot_index))
+            {
+                self.push(item);
+            }
+        }
+    }
+
+    fn push(&mut self, item: SlotQueueItem) {
+        match self.queue.push(item) {
+            Ok(PushOutcome::Queued) => {}
+            Ok(PushOutcome::QueuedEvicting(gone)) | Ok(PushOutcome::Dropped(gone)) => {
+                self.stats.queue_dropped += 1;
+                log::debug!(
+                    "queue full: dropped slot {} of {}",
+                    gone.slot_index,
+                    gone.request_id
+                );
+            }
+            Err(QueueError::Duplicate { .. }) => {}
+            Err(e) => log::warn!("slot not queued: {e}"),
+        }
+    }
+
+    fn broadcast(&mut self, request_id: RequestId, input: Input) {
+        if let Some(ids) = self.by_request.get(&request_id) {
+            let mut ids: Vec<SlotId> = ids.iter().copied().collect();
+            ids.sort();
+            for id in ids {
+                self.inbox.push_back((id, input.clone()));
+            }
+        }
+    }
+
+    fn unwatch(&mut self, request_id: RequestId) {
+        if let Some(exp) = self.watches.remove(&request_id) {
+            self.timers
+                .remove(&(exp.saturating_add(1), TimerKey::Watch(request_id)));
+        }
+    }
+
+    fn dispatch(&mut self) {
+        loop {
+            match self.queue.next_for_worker() {
+                Next::Item(item) => {
+                    // Another slot of this request matched no availability and the ledger
+                    // has not grown since: this one cannot match either. Mark it seen
+                    // without a chain read.
+                    if self.no_match.get(&item.request_id) == Some(&self.ledger_version) {
+                        self.queue.release_worker();
+                        self.push(SlotQueueItem { seen: true, ..item });
+                        continue;
+                    }
+                    let known = self.by_request.contains_key(&item.request_id);
+                    let mut out = std::mem::take(&mut self.scratch);
+                    let sale = Sale::prepare(item, &mut out);
+                    let slot = sale.slot();
+                    if known && self.sales.contains_key(&slot.slot_id) {
+                        out.clear();
+                        self.scratch = out;
+                        self.queue.release_worker();
+                        continue;
+                    }
+                    self.insert_sale(sale);
+                    self.workers.insert(slot.slot_id);
+                    self.apply(slot, &mut out);
+                    self.scratch = out;
+                    self.run_inbox();
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn insert_sale(&mut self, sale: Sale) {
+        let slot = sale.slot();
+        self.by_request
+            .entry(slot.request_id)
+            .or_default()
+            .insert(slot.slot_id);
+        self.sales.insert(slot.slot_id, sale);
+    }
+
+    fn run_inbox(&mut self) {
+        while let Some((id, input)) = self.inbox.pop_front() {
+            let Some(sale) = self.sales.remove(&id) else {
+                continue;
+            };
+            let slot = sale.slot();
+            let mut out = std::mem::take(&mut self.scratch);
+            let next = sale.on(input, self.now, &self.cfg.sale, &mut out);
+            self.sales.insert(id, next);
+            self.apply(slot, &mut out);
+            self.scratch = out;
+        }
+    }
+
+    /// Performs a sale's outputs: ledger and timer work here, the rest to the driver.
+    fn apply(&mut self, slot: SlotRef, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
+            match o {
+                Output::Reserve(ask) => {
+                    let res = if self.no_match.get(&ask.request_id) == Some(&self.ledger_version) {
+                        Err(ReserveFailure::NoMatch)
+                    } else {
+                        let id = ReservationId::random(&mut self.rng);
+                        match self.ledger.reserve_matching(id, &ask) {
+                            // Creating a reservation only shrinks an availability, so a
+                            // request that matched nothing still matches nothing.
+                            Ok(r) => Ok(r),
+                            Err(
+                                LedgerError::NoMatch
+                                | LedgerError::BytesOutOfBounds { .. }
+                                | LedgerError::InsufficientCollateral { .. }
+                                | LedgerError::Unsuitable { .. },
+                            ) => {
+                                self.no_match.insert(ask.request_id, self.ledger_version);
+                                Err(ReserveFailure::NoMatch)
+                            }
+                            Err(other) => Err(ReserveFailure::Other(other.to_string())),
+                        }
+                    };
+                    self.inbox.push_back((slot.slot_id, Input::Reserved(res)));
+                }
+                Output::RecordDownload { reservation, bytes } => {
+                    if let Err(e) = self.ledger.record_download(reservation, bytes) {
+                        self.stats.ledger_errors += 1;
+                        log::warn!("recording download of {bytes} bytes: {e}");
+                    }
+                }
+                Output::WakeAt(t) => {
+                    if let Some(old) = self.sale_wakes.insert(slot.slot_id, t) {
+                        self.timers.remove(&(old, TimerKey::Sale(slot.slot_id)));
+                    }
+                    self.timers.insert((t, TimerKey::Sale(slot.slot_id)));
+                }
+                Output::WatchRequest {
+                    request_id,
+                    expires_at,
+                } => {
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        self.watches.entry(request_id)
+                    {
+                        e.insert(expires_at);
+                        self.timers
+                            .insert((expires_at.saturating_add(1), TimerKey::Watch(request_id)));
+                    }
+                }
+                Output::Filled(s) => {
+                    if self.workers.remove(&s.slot_id) {
+                        self.queue.release_worker();
+                    }
+                    self.commands.push_back(Command::Sale(s, Output::Filled(s)));
+                }
+                Output::Ended(ending) => {
+                    if let Some((rid, returned)) = ending.reservation {
+                        self.ledger_changed();
+                        match self.ledger.end_reservation(rid, returned) {
+                            // The availability grew back: slots seen while it was full
+                            // may match now (the reference's OnAvailabilitySaved).
+                            Ok(end) if end.availability.enabled => self.availability_grew(),
+                            Ok(_) => {}
+                            Err(e) => {
+                                self.stats.ledger_errors += 1;
+                                log::warn!("ending reservation {rid}: {e}");
+                            }
+                        }
+                    }
+                    if ending.release_data {
+                        self.commands.push_back(Command::ReleaseData(ending.slot));
+                    }
+                    *self.stats.ended.entry(ending.state).or_default() += 1;
+                    self.remove_sale(ending.slot.slot_id);
+                    if let Some(item) = ending.requeue {
+                        if self.queue.is_running() {
+                            self.push(SlotQueueItem { seen: true, ..item });
+                        }
+                    }
+                }
+                other => self.commands.push_back(Command::Sale(slot, other)),
+            }
+        }
+    }
+
+    fn remove_sale(&mut self, id: SlotId) {
+        if let Some(sale) = self.sales.remove(&id) {
+            let rid = sale.slot().request_id;
+            if let Some(set) = self.by_request.get_mut(&rid) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_request.remove(&rid);
+                }
+            }
+        }
+        if let Some(t) = self.sale_wakes.remove(&id) {
+            self.timers.remove(&(t, TimerKey::Sale(id)));
+        }
+        if self.workers.remove(&id) {
+            self.queue.release_worker();
+        }
+    }
+}

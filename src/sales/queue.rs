@@ -1,0 +1,722 @@
+//! The slot queue (spec/sales.md §1): slots of storage requests this host may try to fill,
+//! best first, and the worker budget that limits how many are prepared at once.
+//!
+//! # Order
+//! A total, transitive order ("less" = higher priority, compared lexicographically):
+//! 1. unseen before seen;
+//! 2. profitability `duration × pricePerBytePerSecond × slotSize`, descending;
+//! 3. collateral, ascending;
+//! 4. expiry, descending (always an absolute unix time, also for items from `SlotFreed`);
+//! 5. `(requestId, slotIndex)` ascending, so that no two distinct items compare equal.
+//!
+//! # Structure
+//! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
+//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Three indexed
+//! binary heaps hold node numbers, and every node records its position in each heap, so any
+//! node can be removed from any heap in O(log n):
+//! - `BEST`: the order above, root = the next item to process;
+//! - `WORST`: the reverse order, root = the item a full queue evicts;
+//! - `EXPIRY`: by expiry ascending, root = the next item to purge.
+//!
+//! The items of one request form a doubly-linked list through their nodes (head kept in a
+//! per-request map), so deleting a request costs O(k log n) for its k items.
+//!
+//! Invariants (checked by [`SlotQueue::validate`] in tests): every heap satisfies its order,
+//! every node's recorded positions point back at it, the position map and the request lists
+//! cover exactly the live nodes, and `len() <= capacity()`.
+//!
+//! Differences from the reference (§8.5–§8.8): duplicate checks, deletes and finding a
+//! request's items are not linear scans; a full queue evicts the lowest-priority item (or
+//! refuses the pushed one) and says which; clearing seen flags rebuilds the heaps; expired
+//! items are purged by time; requests with more than 65,535 slots are refused, not wrapped.
+//!
+//! Pure: `now` and the random generator are parameters.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::market::{Ask, RequestId, U256};
+
+/// Default number of items a queue holds (`--queue-size`), as in the reference.
+pub const DEFAULT_CAPACITY: usize = 128;
+/// Default number of slots prepared at once (`--max-workers`), as in the reference.
+pub const DEFAULT_MAX_WORKERS: usize = 3;
+/// The largest capacity (node numbers are u32, one value is reserved).
+pub const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
+/// The largest number of slots of a request the queue accepts.
+pub const MAX_SLOTS_PER_REQUEST: u64 = 65_535;
+
+/// One slot a host may try to fill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotQueueItem {
+    /// The request.
+    pub request_id: RequestId,
+    /// The slot's index (below 65,536).
+    pub slot_index: u64,
+    /// Bytes of the slot.
+    pub slot_size: u64,
+    /// Request duration, seconds.
+    pub duration: u64,
+    /// Price offered per byte per second.
+    pub price_per_byte_per_second: U256,
+    /// Collateral the host would post for this slot (repair-discounted for freed slots).
+    pub collateral: U256,
+    /// Absolute unix time after which the slot can no longer be filled.
+    pub expiry: u64,
+    /// Already processed without a matching availability.
+    pub seen: bool,
+}
+
+impl SlotQueueItem {
+    /// Profitability: `duration × pricePerBytePerSecond × slotSize` (the slot's total payout).
+    pub fn profitability(&self) -> U256 {
+        self.price_per_byte_per_second
+            .saturating_mul(U256::from(self.slot_size))
+            .saturating_mul(U256::from(self.duration))
+    }
+
+    /// The item's identity.
+    pub fn key(&self) -> (RequestId, u64) {
+        (self.request_id, self.slot_index)
+    }
+
+    /// One item per slot of `ask`, in an order shuffled with `rng` (so that hosts seeing the
+    /// same request try different slots first). Every item gets `expiry` (absolute) and
+    /// `collateral`. Refuses requests with 0 or more than [`MAX_SLOTS_PER_REQUEST`] slots.
+    pub fn expand(
+        request_id: RequestId,
+        ask: &Ask,
+        expiry: u64,
+        collateral: U256,
+        rng: &mut fastrand::Rng,
+    ) -> Result<Vec<SlotQueueItem>, QueueError> {
+        if ask.slots == 0 || ask.slots > MAX_SLOTS_PER_REQUEST {
+            return Err(QueueError::SlotsOutOfRange { slots: ask.slots });
+        }
+        let mut items: Vec<SlotQueueItem> = (0..ask.slots)
+            .map(|slot_index| SlotQueueItem {
+                request_id,
+                slot_index,
+                slot_size: ask.slot_size,
+                duration: ask.duration,
+                price_per_byte_per_second: ask.price_per_byte_per_second,
+                collateral,
+                expiry,
+                seen: false,
+            })
+            .collect();
+        rng.shuffle(&mut items);
+        Ok(items)
+    }
+
+    /// The queue order: `Less` means `self` has priority over `other`.
+    pub fn priority_cmp(&self, other: &SlotQueueItem) -> Ordering {
+        cmp_items(self, &self.profitability(), other, &other.profitability())
+    }
+}
+
+fn cmp_items(a: &SlotQueueItem, pa: &U256, b: &SlotQueueItem, pb: &U256) -> Ordering {
+    a.seen
+        .cmp(&b.seen)
+        .then_with(|| pb.cmp(pa))
+        .then_with(|| a.collateral.cmp(&b.collateral))
+        .then_with(|| b.expiry.cmp(&a.expiry))
+        .then_with(|| a.request_id.cmp(&b.request_id))
+        .then_with(|| a.slot_index.cmp(&b.slot_index))
+}
+
+/// Why a queue operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// An item with the same request and slot index is already queued.
+    #[error("slot {slot_index} of request {request_id} is already queued")]
+    Duplicate {
+        /// The request.
+        request_id: RequestId,
+        /// The slot.
+        slot_index: u64,
+    },
+    /// The queue is stopped.
+    #[error("the slot queue is not running")]
+    NotRunning,
+    /// A request has no slots or more than 65,535.
+    #[error("request has {slots} slots; the queue accepts 1 to 65535")]
+    SlotsOutOfRange {
+        /// The request's slot count.
+        slots: u64,
+    },
+    /// The capacity is outside 1..=MAX_CAPACITY.
+    #[error("queue size {0} is out of range 1..=4294967294")]
+    InvalidCapacity(usize),
+    /// max_workers is outside 1..=capacity.
+    #[error("max workers {max_workers} is out of range 1..={capacity}")]
+    InvalidMaxWorkers {
+        /// The requested worker count.
+        max_workers: usize,
+        /// The queue capacity.
+        capacity: usize,
+    },
+}
+
+/// What a successful push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The item was queued.
+    Queued,
+    /// The item was queued and the queue, being full, evicted this lower-priority item.
+    QueuedEvicting(SlotQueueItem),
+    /// The queue is full and the pushed item ranks below everything queued: it was dropped.
+    Dropped(SlotQueueItem),
+}
+
+/// Why the queue is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// A new queue starts paused until an unseen item arrives or an availability grows.
+    Startup,
+    /// A worker reached a seen item: every queued item was already tried without a matching
+    /// availability. Resumes on an unseen push or when an availability grows.
+    OnlySeenItems,
+}
+
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PauseReason::Startup => "waiting for the first unseen item or availability change",
+            PauseReason::OnlySeenItems => {
+                "only seen items queued; waiting for a new request or a grown availability"
+            }
+        })
+    }
+}
+
+/// What a worker gets from [`SlotQueue::next_for_worker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Process this item; a worker is now taken (give it back with
+    /// [`SlotQueue::release_worker`]).
+    Item(SlotQueueItem),
+    /// The queue is stopped.
+    NotRunning,
+    /// The queue is paused.
+    Paused(PauseReason),
+    /// All workers are busy.
+    NoWorker,
+    /// Nothing is queued.
+    Empty,
+}
+
+const NONE: u32 = u32::MAX;
+const BEST: usize = 0;
+const WORST: usize = 1;
+const EXPIRY: usize = 2;
+
+#[derive(Debug, Clone)]
+struct Node {
+    item: SlotQueueItem,
+    profit: U256,
+    pos: [u32; 3],
+    prev: u32,
+    next: u32,
+}
+
+/// The slot queue with its worker budget. See the module docs.
+#[derive(Debug, Clone)]
+pub struct SlotQueue {
+    nodes: Vec<Option<Node>>,
+    free: Vec<u32>,
+    index: HashMap<(RequestId, u64), u32>,
+    by_request: HashMap<RequestId, u32>,
+    heaps: [Vec<u32>; 3],
+    capacity: usize,
+    max_workers: usize,
+    busy_workers: usize,
+    running: bool,
+    paused: Option<PauseReason>,
+}
+
+impl Default for SlotQueue {
+    /// A stopped, paused queue with the default capacity (128) and workers (3).
+    fn default() -> Self {
+        match SlotQueue::new(DEFAULT_CAPACITY, DEFAULT_MAX_WORKERS) {
+            Ok(q) => q,
+            Err(e) => unreachable!("default queue configuration is valid: {e}"),
+        }
+    }
+}
+
+impl SlotQueue {
+    /// A stopped, paused queue. `capacity` in 1..=[`MAX_CAPACITY`], `max_workers` in
+    /// 1..=capacity.
+    pub fn new(capacity: usize, max_workers: usize) -> Result<SlotQueue, QueueError> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(QueueError::InvalidCapacity(capacity));
+        }
+        if max_workers == 0 || max_workers > capacity {
+            return Err(QueueError::InvalidMaxWorkers {
+                max_workers,
+                capacity,
+            });
+        }
+        Ok(SlotQueue {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            by_request: HashMap::new(),
+            heaps: [Vec::new(), Vec::new(), Vec::new()],
+            capacity,
+            max_workers,
+            busy_workers: 0,
+            running: false,
+            paused: Some(PauseReason::Startup),
+        })
+    }
+
+    /// Starts processing (idempotent).
+    pub fn start(&mut self) {
+        self.running = true;
+    }
+    /// Stops processing (idempotent); items stay queued.
+    pub fn stop(&mut self) {
+        self.running = false;
+    }
+    /// True between start and stop.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+    /// Why the queue is paused, or None when it is not.
+    pub fn paused(&self) -> Option<PauseReason> {
+        self.paused
+    }
+    /// Pauses with a reason.
+    pub fn pause(&mut self, reason: PauseReason) {
+        self.paused = Some(reason);
+    }
+    /// Unpauses.
+    pub fn unpause(&mut self) {
+        self.paused = None;
+    }
+    /// Number of queued items.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    /// The most items the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// The worker budget.
+    pub fn max_workers(&self) -> usize {
+        self.max_workers
+    }
+    /// Workers currently taken.
+    pub fn busy_workers(&self) -> usize {
+        self.busy_workers
+    }
+    /// True when an item with this identity is queued.
+    pub fn contains(&self, request_id: RequestId, slot_index: u64) -> bool {
+        self.index.contains_key(&(request_id, slot_index))
+    }
+    /// The queued item with this identity.
+    pub fn get(&self, request_id: RequestId, slot_index: u64) -> Option<&SlotQueueItem> {
+        let id = *self.index.get(&(request_id, slot_index))?;
+        Some(&self.node(id).item)
+    }
+    /// The item a worker would get next, without taking it.
+    pub fn peek(&self) -> Option<&SlotQueueItem> {
+        self.heaps[BEST].first().map(|&id| &self.node(id).item)
+    }
+
+    /// Pushes one item. Refuses duplicates and pushes to a stopped queue. When the queue is
+    /// full, evicts the lowest-priority item, or drops the pushed item if it ranks lowest;
+    /// the outcome says which. Pushing an unseen item unpauses the queue (even if it is then
+    /// dropped: the queue holds something better than it, so workers have work).
+    pub fn push(&mut self, item: SlotQueueItem) -> Result<PushOutcome, QueueError> {
+        if !self.running {
+            return Err(QueueError::NotRunning);
+        }
+        let key = item.key();
+        if self.index.contains_key(&key) {
+            return Err(QueueError::Duplicate {
+                request_id: key.0,
+                slot_index: key.1,
+            });
+        }
+        if !item.seen {
+            self.paused = None;
+        }
+        let profit = item.profitability();
+        let mut outcome = PushOutcome::Queued;
+        if self.len() >= self.capacity {
+            let worst = self.heaps[WORST][0];
+            let w = self.node(worst);
+            if cmp_items(&item, &profit, &w.item, &w.profit) != Ordering::Less {
+                return Ok(PushOutcome::Dropped(item));
+            }
+            outcome = PushOutcome::QueuedEvicting(self.remove_node(worst));
+        }
+        self.insert(item, profit);
+        Ok(outcome)
+    }
+
+    fn insert(&mut self, item: SlotQueueItem, profit: U256) {
+        let key = item.key();
+        let request_id = item.request_id;
+        let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
+        let node = Node {
+            item,
+            profit,
+            pos: [NONE; 3],
+            prev: NONE,
+            next: head,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.nodes[id as usize] = Some(node);
+                id
+            }
+            None => {
+                self.nodes.push(Some(node));
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        if head != NONE {
+            self.node_mut(head).prev = id;
+        }
+        self.by_request.insert(request_id, id);
+        self.index.insert(key, id);
+        for h in 0..3 {
+            let i = self.heaps[h].len();
+            self.heaps[h].push(id);
+            self.node_mut(id).pos[h] = i as u32;
+            self.sift_up(h, i);
+        }
+    }
+
+    /// Takes the highest-priority item (no worker accounting; see [`Self::next_for_worker`]).
+    pub fn pop(&mut self) -> Option<SlotQueueItem> {
+        let id = *self.heaps[BEST].first()?;
+        Some(self.remove_node(id))
+    }
+
+    /// What one worker loop of the reference does, without blocking: when running, not
+    /// paused and a worker is free, pops the best item. A seen item pauses the queue
+    /// (reason [`PauseReason::OnlySeenItems`]) and goes back; an unseen item takes a worker.
+    pub fn next_for_worker(&mut self) -> Next {
+        if !self.running {
+            return Next::NotRunning;
+        }
+        if let Some(reason) = self.paused {
+            return Next::Paused(reason);
+        }
+        if self.busy_workers >= self.max_workers {
+            return Next::NoWorker;
+        }
+        let Some(&id) = self.heaps[BEST].first() else {
+            return Next::Empty;
+        };
+        if self.node(id).item.seen {
+            self.paused = Some(PauseReason::OnlySeenItems);
+            return Next::Paused(PauseReason::OnlySeenItems);
+        }
+        self.busy_workers += 1;
+        Next::Item(self.remove_node(id))
+    }
+
+    /// Gives a worker back (the slot was filled or its sale ended).
+    pub fn release_worker(&mut self) {
+        self.busy_workers = self.busy_workers.saturating_sub(1);
+    }
+
+    /// Takes a worker for work that did not come from [`Self::next_for_worker`]; false when
+    /// none is free.
+    pub fn take_worker(&mut self) -> bool {
+        if self.busy_workers < self.max_workers {
+            self.busy_workers += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes one slot's item; returns it when it was queued. O(log n).
+    pub fn delete(&mut self, request_id: RequestId, slot_index: u64) -> Option<SlotQueueItem> {
+        let id = self.index.get(&(request_id, slot_index)).copied()?;
+        Some(self.remove_node(id))
+    }
+
+    /// Removes every item of a request; returns how many. O(k log n).
+    pub fn delete_request(&mut self, request_id: RequestId) -> usize {
+        let mut n = 0;
+        while let Some(&head) = self.by_request.get(&request_id) {
+            self.remove_node(head);
+            n += 1;
+        }
+        n
+    }
+
+    /// Removes every item whose expiry is at or before `now` (it cannot be filled in time)
+    /// and returns them. O(k log n).
+    pub fn purge_expired(&mut self, now: u64) -> Vec<SlotQueueItem> {
+        let mut out = Vec::new();
+        while let Some(&id) = self.heaps[EXPIRY].first() {
+            if self.node(id).item.expiry > now {
+                break;
+            }
+            out.push(self.remove_node(id));
+        }
+        out
+    }
+
+    /// The earliest expiry of a queued item (when [`Self::purge_expired`] has work next).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.heaps[EXPIRY]
+            .first()
+            .map(|&id| self.node(id).item.expiry)
+    }
+
+    /// Marks every item unseen and rebuilds the priority heaps. O(n).
+    pub fn clear_seen_flags(&mut self) {
+        for node in self.nodes.iter_mut().flatten() {
+            node.item.seen = false;
+        }
+        for h in [BEST, WORST] {
+            let n = self.heaps[h].len();
+            for i in (0..n / 2).rev() {
+                self.sift_down(h, i);
+            }
+        }
+    }
+
+    /// The queued items in priority order (for `codex queue show`). O(n log n).
+    pub fn items_in_order(&self) -> Vec<SlotQueueItem> {
+        let mut v: Vec<&Node> = self.nodes.iter().flatten().collect();
+        v.sort_by(|a, b| cmp_items(&a.item, &a.profit, &b.item, &b.profit));
+        v.into_iter().map(|n| n.item.clone()).collect()
+    }
+
+    /// Approximate heap bytes held per queued item at the current size (slab, position map,
+    /// request heads, heaps), for the memory figure of the benches.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let slab = self.nodes.capacity() * size_of::<Option<Node>>() + self.free.capacity() * 4;
+        // hashbrown: one control byte per bucket plus the entry; buckets ≈ capacity × 8/7.
+        let idx = self.index.capacity() * 8 / 7 * (size_of::<((RequestId, u64), u32)>() + 1);
+        let req = self.by_request.capacity() * 8 / 7 * (size_of::<(RequestId, u32)>() + 1);
+        let heaps: usize = self.heaps.iter().map(|h| h.capacity() * 4).sum();
+        slab + idx + req + heaps
+    }
+
+    /// Checks every structural invariant; Err describes the first violation.
+    pub fn validate(&self) -> Result<(), String> {
+        let live = self.nodes.iter().flatten().count();
+        if live != self.index.len() {
+            return Err(format!(
+                "{live} nodes but {} index entries",
+                self.index.len()
+            ));
+        }
+        if live > self.capacity {
+            return Err(format!("{live} items exceed capacity {}", self.capacity));
+        }
+        for h in 0..3 {
+            if self.heaps[h].len() != live {
+                return Err(format!("heap {h} has {} entries", self.heaps[h].len()));
+            }
+            for (i, &id) in self.heaps[h].iter().enumerate() {
+                if self.node(id).pos[h] as usize != i {
+                    return Err(format!("heap {h} position {i} mismatch"));
+                }
+                if i > 0 && self.less(h, id, self.heaps[h][(i - 1) / 2]) {
+                    return Err(format!("heap {h} order violated at {i}"));
+                }
+            }
+        }
+        let mut listed = 0;
+        for (rid, &head) in &self.by_request {
+            let mut cur = head;
+            let mut prev = NONE;
+            while cur != NONE {
+                let n = self.node(cur);
+                if n.item.request_id != *rid || n.prev != prev {
+                    return Err(format!("request list of {rid} broken"));
+                }
+                listed += 1;
+                prev = cur;
+                cur = n.next;
+            }
+        }
+        if listed != live {
+            return Err(format!("request lists hold {listed} of {live} items"));
+        }
+        for (key, &id) in &self.index {
+            if self.node(id).item.key() != *key {
+                return Err("index points at the wrong node".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn node(&self, id: u32) -> &Node {
+        match &self.nodes[id as usize] {
+            Some(n) => n,
+            None => unreachable!("queue node {id} referenced after removal"),
+        }
+    }
+
+    fn node_mut(&mut self, id: u32) -> &mut Node {
+        match &mut self.nodes[id as usize] {
+            Some(n) => n,
+            None => unreachable!("queue node {id} referenced after removal"),
+        }
+    }
+
+    fn remove_node(&mut self, id: u32) -> SlotQueueItem {
+        for h in 0..3 {
+            let i = self.node(id).pos[h] as usize;
+            self.heap_remove(h, i);
+        }
+        let node = match self.nodes[id as usize].take() {
+            Some(n) => n,
+            None => unreachable!("queue node {id} removed twice"),
+        };
+        self.free.push(id);
+        if node.prev != NONE {
+            self.node_mut(node.prev).next = node.next;
+        } else if node.next != NONE {
+            self.by_request.insert(node.item.request_id, node.next);
+        } else {
+            self.by_request.remove(&node.item.request_id);
+        }
+        if node.next != NONE {
+            self.node_mut(node.next).prev = node.prev;
+        }
+        self.index.remove(&node.item.key());
+        node.item
+    }
+
+    fn less(&self, h: usize, a: u32, b: u32) -> bool {
+        let (x, y) = (self.node(a), self.node(b));
+        match h {
+            BEST => cmp_items(&x.item, &x.profit, &y.item, &y.profit) == Ordering::Less,
+            WORST => cmp_items(&x.item, &x.profit, &y.item, &y.profit) == Ordering::Greater,
+            _ => (x.item.expiry, x.item.request_id, x.item.slot_index)
+                .cmp(&(y.item.expiry, y.item.request_id, y.item.slot_index))
+                .is_lt(),
+        }
+    }
+
+    fn set(&mut self, h: usize, i: usize, id: u32) {
+        self.heaps[h][i] = id;
+        self.node_mut(id).pos[h] = i as u32;
+    }
+
+    fn sift_up(&mut self, h: usize, mut i: usize) {
+        let id = self.heaps[h][i];
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            let pid = self.heaps[h][parent];
+            if !self.less(h, id, pid) {
+                break;
+            }
+            self.set(h, i, pid);
+            i = parent;
+        }
+        self.set(h, i, id);
+    }
+
+    fn sift_down(&mut self, h: usize, mut i: usize) {
+        let n = self.heaps[h].len();
+        let id = self.heaps[h][i];
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && self.less(h, self.heaps[h][r], self.heaps[h][l]) {
+                r
+            } else {
+                l
+            };
+            let cid = self.heaps[h][c];
+            if !self.less(h, cid, id) {
+                break;
+            }
+            self.set(h, i, cid);
+            i = c;
+        }
+        self.set(h, i, id);
+    }
+
+    /// Removes heap entry `i`: the last entry takes its place and moves up or down as needed
+    /// (the reference only moved it down, §8.5).
+    fn heap_remove(&mut self, h: usize, i: usize) {
+        let last = match self.heaps[h].pop() {
+            Some(l) => l,
+            None => return,
+        };
+        if i < self.heaps[h].len() {
+            self.set(h, i, last);
+            self.sift_up(h, i);
+            let i = self.node(last).pos[h] as usize;
+            self.sift_down(h, i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(r: u8, idx: u64, price: u64, coll: u64, expiry: u64) -> SlotQueueItem {
+        SlotQueueItem {
+            request_id: RequestId([r; 32].into()),
+            slot_index: idx,
+            slot_size: 100,
+            duration: 10,
+            price_per_byte_per_second: U256::from(price),
+            collateral: U256::from(coll),
+            expiry,
+            seen: false,
+        }
+    }
+
+    #[test]
+    fn pops_in_priority_order_and_keeps_invariants() {
+        let mut q = SlotQueue::new(1000, 3).unwrap();
+        q.start();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut all = Vec::new();
+        for i in 0..300u64 {
+            let it = item(
+                (i % 7) as u8,
+                i,
+                rng.u64(1..20),
+                rng.u64(1..5),
+                rng.u64(100..200),
+            );
+            all.push(it.clone());
+            q.push(it).unwrap();
+        }
+        q.validate().unwrap();
+        for i in 0..50u64 {
+            q.delete(RequestId([(i % 7) as u8; 32].into()), i * 3);
+        }
+        q.validate().unwrap();
+        q.delete_request(RequestId([3; 32].into()));
+        q.validate().unwrap();
+        let mut prev: Option<SlotQueueItem> = None;
+        while let Some(it) = q.pop() {
+            if let Some(p) = &prev {
+                assert_eq!(p.priority_cmp(&it), Ordering::Less);
+            }
+            prev = Some(it);
+        }
+        q.validate().unwrap();
+    }
+}
