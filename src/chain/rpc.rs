@@ -32,14 +32,14 @@ pub struct RpcError {
     /// The node's message.
     pub message: String,
     /// The raw `data` member, kept whole so that revert data survives.
-    pub data: Option<Value>,
+    pub data: Option<Box<Value>>,
 }
 
 impl RpcError {
     /// The revert data of a failed call, from either node shape:
     /// anvil puts the hex string in `data`, hardhat in `data.data`.
     pub fn revert_data(&self) -> Option<Bytes> {
-        let hex = match &self.data {
+        let hex = match self.data.as_deref() {
             Some(Value::String(s)) => s.as_str(),
             Some(Value::Object(o)) => o.get("data")?.as_str()?,
             _ => return None,
@@ -55,7 +55,7 @@ impl RpcError {
                 .and_then(Value::as_str)
                 .unwrap_or("(no message)")
                 .to_string(),
-            data: v.get("data").cloned(),
+            data: v.get("data").cloned().map(Box::new),
         }
     }
 }
