@@ -138,6 +138,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The SIGINT/SIGTERM handlers of `--follow` could not be installed.
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 impl From<crate::sales::ledger::LedgerError> for CliError {
@@ -157,7 +160,7 @@ impl CliError {
             CliError::Chain(crate::chain::ChainError::Endpoint(_)) => exit::USAGE,
             CliError::Chain(_) => exit::FAILURE,
             CliError::Transaction { .. } => exit::FAILURE,
-            CliError::Output(_) => exit::FAILURE,
+            CliError::Output(_) | CliError::Signals(_) => exit::FAILURE,
         }
     }
 

@@ -152,7 +152,7 @@ fn send_error(what: &str, e: SendError) -> CliError {
 /// Connects, verifies the chain and finds the Marketplace.
 fn connect(ctx: &Context) -> Result<(BlockingClient, u64, Address), CliError> {
     let settings = ctx.chain_settings()?;
-    let mut rpc = BlockingClient::connect(&settings.provider.url, settings.timeout)?;
+    let mut rpc = BlockingClient::connect_to(settings.provider.clone(), settings.timeout)?;
     let (chain_id, marketplace) = rpc.verify(None, settings.marketplace)?;
     Ok((rpc, chain_id, marketplace))
 }
