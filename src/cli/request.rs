@@ -253,6 +253,7 @@ impl Run for CreateArgs {
             .price_per_slot()
             .saturating_mul(U256::from(request.ask.slots));
         let mut sender = Sender::new(key, chain_id);
+        sender.confirmations = ctx.chain_settings()?.confirmations;
         sender
             .send(
                 &mut rpc,
@@ -403,6 +404,7 @@ impl Run for WithdrawArgs {
         let key = load_key(ctx, "withdraw")?;
         let (mut rpc, chain_id, marketplace) = connect(ctx)?;
         let mut sender = Sender::new(key, chain_id);
+        sender.confirmations = ctx.chain_settings()?.confirmations;
         let mined = sender
             .send(
                 &mut rpc,
