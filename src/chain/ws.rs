@@ -346,6 +346,24 @@ fn would_block(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
 }
 
+/// The message of a TLS failure; an unknown issuer gets a hint at `--eth-ca-file`.
+fn tls_reason(io: &io::Error) -> String {
+    let unknown_issuer = matches!(
+        io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        ))
+    );
+    if unknown_issuer {
+        format!(
+            "{io} (the node's certificate does not chain to a trusted root; \
+         give its CA certificate with --eth-ca-file)"
+        )
+    } else {
+        io.to_string()
+    }
+}
+
 impl WsConn {
     /// Starts a non-blocking TCP connect and registers it. The connect, TLS and WebSocket
     /// handshakes must finish by `deadline`.
@@ -494,7 +512,7 @@ impl WsConn {
             Err(HandshakeError::Failure(e)) => {
                 let err = match e {
                     tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-                        WsError::Tls(io.to_string())
+                        WsError::Tls(tls_reason(&io))
                     }
                     tungstenite::Error::Io(io) => WsError::Connect(io),
                     other => WsError::Handshake(other.to_string()),
