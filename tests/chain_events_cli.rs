@@ -159,7 +159,11 @@ fn follow_then_signal(signal: &str) {
     assert!(follow.is_running(), "--follow ended by itself");
     follow.signal(signal);
     let status = follow.finish(T);
-    assert_eq!(status.code(), Some(0), "SIG{signal} ended codex with {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIG{signal} ended codex with {status:?}"
+    );
     assert_eq!(request_ids(&follow.seen), ids);
 }
 

@@ -338,40 +338,53 @@ fn confirmations_must_be_at_least_1() {
     let url = "ws://127.0.0.1:9";
     let conf = dir.path().join("codex.toml");
     std::fs::write(&conf, "eth-confirmations = 0\n").unwrap();
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str, &str)> = vec![
-        (
-            vec!["--eth-confirmations".into(), "0".into()],
-            vec![],
-            "\"0\"",
-            "command line",
-        ),
-        (
-            vec![],
-            vec![("CODEX_ETH_CONFIRMATIONS", "0")],
-            "\"0\"",
-            "CODEX_ETH_CONFIRMATIONS",
-        ),
-        (
-            vec!["--config-file".into(), conf.to_str().unwrap().into()],
-            vec![],
-            "\"0\"",
-            "codex.toml",
-        ),
-        (
-            vec!["--eth-confirmations".into(), "two".into()],
-            vec![],
-            "\"two\"",
-            "whole number",
-        ),
+    let conf = conf.to_str().unwrap();
+    struct Case<'a> {
+        args: &'a [&'a str],
+        env: Option<(&'a str, &'a str)>,
+        value: &'a str,
+        origin: &'a str,
+    }
+    let cases = [
+        Case {
+            args: &["--eth-confirmations", "0"],
+            env: None,
+            value: "\"0\"",
+            origin: "command line",
+        },
+        Case {
+            args: &[],
+            env: Some(("CODEX_ETH_CONFIRMATIONS", "0")),
+            value: "\"0\"",
+            origin: "CODEX_ETH_CONFIRMATIONS",
+        },
+        Case {
+            args: &["--config-file", conf],
+            env: None,
+            value: "\"0\"",
+            origin: "codex.toml",
+        },
+        Case {
+            args: &["--eth-confirmations", "two"],
+            env: None,
+            value: "\"two\"",
+            origin: "whole number",
+        },
     ];
-    for (args, env, value, origin) in cases {
+    for Case {
+        args,
+        env,
+        value,
+        origin,
+    } in cases
+    {
         let mut c = codex(dir.path());
-        c.args(&args)
+        c.args(args)
             .args(["--eth-provider", url])
             .arg("--eth-private-key")
             .arg(&key)
             .args(CREATE);
-        for (k, v) in env {
+        if let Some((k, v)) = env {
             c.env(k, v);
         }
         let out = run(c);
