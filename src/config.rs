@@ -29,6 +29,8 @@ pub const FILE_KEYS: &[&str] = &[
     "eth-private-key",
     "marketplace-address",
     "eth-timeout",
+    "eth-confirmations",
+    "eth-ca-file",
 ];
 
 /// The default storage quota: 20 GiB.

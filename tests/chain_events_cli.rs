@@ -135,6 +135,48 @@ fn chain_errors_exit_3() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://x"));
 }
 
+/// `codex events --follow` on a real chain, interrupted by `signal` once it has printed the
+/// events on chain: it ends with status 0, and what it printed is exactly those events, each
+/// a whole JSON line.
+fn follow_then_signal(signal: &str) {
+    let chain = Devchain::start(&[]);
+    let mut rpc = chain.rpc();
+    let ids: Vec<String> = (1..=2)
+        .map(|n| request_storage(&mut rpc, &chain, 1, n).to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = codex(dir.path());
+    c.args([
+        "--eth-provider",
+        &chain.ws_url(),
+        "events",
+        "--follow",
+        "--from-block",
+        "0",
+    ]);
+    let mut follow = Running::spawn(c);
+    follow.wait_lines(ids.len(), T);
+    assert!(follow.is_running(), "--follow ended by itself");
+    follow.signal(signal);
+    let status = follow.finish(T);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIG{signal} ended codex with {status:?}"
+    );
+    assert_eq!(request_ids(&follow.seen), ids);
+}
+
+#[test]
+fn follow_ends_with_status_0_on_sigterm() {
+    follow_then_signal("TERM");
+}
+
+#[test]
+fn follow_ends_with_status_0_on_sigint() {
+    follow_then_signal("INT");
+}
+
 /// `codex events --follow` through the proxy: requests 1..=3, the fault, 4..=6, then 7, and
 /// the printed request ids must be exactly 1..=7.
 fn follow_through(extra_anvil: &[&str], fault: impl FnOnce(&mut Devchain, &Proxy)) {

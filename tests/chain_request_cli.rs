@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use alloy_primitives::{B256, U256};
 use codex::market::{Ask, Content, Request};
 use serde_json::{json, Value};
-use support::codex::{codex, run};
+use support::codex::{codex, run, Running};
 use support::devchain::Devchain;
 
 fn key_file(dir: &Path, key: &str, mode: u32) -> PathBuf {
@@ -255,4 +255,145 @@ fn bad_input_is_refused_before_the_chain() {
     ]);
     let out = run(c);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+/// Polls the chain (the waits are the client's poll timeouts) until `cond` holds.
+fn wait_for(
+    rpc: &mut codex::chain::client::BlockingClient,
+    what: &str,
+    mut cond: impl FnMut(&mut codex::chain::client::BlockingClient) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond(rpc) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        rpc.pause(std::time::Duration::from_millis(20)).unwrap();
+    }
+}
+
+fn mined_count(
+    rpc: &mut codex::chain::client::BlockingClient,
+    who: alloy_primitives::Address,
+) -> u64 {
+    let v = rpc
+        .call("eth_getTransactionCount", json!([who, "latest"]))
+        .unwrap();
+    codex::chain::client::quantity_result("eth_getTransactionCount", &v).unwrap()
+}
+
+#[test]
+fn create_waits_for_the_configured_confirmations() {
+    let chain = Devchain::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), &chain.private_key(1), 0o600);
+    let who = chain.account(1);
+    let mut rpc = chain.rpc();
+    let start = mined_count(&mut rpc, who);
+    let mut c = codex(dir.path());
+    c.args(["--eth-provider", &chain.ws_url()])
+        .arg("--eth-private-key")
+        .arg(&key)
+        .args(["--eth-confirmations", "2"])
+        .args(CREATE)
+        .arg("--json");
+    let mut cmd = Running::spawn(c);
+    // Two transactions (approve, requestStorage); anvil mines each at once. Each is then in
+    // the newest block, and codex must wait for one more block before it goes on.
+    for (n, tx) in [(1, "approve"), (2, "requestStorage")] {
+        wait_for(&mut rpc, &format!("{tx} to be mined"), |r| {
+            mined_count(r, who) == start + n
+        });
+        let head = rpc.block_number().unwrap();
+        assert!(
+            cmd.is_running(),
+            "codex went on after {tx} with only its own block"
+        );
+        assert_eq!(mined_count(&mut rpc, who), start + n, "nothing else sent");
+        rpc.call("evm_mine", json!([])).unwrap();
+        assert_eq!(rpc.block_number().unwrap(), head + 1);
+    }
+    let status = cmd.finish(std::time::Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(cmd.seen.len(), 1, "{:?}", cmd.seen);
+    let v: Value = serde_json::from_str(&cmd.seen[0]).unwrap();
+    let block = v["blockNumber"].as_u64().unwrap();
+    assert_eq!(
+        rpc.block_number().unwrap(),
+        block + 1,
+        "requestStorage has exactly one block on top"
+    );
+}
+
+#[test]
+fn confirmations_must_be_at_least_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(
+        dir.path(),
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        0o600,
+    );
+    // The provider is never contacted.
+    let url = "ws://127.0.0.1:9";
+    let conf = dir.path().join("codex.toml");
+    std::fs::write(&conf, "eth-confirmations = 0\n").unwrap();
+    let conf = conf.to_str().unwrap();
+    struct Case<'a> {
+        args: &'a [&'a str],
+        env: Option<(&'a str, &'a str)>,
+        value: &'a str,
+        origin: &'a str,
+    }
+    let cases = [
+        Case {
+            args: &["--eth-confirmations", "0"],
+            env: None,
+            value: "\"0\"",
+            origin: "command line",
+        },
+        Case {
+            args: &[],
+            env: Some(("CODEX_ETH_CONFIRMATIONS", "0")),
+            value: "\"0\"",
+            origin: "CODEX_ETH_CONFIRMATIONS",
+        },
+        Case {
+            args: &["--config-file", conf],
+            env: None,
+            value: "\"0\"",
+            origin: "codex.toml",
+        },
+        Case {
+            args: &["--eth-confirmations", "two"],
+            env: None,
+            value: "\"two\"",
+            origin: "whole number",
+        },
+    ];
+    for Case {
+        args,
+        env,
+        value,
+        origin,
+    } in cases
+    {
+        let mut c = codex(dir.path());
+        c.args(args)
+            .args(["--eth-provider", url])
+            .arg("--eth-private-key")
+            .arg(&key)
+            .args(CREATE);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = run(c);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--eth-confirmations") && err.contains(value) && err.contains(origin),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }

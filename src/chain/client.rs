@@ -601,7 +601,15 @@ const TOKEN: Token = Token(0);
 impl BlockingClient {
     /// Connects to the provider (no reconnection) and waits until the WebSocket is open.
     pub fn connect(endpoint: &str, call_timeout: Duration) -> Result<BlockingClient, ChainError> {
-        let endpoint = Endpoint::parse(endpoint)?;
+        Self::connect_to(Endpoint::parse(endpoint)?, call_timeout)
+    }
+
+    /// [`BlockingClient::connect`] to a parsed endpoint (which may carry extra trusted
+    /// certificates for `wss://`).
+    pub fn connect_to(
+        endpoint: Endpoint,
+        call_timeout: Duration,
+    ) -> Result<BlockingClient, ChainError> {
         let mut config = ClientConfig::new(endpoint);
         config.reconnect = false;
         config.call_timeout = call_timeout;

@@ -11,12 +11,17 @@ use crate::config::{ConfigError, Origin, Sources};
 /// The default provider.
 pub const DEFAULT_PROVIDER: &str = "ws://localhost:8545";
 
+/// Confirmations waited for by default: the transaction is in a block.
+pub const DEFAULT_CONFIRMATIONS: u64 = 1;
+
 /// The config-file keys of the chain options.
 pub const KEYS: &[&str] = &[
     "eth-provider",
     "eth-private-key",
     "marketplace-address",
     "eth-timeout",
+    "eth-confirmations",
+    "eth-ca-file",
 ];
 
 /// The Marketplace of a known deployment, used when `--marketplace-address` is not given.
@@ -40,6 +45,10 @@ pub struct ChainArgs {
     pub marketplace_address: Option<String>,
     /// `--eth-timeout`
     pub eth_timeout: Option<String>,
+    /// `--eth-confirmations`
+    pub eth_confirmations: Option<String>,
+    /// `--eth-ca-file`
+    pub eth_ca_file: Option<String>,
 }
 
 /// The validated chain options.
@@ -53,6 +62,8 @@ pub struct ChainSettings {
     pub marketplace: Option<Address>,
     /// How long a call may wait for its answer; also the keep-alive period of followers.
     pub timeout: Duration,
+    /// Blocks a transaction needs (its own included) before it counts as done; at least 1.
+    pub confirmations: u64,
 }
 
 impl ChainSettings {
@@ -67,6 +78,14 @@ impl ChainSettings {
             origin,
             message: e.reason.to_string(),
         })?;
+        let ca_certs =
+            sources.parse("eth-ca-file", args.eth_ca_file.as_deref(), Vec::new, |v| {
+                if v.is_empty() {
+                    return Err("must not be empty".into());
+                }
+                super::ws::load_ca_file(std::path::Path::new(v)).map_err(|e| e.to_string())
+            })?;
+        let provider = provider.with_ca_certs(ca_certs);
         let private_key = sources.parse(
             "eth-private-key",
             args.eth_private_key.as_deref(),
@@ -101,11 +120,24 @@ impl ChainSettings {
                 Ok(Duration::from_secs(secs))
             },
         )?;
+        let confirmations = sources.parse(
+            "eth-confirmations",
+            args.eth_confirmations.as_deref(),
+            || DEFAULT_CONFIRMATIONS,
+            |v| match v.parse::<u64>() {
+                Ok(0) => {
+                    Err("must be at least 1 (1 = the block that includes the transaction)".into())
+                }
+                Ok(n) => Ok(n),
+                Err(_) => Err("not a whole number of blocks".into()),
+            },
+        )?;
         Ok(ChainSettings {
             provider,
             private_key,
             marketplace,
             timeout,
+            confirmations,
         })
     }
 }

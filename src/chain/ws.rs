@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::WebSocketConfig;
@@ -33,6 +34,9 @@ pub struct Endpoint {
     pub port: u16,
     /// Whether TLS is used (`wss://`).
     pub tls: bool,
+    /// Certificates trusted for `wss://` in addition to the Mozilla roots of webpki-roots
+    /// (`--eth-ca-file`).
+    pub ca_certs: Vec<CertificateDer<'static>>,
 }
 
 /// Why an endpoint URL was refused.
@@ -87,7 +91,14 @@ impl Endpoint {
             host: host.to_string(),
             port,
             tls,
+            ca_certs: Vec::new(),
         })
+    }
+
+    /// The endpoint with `certs` trusted in addition to the Mozilla roots.
+    pub fn with_ca_certs(mut self, certs: Vec<CertificateDer<'static>>) -> Endpoint {
+        self.ca_certs = certs;
+        self
     }
 
     fn resolve(&self) -> io::Result<SocketAddr> {
@@ -195,19 +206,76 @@ impl Write for Stream {
     }
 }
 
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    if let Some(c) = CONFIG.get() {
-        return Ok(c.clone());
+/// Why an `--eth-ca-file` was refused. The messages leave out the file name: the caller
+/// names it.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    /// The file cannot be read (missing, permissions, a directory).
+    #[error("cannot read it: {0}")]
+    Read(io::Error),
+    /// The file is not well-formed PEM.
+    #[error("not a valid PEM file: {0}")]
+    Pem(String),
+    /// The file is PEM but holds no `CERTIFICATE` section.
+    #[error("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate,
+    /// A certificate cannot serve as a trust anchor (bad DER, unsupported key).
+    #[error("certificate {index} in it is not usable: {reason}")]
+    BadCertificate {
+        /// 1-based position of the certificate in the file.
+        index: usize,
+        /// What rustls reported.
+        reason: String,
+    },
+}
+
+/// Reads the PEM certificates of an `--eth-ca-file` and checks that each is usable as a
+/// trust anchor.
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
+    let bytes = std::fs::read(path).map_err(CaFileError::Read)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaFileError::Pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(CaFileError::NoCertificate);
     }
-    let roots = rustls::RootCertStore {
+    let mut store = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        store
+            .add(cert.clone())
+            .map_err(|e| CaFileError::BadCertificate {
+                index: i + 1,
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(certs)
+}
+
+/// The client TLS configuration: the Mozilla roots plus `extra`. The common case (no extra
+/// certificates) is built once per process.
+fn tls_config(
+    extra: &[CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if extra.is_empty() {
+        if let Some(c) = CONFIG.get() {
+            return Ok(c.clone());
+        }
+    }
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for cert in extra {
+        roots.add(cert.clone())?;
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    if !extra.is_empty() {
+        return Ok(Arc::new(config));
+    }
     Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
 }
 
@@ -276,6 +344,24 @@ fn lost(e: tungstenite::Error) -> WsError {
 
 fn would_block(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// The message of a TLS failure; an unknown issuer gets a hint at `--eth-ca-file`.
+fn tls_reason(io: &io::Error) -> String {
+    let unknown_issuer = matches!(
+        io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer
+        ))
+    );
+    if unknown_issuer {
+        format!(
+            "{io} (the node's certificate does not chain to a trusted root; \
+         give its CA certificate with --eth-ca-file)"
+        )
+    } else {
+        io.to_string()
+    }
 }
 
 impl WsConn {
@@ -375,7 +461,9 @@ impl WsConn {
                     return State::Closed;
                 }
             };
-            match tls_config().and_then(|c| rustls::ClientConnection::new(c, name)) {
+            match tls_config(&self.endpoint.ca_certs)
+                .and_then(|c| rustls::ClientConnection::new(c, name))
+            {
                 Ok(conn) => Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock))),
                 Err(e) => {
                     out.push(WsEvent::Closed(WsError::Tls(e.to_string())));
@@ -424,7 +512,7 @@ impl WsConn {
             Err(HandshakeError::Failure(e)) => {
                 let err = match e {
                     tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-                        WsError::Tls(io.to_string())
+                        WsError::Tls(tls_reason(&io))
                     }
                     tungstenite::Error::Io(io) => WsError::Connect(io),
                     other => WsError::Handshake(other.to_string()),
@@ -594,7 +682,7 @@ mod tests {
 
     #[test]
     fn tls_config_builds() {
-        let c = tls_config().unwrap();
+        let c = tls_config(&[]).unwrap();
         assert!(c.alpn_protocols.is_empty());
     }
 }

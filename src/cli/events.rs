@@ -5,11 +5,18 @@
 //! [`ChainClient`] in a mio loop: log and `newHeads` subscriptions, backfill after every
 //! (re)connect, each event printed exactly once and in order, until interrupted (or until
 //! `--to-block` has been passed). The chain position lives in memory only.
+//!
+//! SIGINT and SIGTERM end `--follow` cleanly with exit status 0: they arrive through
+//! `signal-hook-mio` as readiness of their own token in the same mio `Poll` as the WebSocket,
+//! so the loop finishes the turn it is in (every decoded event is written whole and flushed),
+//! closes the connection and returns.
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use mio::{Events, Poll, Token};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 
 use super::{CliError, Context, Run};
 use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
@@ -19,6 +26,11 @@ use crate::market::events::{decode_log, RpcLog};
 
 /// Blocks per `eth_getLogs` query.
 pub const MAX_RANGE: u64 = 1000;
+
+/// The token of the chain connection in the follow loop.
+const CHAIN: Token = Token(0);
+/// The token of the signal pipe in the follow loop.
+const SIGNALS: Token = Token(1);
 
 /// Print decoded Marketplace events as JSON lines (blockNumber, transactionHash, logIndex,
 /// event, fields); --follow keeps streaming through disconnects until interrupted.
@@ -76,9 +88,16 @@ impl Run for EventsArgs {
                 )));
             }
         }
-        let mut rpc = BlockingClient::connect(&settings.provider.url, settings.timeout)?;
+        // Installed before the first network call, so that an interrupt while codex connects
+        // is not lost: it is handled as soon as the follow loop runs.
+        let signals = if self.follow {
+            Some(Signals::new([SIGINT, SIGTERM]).map_err(CliError::Signals)?)
+        } else {
+            None
+        };
+        let mut rpc = BlockingClient::connect_to(settings.provider.clone(), settings.timeout)?;
         let (_, marketplace) = rpc.verify(None, settings.marketplace)?;
-        if !self.follow {
+        let Some(signals) = signals else {
             let head = rpc.block_number()?;
             let to = self.to_block.map_or(head, |t| t.min(head));
             let mut sync = LogSync::new(from, Some(to), MAX_RANGE);
@@ -98,14 +117,15 @@ impl Run for EventsArgs {
                 }
             }
             return Ok(());
-        }
+        };
         drop(rpc);
-        follow(ctx, &settings, marketplace, from, self.to_block)
+        follow(ctx, signals, &settings, marketplace, from, self.to_block)
     }
 }
 
 fn follow(
     ctx: &mut Context,
+    mut signals: Signals,
     settings: &crate::chain::settings::ChainSettings,
     marketplace: alloy_primitives::Address,
     from: u64,
@@ -123,10 +143,13 @@ fn follow(
         max_range: MAX_RANGE,
     });
     let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(CliError::Signals)?;
     let mut events = Events::with_capacity(64);
     let now = Instant::now();
     let seed = u64::from(std::process::id()) ^ now.elapsed().subsec_nanos() as u64;
-    let mut client = ChainClient::new(config, Token(0), now, fastrand::Rng::with_seed(seed));
+    let mut client = ChainClient::new(config, CHAIN, now, fastrand::Rng::with_seed(seed));
     loop {
         let now = Instant::now();
         let timeout = client
@@ -138,7 +161,9 @@ fn follow(
             }
         }
         let now = Instant::now();
-        if !events.is_empty() {
+        let chain_ready = events.iter().any(|e| e.token() == CHAIN);
+        let signalled = events.iter().any(|e| e.token() == SIGNALS);
+        if chain_ready {
             client.on_ready(poll.registry(), now);
         }
         client.on_timer(poll.registry(), now);
@@ -158,6 +183,19 @@ fn follow(
         }
         if wrote {
             ctx.out().flush()?;
+        }
+        if signalled {
+            // Drain the pipe; any of our two signals ends the loop.
+            let mut interrupted = None;
+            for s in signals.pending() {
+                interrupted = Some(s);
+            }
+            if let Some(s) = interrupted {
+                let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
+                log::info!("{name} received; stopping");
+                client.shutdown(poll.registry());
+                return Ok(());
+            }
         }
         if client.sync().is_some_and(LogSync::is_done) {
             client.shutdown(poll.registry());

@@ -76,6 +76,14 @@ pub struct Cli {
     /// CODEX_ETH_TIMEOUT)
     #[argh(option, arg_name = "DURATION")]
     pub eth_timeout: Option<String>,
+    /// blocks a transaction needs, its own included, before codex counts it as done (default
+    /// 1; env CODEX_ETH_CONFIRMATIONS)
+    #[argh(option, arg_name = "N")]
+    pub eth_confirmations: Option<String>,
+    /// PEM file of certificates to trust for wss:// in addition to the Mozilla roots (env
+    /// CODEX_ETH_CA_FILE)
+    #[argh(option, arg_name = "FILE")]
+    pub eth_ca_file: Option<String>,
     #[argh(subcommand)]
     pub command: Command,
 }
@@ -138,6 +146,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The SIGINT/SIGTERM handlers of `--follow` could not be installed.
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 impl From<crate::sales::ledger::LedgerError> for CliError {
@@ -157,7 +168,7 @@ impl CliError {
             CliError::Chain(crate::chain::ChainError::Endpoint(_)) => exit::USAGE,
             CliError::Chain(_) => exit::FAILURE,
             CliError::Transaction { .. } => exit::FAILURE,
-            CliError::Output(_) => exit::FAILURE,
+            CliError::Output(_) | CliError::Signals(_) => exit::FAILURE,
         }
     }
 
@@ -293,6 +304,8 @@ where
         eth_private_key: cli.eth_private_key.clone(),
         marketplace_address: cli.marketplace_address.clone(),
         eth_timeout: cli.eth_timeout.clone(),
+        eth_confirmations: cli.eth_confirmations.clone(),
+        eth_ca_file: cli.eth_ca_file.clone(),
     };
     let result = cli
         .command

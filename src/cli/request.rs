@@ -152,7 +152,7 @@ fn send_error(what: &str, e: SendError) -> CliError {
 /// Connects, verifies the chain and finds the Marketplace.
 fn connect(ctx: &Context) -> Result<(BlockingClient, u64, Address), CliError> {
     let settings = ctx.chain_settings()?;
-    let mut rpc = BlockingClient::connect(&settings.provider.url, settings.timeout)?;
+    let mut rpc = BlockingClient::connect_to(settings.provider.clone(), settings.timeout)?;
     let (chain_id, marketplace) = rpc.verify(None, settings.marketplace)?;
     Ok((rpc, chain_id, marketplace))
 }
@@ -253,6 +253,7 @@ impl Run for CreateArgs {
             .price_per_slot()
             .saturating_mul(U256::from(request.ask.slots));
         let mut sender = Sender::new(key, chain_id);
+        sender.confirmations = ctx.chain_settings()?.confirmations;
         sender
             .send(
                 &mut rpc,
@@ -403,6 +404,7 @@ impl Run for WithdrawArgs {
         let key = load_key(ctx, "withdraw")?;
         let (mut rpc, chain_id, marketplace) = connect(ctx)?;
         let mut sender = Sender::new(key, chain_id);
+        sender.confirmations = ctx.chain_settings()?.confirmations;
         let mined = sender
             .send(
                 &mut rpc,

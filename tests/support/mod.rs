@@ -9,3 +9,4 @@ pub mod codex;
 pub mod devchain;
 pub mod emitter;
 pub mod follow;
+pub mod tls;
