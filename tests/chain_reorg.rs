@@ -123,3 +123,40 @@ fn events_follow_prints_a_reverted_request_as_removed_and_its_replacement_once()
     assert_eq!(lines[3]["removed"], false);
     assert!(run.is_running());
 }
+
+#[test]
+fn events_follow_prints_an_anvil_reorg_with_a_replacement_at_the_same_height() {
+    let chain = Devchain::start(&[]);
+    let mut rpc = chain.rpc();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = codex(dir.path());
+    c.args(["--eth-provider", &chain.ws_url(), "events", "--follow"]);
+    let mut run = Running::spawn(c);
+
+    let a = request_storage(&mut rpc, &chain, 1, 1).to_string();
+    let lines = json_lines(&mut run, 1);
+    assert_eq!(lines[0]["requestId"], a.as_str());
+
+    // The new branch replaces a's block with one holding another request of the same client
+    // (a's allowance is back, since a's transferFrom is undone with its block).
+    let client = chain.account(1);
+    let b_req = support::devchain::request(client, 2);
+    let b = b_req.id().to_string();
+    let tx = json!({
+        "from": client,
+        "to": chain.marketplace(),
+        "data": alloy_primitives::hex::encode_prefixed(codex::market::calls::request_storage(&b_req)),
+    });
+    rpc.call("anvil_reorg", json!([1, [[tx, 0]]])).unwrap();
+    let lines = json_lines(&mut run, 3);
+    assert_eq!(lines[1]["requestId"], a.as_str());
+    assert_eq!(lines[1]["removed"], true, "{}", lines[1]);
+    assert_eq!(lines[1]["blockHash"], lines[0]["blockHash"]);
+    assert_eq!(lines[2]["requestId"], b.as_str());
+    assert_eq!(lines[2]["removed"], false);
+    assert_eq!(lines[2]["blockNumber"], lines[0]["blockNumber"]);
+
+    let c = request_storage(&mut rpc, &chain, 1, 3).to_string();
+    let lines = json_lines(&mut run, 4);
+    assert_eq!(lines[3]["requestId"], c.as_str(), "{:?}", run.seen);
+}
