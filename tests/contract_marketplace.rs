@@ -5,7 +5,71 @@
 //! forced frees (§7.6), and exact token amounts of payouts and refunds (§3, §7.7).
 //!
 //! Each test starts its own anvil on a free port with the fixture deployed
-//! (`fixtures/chain/devchain.mjs --deploy-only`); the guard kills it when the test ends.
+//! (`fixtures/chain/devchain.mjs --deploy-only`); the guard kills it when the test ends. Time
+//! moves with `evm_setNextBlockTimestamp` + `evm_mine`, never with sleeps. Every revert is
+//! decoded by codex's `MarketError` and compared by name.
+//!
+//! # Coverage (spec §4.1 reverts, §7.1/§7.2 state rules, §3/§7.7 amounts)
+//!
+//! Test names are abbreviated: `request_storage` = request_storage_rejects_bad_requests_with_named_errors,
+//! `views` = views_of_unknown_ids_and_the_local_configuration, `fill_rules` =
+//! reservations_fills_and_proof_submission_follow_the_rules, `finished` =
+//! finished_request_pays_hosts_for_their_time_and_refunds_the_rest, `cancelled` =
+//! cancelled_request_pays_hosts_until_expiry_and_refunds_the_rest, `slashing` =
+//! missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request, `repair` =
+//! repair_takes_discounted_collateral_and_returns_it_in_full, `edges` =
+//! fill_and_free_edges_collateral_errors_and_start_not_before_expiry.
+//!
+//! | function | revert / rule | test |
+//! |---|---|---|
+//! | requestStorage | InvalidClientAddress | request_storage |
+//! | requestStorage | RequestAlreadyExists | request_storage |
+//! | requestStorage | InvalidExpiry (0, and ≥ duration) | request_storage |
+//! | requestStorage | InsufficientSlots | request_storage |
+//! | requestStorage | InvalidMaxSlotLoss | request_storage |
+//! | requestStorage | InsufficientDuration | unreachable: duration 0 fails InvalidExpiry first (expiry ≥ 0 = duration); asserted in request_storage |
+//! | requestStorage | InsufficientProofProbability, InsufficientCollateral, InsufficientReward, InvalidCid, DurationExceedsLimit | request_storage |
+//! | requestStorage | ERC20InsufficientAllowance, ERC20InsufficientBalance | request_storage |
+//! | reserveSlot | ReservationNotAllowed: already reserved, set full, slot Filled | fill_rules |
+//! | reserveSlot | no revert for an unknown request / a never-filled slot of a cancelled one | views, cancelled |
+//! | reserveSlot | reservations cleared by a forced free (re-reserve for repair) | repair |
+//! | fillSlot | UnknownRequest, InvalidSlot, ReservationRequired | fill_rules |
+//! | fillSlot | SlotNotFree: Filled slot; slot of a cancelled request | fill_rules, cancelled |
+//! | fillSlot | Proofs_ProofAlreadySubmitted (repair in the previous host's proof period) | repair |
+//! | fillSlot | Proofs_InvalidProof | fill_rules |
+//! | fillSlot | StartNotBeforeExpiry (repair fill at exactly endsAt) | edges |
+//! | fillSlot | ERC20InsufficientAllowance, ERC20InsufficientBalance on the collateral | edges |
+//! | fillSlot | allowed at exactly expiresAt (still New) | edges |
+//! | submitProof | UnknownRequest, ProofNotSubmittedByHost, ProofAlreadySubmitted (fill period and twice), InvalidProof | views, fill_rules |
+//! | freeSlot(1) | SlotIsFree | views |
+//! | freeSlot(1) | InvalidSlotHost (not the host; kicked-out host) | finished, slashing, repair |
+//! | freeSlot(1) | AlreadyPaid | finished |
+//! | freeSlot(1) | StartNotBeforeExpiry (cancelled slot filled at expiresAt) | edges |
+//! | freeSlot(1,2) | TransferFailed | unreachable with the OpenZeppelin test token (it reverts or returns true) |
+//! | freeSlot(3) | SlotIsFree, InvalidSlotHost, AlreadyPaid, StartNotBeforeExpiry | views, finished, edges |
+//! | withdrawFunds(1) | UnknownRequest, InvalidClientAddress, NothingToWithdraw | views, finished, cancelled |
+//! | withdrawFunds(1) | InvalidState (New, Started) | request_storage, finished |
+//! | withdrawFunds(2) | refund to the recipient, RequestCancelled | cancelled |
+//! | markProofAsMissing + canMarkProofAsMissing | SlotNotAcceptingProofs, PeriodNotEnded, ValidationTimedOut, ProofNotMissing, ProofNotRequired, ProofAlreadyMarkedMissing (both functions) | slashing |
+//! | canMarkProofAsMissing | success returns no value | slashing |
+//! | getRequest | UnknownRequest; returns the request | views, request_storage |
+//! | getActiveSlot | SlotIsFree; answers for Filled, Repair and Paid | views, fill_rules, repair, finished |
+//! | requestState | UnknownRequest | views |
+//! | requestEnd | UnknownRequest; New: endsAt; Cancelled: expiresAt; Finished: endsAt; Failed: failure time − 1 | views, request_storage, cancelled, finished, slashing |
+//! | requestExpiry | absolute; 0 for unknown | request_storage, views |
+//! | §7.1 | New; Cancelled only after expiresAt (strict); Started on the last fill; Started at endsAt, Finished after (strict) | request_storage, cancelled, fill_rules, finished |
+//! | §7.1 | Failed when slot loss exceeds maxSlotLoss, and stays Failed after endsAt | slashing |
+//! | §7.1 | within maxSlotLoss the request stays Started | repair |
+//! | §7.1 | Cancelled stored by withdrawFunds (RequestCancelled once) | cancelled |
+//! | §7.2 | Free (never filled, also of cancelled / unknown requests), Filled, Repair, Paid (before Finished), Cancelled, Finished, Failed | views, fill_rules, repair, finished, cancelled, slashing |
+//! | §3 | maxPrice pulled at requestStorage | every `submit` |
+//! | §3 | collateralPerSlot taken; repair takes 922 of 1024; currentCollateral full 1024 | fill_rules, repair |
+//! | §3/§7.7 | Finished payout (endsAt − filledAt) × pricePerSlot + collateral; 3-arg recipients | finished, repair |
+//! | §3/§7.7 | Cancelled payout (expiresAt − filledAt) × pricePerSlot + collateral | cancelled |
+//! | §7.7 | Failed: nothing paid, second freeSlot succeeds; forced free by the host returns 0 | slashing, repair |
+//! | §7.7 | client refunds: Finished (unearned), Cancelled (unused + expiry..end), Failed (full maxPrice), fill at expiresAt (full maxPrice) | finished, cancelled, slashing, edges |
+//! | §7.6 | slash 20% of 1024 → 820, validator gets 40, the rest stays in the contract; second slash frees, resets missingProofs | slashing |
+//! | §4.1 | slotProbability = proofProbability × (256 − downtime) / 256 | edges |
 mod support;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
@@ -125,6 +189,22 @@ impl Market {
         let tx = json!([{"from": from, "to": self.market, "data": alloy_primitives::hex::encode_prefixed(data)}]);
         match self.rpc.call("eth_estimateGas", tx) {
             Ok(gas) => panic!("expected a revert, the call would succeed (gas {gas})"),
+            Err(e) => {
+                let data = e
+                    .revert_data()
+                    .unwrap_or_else(|| panic!("no revert data in {e}"));
+                MarketError::from_revert_data(&data)
+            }
+        }
+    }
+
+    /// The named error a Marketplace view or call from `from` reverts with under `eth_call`
+    /// at the latest block (its timestamp and number, exactly).
+    fn revert_latest(&mut self, from: usize, data: &[u8]) -> MarketError {
+        let from = self.acct(from);
+        let tx = json!([{"from": from, "to": self.market, "data": alloy_primitives::hex::encode_prefixed(data)}, "latest"]);
+        match self.rpc.call("eth_call", tx) {
+            Ok(out) => panic!("expected a revert, the call returned {out}"),
             Err(e) => {
                 let data = e
                     .revert_data()
@@ -294,6 +374,15 @@ fn can_mark(slot: SlotId, period: u64) -> Vec<u8> {
     .abi_encode()
 }
 
+/// Asserts that both markProofAsMissing and the canMarkProofAsMissing view revert with
+/// `expected` for the validator.
+fn assert_not_markable(m: &mut Market, slot: SlotId, period: u64, expected: MarketError) {
+    let mark = m.revert(VALIDATOR, &calls::mark_proof_as_missing(slot, period));
+    assert_eq!(mark, expected, "markProofAsMissing({period})");
+    let can = m.revert(VALIDATOR, &can_mark(slot, period));
+    assert_eq!(can, expected, "canMarkProofAsMissing({period})");
+}
+
 /// A change to the default test request.
 type Edit = Box<dyn FnOnce(&mut Request)>;
 
@@ -308,6 +397,15 @@ fn request_storage_rejects_bad_requests_with_named_errors() {
     let cases: Vec<(Edit, MarketError)> = vec![
         (Box::new(|r| r.expiry = 0), MarketError::InvalidExpiry),
         (Box::new(|r| r.expiry = 3600), MarketError::InvalidExpiry),
+        // InsufficientDuration is shadowed: with duration 0 every expiry is either 0 or
+        // ≥ duration, so the expiry check fires first.
+        (
+            Box::new(|r| {
+                r.ask.duration = 0;
+                r.expiry = 1;
+            }),
+            MarketError::InvalidExpiry,
+        ),
         (
             Box::new(|r| r.ask.slots = 0),
             MarketError::InsufficientSlots,
@@ -377,6 +475,11 @@ fn request_storage_rejects_bad_requests_with_named_errors() {
     let end = calls::decode_request_end(&m.view(&calls::request_end(id))).unwrap();
     assert_eq!(end, t0 + 3600);
     assert_eq!(m.my_requests(), vec![id]);
+    assert_eq!(
+        m.revert(CLIENT, &calls::withdraw_funds(id)),
+        MarketError::InvalidState,
+        "a New request cannot be withdrawn"
+    );
 }
 
 #[test]
@@ -413,6 +516,8 @@ fn views_of_unknown_ids_and_the_local_configuration() {
         MarketError::UnknownRequest
     );
     assert_eq!(m.revert(HOST_A, &free_slot(slot)), MarketError::SlotIsFree);
+    let to = calls::free_slot_to(slot, m.acct(HOST_A), m.acct(HOST_A));
+    assert_eq!(m.revert(HOST_A, &to), MarketError::SlotIsFree);
     assert_eq!(
         m.revert(CLIENT, &calls::withdraw_funds(unknown)),
         MarketError::UnknownRequest
@@ -629,6 +734,8 @@ fn finished_request_pays_hosts_for_their_time_and_refunds_the_rest() {
         m.revert(HOST_B, &free_slot(s0)),
         MarketError::InvalidSlotHost
     );
+    let to = calls::free_slot_to(s0, m.acct(HOST_B), m.acct(HOST_B));
+    assert_eq!(m.revert(HOST_B, &to), MarketError::InvalidSlotHost);
 
     let ends_at = t0 + 3600;
     m.set_time(ends_at);
@@ -654,6 +761,15 @@ fn finished_request_pays_hosts_for_their_time_and_refunds_the_rest() {
     assert_eq!(m.slot_state(s0), SlotState::Paid);
     assert!(m.my_slots(HOST_A).is_empty());
     assert_eq!(m.revert(HOST_A, &free_slot(s0)), MarketError::AlreadyPaid);
+    let to = calls::free_slot_to(s0, m.acct(HOST_D), m.acct(HOST_A));
+    assert_eq!(m.revert(HOST_A, &to), MarketError::AlreadyPaid);
+    let (_, index) = calls::decode_get_active_slot(&m.view(&calls::get_active_slot(s0))).unwrap();
+    assert_eq!(index, 0, "getActiveSlot answers for a Paid slot");
+    assert_eq!(
+        m.request_state(id),
+        RequestState::Finished,
+        "stored Finished by the payout"
+    );
 
     // reward and collateral to different recipients
     let (third, host_b) = (m.balance(HOST_D), m.balance(HOST_B));
@@ -712,6 +828,7 @@ fn cancelled_request_pays_hosts_until_expiry_and_refunds_the_rest() {
     let (client, recipient) = (m.balance(CLIENT), m.balance(HOST_D));
     let withdraw = m.tx(CLIENT, &calls::withdraw_funds_to(id, m.acct(HOST_D)));
     assert_eq!(withdraw.events, ["RequestCancelled"]);
+    assert_eq!(m.request_state(id), RequestState::Cancelled);
     assert_eq!(m.balance(CLIENT), client);
     assert_eq!(m.balance(HOST_D) - recipient, u(price - pay));
     assert_eq!(
@@ -727,7 +844,7 @@ fn missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request() {
         r.ask.slots = 2;
         r.ask.max_slot_loss = 0;
     });
-    let (id, _) = m.submit(&req);
+    let (id, t0) = m.submit(&req);
     let (s0, s1) = (SlotId::of(id, 0), SlotId::of(id, 1));
     m.reserve(HOST_A, id, 0);
     m.reserve(HOST_B, id, 1);
@@ -738,10 +855,7 @@ fn missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request() {
     let fill_period = t / PERIOD;
     let mark = |slot: SlotId, period: u64| calls::mark_proof_as_missing(slot, period);
 
-    assert_eq!(
-        m.revert(VALIDATOR, &mark(s0, fill_period)),
-        MarketError::PeriodNotEnded
-    );
+    assert_not_markable(&mut m, s0, fill_period, MarketError::PeriodNotEnded);
 
     // Period p is over; within the timeout the requirement is judged with the pointer of the
     // validator's block (the next one): below the downtime it is not required.
@@ -756,10 +870,7 @@ fn missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request() {
     let p = next_pointer(&mut m);
     m.mine((256 + 10 - p) % 256);
     assert_eq!(next_pointer(&mut m), 10);
-    assert_eq!(
-        m.revert(VALIDATOR, &mark(s0, missed)),
-        MarketError::ProofNotRequired
-    );
+    assert_not_markable(&mut m, s0, missed, MarketError::ProofNotRequired);
     m.mine(DOWNTIME + 6 - 10);
     assert_eq!(next_pointer(&mut m), DOWNTIME + 6);
     assert_eq!(
@@ -768,35 +879,36 @@ fn missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request() {
         "canMarkProofAsMissing succeeds without a value"
     );
     let before = m.balance(VALIDATOR);
+    let market = m.market;
+    let held = |m: &mut Market| {
+        calls::decode_balance_of(&m.raw_call(market, m.token, &calls::balance_of(market))).unwrap()
+    };
+    let contract_before = held(&mut m);
     assert!(m.tx(VALIDATOR, &mark(s0, missed)).events.is_empty());
     assert_eq!(
         m.balance(VALIDATOR) - before,
         u(40),
         "20% of the 204 slashed"
     );
+    assert_eq!(
+        contract_before - held(&mut m),
+        u(40),
+        "the other 164 stay in the contract"
+    );
     assert_eq!(m.collateral(s0), u(820));
     let count = calls::decode_missing_proofs(&m.view(&calls::missing_proofs(s0))).unwrap();
     assert_eq!(count, 1);
-    assert_eq!(
-        m.revert(VALIDATOR, &mark(s0, missed)),
-        MarketError::ProofAlreadyMarkedMissing
-    );
+    assert_not_markable(&mut m, s0, missed, MarketError::ProofAlreadyMarkedMissing);
 
     // too late for the next period; a proved period is not missing
     let late = missed + 1;
     m.set_time((late + 1) * PERIOD + 30);
-    assert_eq!(
-        m.revert(VALIDATOR, &mark(s0, late)),
-        MarketError::ValidationTimedOut
-    );
+    assert_not_markable(&mut m, s0, late, MarketError::ValidationTimedOut);
     let proved = late + 1;
     m.set_time(proved * PERIOD + 40);
     m.tx(HOST_A, &calls::submit_proof(s0, &good_proof()));
     m.set_time((proved + 1) * PERIOD + 1);
-    assert_eq!(
-        m.revert(VALIDATOR, &mark(s0, proved)),
-        MarketError::ProofNotMissing
-    );
+    assert_not_markable(&mut m, s0, proved, MarketError::ProofNotMissing);
 
     // the second slash frees the slot; with maxSlotLoss 0 the started request fails
     let second = proved + 1;
@@ -810,16 +922,19 @@ fn missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request() {
     assert_eq!(freed.events, ["SlotFreed", "RequestFailed"]);
     assert_eq!(m.balance(VALIDATOR) - before, u(40));
     assert_eq!(m.request_state(id), RequestState::Failed);
+    let end = calls::decode_request_end(&m.view(&calls::request_end(id))).unwrap();
+    assert_eq!(
+        end,
+        freed.time - 1,
+        "a failed request ends just before the failure"
+    );
     assert_eq!(m.slot_state(s0), SlotState::Failed);
     assert_eq!(m.host(s0), None);
     assert_eq!(m.collateral(s0), U256::ZERO);
     let count = calls::decode_missing_proofs(&m.view(&calls::missing_proofs(s0))).unwrap();
     assert_eq!(count, 0, "reset by the forced free");
     assert!(m.my_slots(HOST_A).is_empty());
-    assert_eq!(
-        m.revert(VALIDATOR, &mark(s1, second)),
-        MarketError::SlotNotAcceptingProofs
-    );
+    assert_not_markable(&mut m, s1, second, MarketError::SlotNotAcceptingProofs);
     assert_eq!(
         m.revert(HOST_A, &free_slot(s0)),
         MarketError::InvalidSlotHost
@@ -831,6 +946,12 @@ fn missed_proofs_are_slashed_and_too_many_free_the_slot_and_fail_the_request() {
     m.tx(HOST_B, &free_slot(s1));
     assert_eq!(m.balance(HOST_B), before);
     assert!(m.my_slots(HOST_B).is_empty());
+
+    // Failed is stored: it stays Failed after the original end
+    m.set_time(t0 + 3601);
+    assert_eq!(m.request_state(id), RequestState::Failed);
+    let end = calls::decode_request_end(&m.view(&calls::request_end(id))).unwrap();
+    assert_eq!(end, freed.time - 1);
 
     // the client gets the whole price back
     let before = m.balance(CLIENT);
@@ -901,4 +1022,101 @@ fn repair_takes_discounted_collateral_and_returns_it_in_full() {
     m.tx(HOST_C, &free_slot(s0));
     let pay = (t0 + 3600 - repair.time) * PRICE_PER_SLOT_PER_SECOND;
     assert_eq!(m.balance(HOST_C) - before, u(pay + COLLATERAL));
+}
+
+#[test]
+fn fill_and_free_edges_collateral_errors_and_start_not_before_expiry() {
+    let mut m = Market::start();
+
+    // Collateral errors of fillSlot's transferFrom: allowance first, then balance (10^15
+    // tokens per account; this slot wants 1024 × 10^12).
+    let big = 10u64.pow(12);
+    let req = m.request(|r| {
+        r.ask.slots = 1;
+        r.ask.collateral_per_byte = U256::from(big);
+    });
+    let (id, _) = m.submit(&req);
+    m.reserve(HOST_A, id, 0);
+    m.approve(HOST_A, 5);
+    match m.revert(HOST_A, &calls::fill_slot(id, 0, &good_proof())) {
+        MarketError::Erc20InsufficientAllowance {
+            spender,
+            allowance,
+            needed,
+        } => {
+            assert_eq!((spender, allowance), (m.market, u(5)));
+            assert_eq!(needed, u(1024) * u(big));
+        }
+        other => panic!("expected ERC20InsufficientAllowance, got {other}"),
+    }
+    let data = calls::approve(m.market, U256::MAX);
+    m.send_to(HOST_A, m.token, &data);
+    let err = m.revert(HOST_A, &calls::fill_slot(id, 0, &good_proof()));
+    assert_eq!(
+        err.solidity_name(),
+        Some("ERC20InsufficientBalance"),
+        "{err}"
+    );
+
+    // A fill at exactly expiresAt is allowed (the request is still New) ...
+    let req = m.request(|r| {
+        r.expiry = 200;
+        r.ask.proof_probability = U256::from(5u8);
+    });
+    let (id, t0) = m.submit(&req);
+    let expires_at = t0 + 200;
+    let s0 = SlotId::of(id, 0);
+    m.reserve(HOST_B, id, 0);
+    m.approve(HOST_B, COLLATERAL);
+    m.rpc
+        .call("evm_setNextBlockTimestamp", json!([expires_at]))
+        .unwrap();
+    let before = m.balance(HOST_B);
+    let fill = m.tx(HOST_B, &calls::fill_slot(id, 0, &good_proof()));
+    assert_eq!(fill.time, expires_at);
+    assert_eq!(fill.events, ["ProofSubmitted", "SlotFilled"]);
+    assert_eq!(before - m.balance(HOST_B), u(COLLATERAL));
+    let out = m.view(&M::slotProbabilityCall { id: s0.0 }.abi_encode());
+    assert_eq!(U256::from_be_slice(&out), u(5 * (256 - DOWNTIME) / 256));
+
+    // ... but once cancelled its payout window is empty: freeSlot reverts
+    // StartNotBeforeExpiry in both forms, and the client gets the whole price back.
+    m.set_time(expires_at + 1);
+    assert_eq!(m.slot_state(s0), SlotState::Cancelled);
+    assert_eq!(
+        m.revert(HOST_B, &free_slot(s0)),
+        MarketError::StartNotBeforeExpiry
+    );
+    let to = calls::free_slot_to(s0, m.acct(HOST_D), m.acct(HOST_B));
+    assert_eq!(m.revert(HOST_B, &to), MarketError::StartNotBeforeExpiry);
+    let before = m.balance(CLIENT);
+    assert_eq!(
+        m.tx(CLIENT, &calls::withdraw_funds(id)).events,
+        ["RequestCancelled"]
+    );
+    assert_eq!(
+        m.balance(CLIENT) - before,
+        u(2 * 3600 * PRICE_PER_SLOT_PER_SECOND)
+    );
+
+    // A repair fill at exactly endsAt: the request is still Started, the slot in Repair, but
+    // there is no time left to pay for: StartNotBeforeExpiry.
+    let req = m.request(|r| r.ask.max_slot_loss = 1);
+    let (id, t0) = m.submit(&req);
+    let s0 = SlotId::of(id, 0);
+    m.reserve(HOST_A, id, 0);
+    m.reserve(HOST_C, id, 1);
+    m.fill(HOST_A, id, 0, COLLATERAL);
+    m.fill(HOST_C, id, 1, COLLATERAL);
+    m.tx(VALIDATOR, &forcibly_free(s0));
+    m.reserve(HOST_D, id, 0);
+    m.approve(HOST_D, 922);
+    let ends_at = t0 + 3600;
+    m.set_time(ends_at);
+    assert_eq!(m.request_state(id), RequestState::Started);
+    assert_eq!(m.slot_state(s0), SlotState::Repair);
+    assert_eq!(
+        m.revert_latest(HOST_D, &calls::fill_slot(id, 0, &good_proof())),
+        MarketError::StartNotBeforeExpiry
+    );
 }

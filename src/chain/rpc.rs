@@ -451,8 +451,8 @@ pub struct LogSync {
     to_block: Option<u64>,
     max_range: u64,
     in_flight: Option<LogRange>,
-    /// Keys already handed out, with their block number, for deduplication.
-    seen: HashMap<(B256, u64), u64>,
+    /// Logs already handed out, by key, for deduplication and for reporting their removal.
+    seen: HashMap<(B256, u64), Log>,
     /// Keys removed by a reorganisation before their log was handed out.
     removed_early: HashSet<(B256, u64)>,
     /// Subscription logs above the cursor, waiting for their block to be covered.
@@ -502,7 +502,9 @@ impl LogSync {
     /// A head number from `eth_blockNumber` or `newHeads`. When `from_subscription` and the
     /// head is at or below the cursor, the chain was reorganised: the cursor moves back (within
     /// [`REORG_WINDOW`]) so that the replaced blocks are queried again; deduplication keeps the
-    /// logs that did not change from being handed out twice.
+    /// logs that did not change from being handed out twice, and logs handed out earlier that
+    /// the new answer lacks are reported as [`SyncEvent::Removed`] (nodes such as anvil send no
+    /// `removed: true` notifications of their own).
     pub fn on_head(&mut self, number: u64, from_subscription: bool) {
         if from_subscription && number < self.next_block {
             let floor = self.next_block.saturating_sub(REORG_WINDOW);
@@ -541,7 +543,9 @@ impl LogSync {
 
     /// The answer to a planned range. Logs outside the range and `removed` logs are ignored;
     /// the rest, merged with buffered subscription logs of those blocks, are handed out in
-    /// order, each key once, and the cursor moves to the end of the range.
+    /// order, each key once, and the cursor moves to the end of the range. A log handed out
+    /// earlier for a block of this range that the answer no longer contains (the range is
+    /// queried again after a reorganisation) is reported as removed first.
     pub fn on_range(&mut self, range: LogRange, logs: Vec<Log>, out: &mut Vec<SyncEvent>) {
         if self.in_flight != Some(range) {
             return; // a stale answer from before a reconnect or rewind
@@ -564,6 +568,15 @@ impl LogSync {
                 batch.entry(k).or_insert(log);
             }
         }
+        let present: HashSet<(B256, u64)> = batch.values().map(Log::key).collect();
+        self.remove_where(
+            |l| {
+                l.block_number >= range.from
+                    && l.block_number <= range.to
+                    && !present.contains(&l.key())
+            },
+            out,
+        );
         for (_, log) in batch {
             self.emit(log, out);
         }
@@ -577,19 +590,32 @@ impl LogSync {
         if self.seen.contains_key(&key) || self.removed_early.remove(&key) {
             return;
         }
-        self.seen.insert(key, log.block_number);
+        self.seen.insert(key, log.clone());
         out.push(SyncEvent::Log(log));
+    }
+
+    /// Reports every handed-out log matching `gone` as removed, in block and log-index order,
+    /// and forgets it.
+    fn remove_where(&mut self, gone: impl Fn(&Log) -> bool, out: &mut Vec<SyncEvent>) {
+        let mut removed: Vec<Log> = self.seen.values().filter(|l| gone(l)).cloned().collect();
+        removed.sort_by_key(|l| (l.block_number, l.log_index));
+        for mut log in removed {
+            self.seen.remove(&log.key());
+            log.removed = true;
+            out.push(SyncEvent::Removed(log));
+        }
     }
 
     fn prune(&mut self) {
         let floor = self.next_block.saturating_sub(REORG_WINDOW);
-        self.seen.retain(|_, b| *b >= floor);
+        self.seen.retain(|_, l| l.block_number >= floor);
     }
 
     /// A log from the Marketplace subscription. Logs above the cursor wait for their block to
     /// be covered by a range; a `removed` log that was handed out becomes
     /// [`SyncEvent::Removed`]; a new log at or below the cursor (a replacement block after a
-    /// reorganisation) is handed out at once.
+    /// reorganisation) is handed out at once, after the removal of the logs handed out for an
+    /// earlier block at the same height.
     pub fn on_subscription_log(&mut self, log: Log, out: &mut Vec<SyncEvent>) {
         let key = log.key();
         if log.removed {
@@ -613,6 +639,10 @@ impl LogSync {
             self.buffered
                 .insert((log.block_number, log.log_index, log.block_hash), log);
         } else {
+            // A log of a block at this height with another hash: that block was replaced, so
+            // the logs handed out for it are gone.
+            let (number, hash) = (log.block_number, log.block_hash);
+            self.remove_where(|l| l.block_number == number && l.block_hash != hash, out);
             self.emit(log, out);
         }
     }
@@ -924,6 +954,78 @@ mod tests {
         deep.on_range(r, vec![], &mut vec![]);
         deep.on_head(1, true);
         assert_eq!(deep.processed(), Some(500 - REORG_WINDOW));
+    }
+
+    #[test]
+    fn replaced_blocks_report_their_logs_removed_without_removed_notifications() {
+        // anvil announces a reorganisation only through newHeads.
+        let mut s = LogSync::new(1, None, 100);
+        let mut out = vec![];
+        s.on_head(10, false);
+        let r = s.next_range().unwrap();
+        s.on_range(
+            r,
+            vec![log(9, 0, 9), log(10, 0, 10), log(10, 1, 10)],
+            &mut out,
+        );
+        out.clear();
+        // Blocks 9 and 10 are replaced; the new 9 has no logs, the new 10 one log.
+        s.on_head(9, true);
+        let r = s.next_range().unwrap();
+        assert_eq!(r, LogRange { from: 9, to: 9 });
+        s.on_range(r, vec![], &mut out);
+        let mut gone = log(9, 0, 9);
+        gone.removed = true;
+        assert_eq!(out, vec![SyncEvent::Removed(gone), SyncEvent::Processed(9)]);
+        out.clear();
+        s.on_head(10, true);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![log(10, 0, 0xb0)], &mut out);
+        let removed: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                SyncEvent::Removed(l) => Some((l.block_number, l.log_index, l.removed)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, vec![(10, 0, true), (10, 1, true)]);
+        assert_eq!(logs_of(&out), vec![(10, 0)]);
+        assert!(
+            matches!(out[0], SyncEvent::Removed(_)),
+            "removals come before the replacement: {out:?}"
+        );
+        // Querying the same blocks again changes nothing.
+        out.clear();
+        s.on_head(9, true);
+        while let Some(r) = s.next_range() {
+            s.on_range(r, vec![log(10, 0, 0xb0)], &mut out);
+        }
+        assert!(logs_of(&out).is_empty(), "{out:?}");
+        assert!(!out.iter().any(|e| matches!(e, SyncEvent::Removed(_))));
+    }
+
+    #[test]
+    fn a_replacement_log_below_the_cursor_removes_the_old_block_first() {
+        let mut s = LogSync::new(1, None, 100);
+        let mut out = vec![];
+        s.on_head(5, false);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![log(4, 0, 4), log(5, 0, 5)], &mut out);
+        out.clear();
+        // The subscription delivers the new block 5 before its header.
+        s.on_subscription_log(log(5, 0, 0x55), &mut out);
+        let mut gone = log(5, 0, 5);
+        gone.removed = true;
+        assert_eq!(
+            out,
+            vec![SyncEvent::Removed(gone), SyncEvent::Log(log(5, 0, 0x55))]
+        );
+        // A late log of the same block is just a new log; block 4 is untouched.
+        out.clear();
+        s.on_subscription_log(log(5, 1, 0x55), &mut out);
+        assert_eq!(out, vec![SyncEvent::Log(log(5, 1, 0x55))]);
+        s.on_subscription_log(log(4, 0, 4), &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
     }
 
     #[test]
