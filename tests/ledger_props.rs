@@ -3,8 +3,9 @@
 //! implementations give the same answer to every operation.
 use codex::market::{RequestId, U256};
 use codex::sales::ledger::{
-    check_invariant, AvailabilityId, AvailabilityUpdate, Ledger, LedgerError, Limits, MemLedger,
-    NewAvailability, ReservationId, SlotAsk,
+    best_fit, check_invariant, collateral_per_byte_fits, max_collateral_per_byte, AvailabilityId,
+    AvailabilityUpdate, Ledger, LedgerError, Limits, MemLedger, NewAvailability, ReservationId,
+    SlotAsk,
 };
 use codex::store::{Options, Store};
 use proptest::prelude::*;
@@ -258,5 +259,134 @@ proptest! {
         // What was committed is what a fresh connection reads.
         let mut again = Store::open(dir.path(), Options::cli()).unwrap();
         again.check_invariant(Some(LIMITS.quota)).unwrap();
+    }
+}
+
+/// One availability of the best-fit property test: (size, duration, min price, collateral,
+/// enabled, until), with sizes often equal (ties by id) and durations and untils reaching
+/// past 2^63 (stored as negative i64 in SQLite).
+fn fit_availability() -> impl Strategy<Value = (u64, u64, u64, u64, bool, u64)> {
+    (
+        prop_oneof![1u64..8, Just(64u64), 1u64..2_000],
+        prop_oneof![1u64..300, (1u64 << 63)..u64::MAX],
+        1u64..6,
+        prop_oneof![1u64..4_000, Just(u64::MAX)],
+        prop::bool::weighted(0.8),
+        prop_oneof![Just(0u64), 1_000u64..3_000, (1u64 << 63)..u64::MAX],
+    )
+}
+
+/// An ask of the best-fit property test: (size, duration, price, collateral per byte,
+/// valid until).
+fn fit_ask() -> impl Strategy<Value = (u64, u64, u64, u64, u64)> {
+    (
+        prop_oneof![0u64..8, 0u64..2_500, (1u64 << 63)..u64::MAX],
+        prop_oneof![1u64..300, (1u64 << 63)..u64::MAX],
+        0u64..7,
+        0u64..5,
+        prop_oneof![1_000u64..3_500, (1u64 << 63)..u64::MAX],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The indexed best fit (MemLedger's ordered index, the SQLite index walk) picks what the
+    /// naive linear best fit picks, also with a free size of 2^63 or more, and after
+    /// reservations changed the free sizes.
+    #[test]
+    fn indexed_best_fit_equals_linear_best_fit(
+        avs in proptest::collection::vec(fit_availability(), 0..24),
+        huge in proptest::option::of((1u64 << 63)..(1u64 << 63) + (1 << 40)),
+        asks in proptest::collection::vec(fit_ask(), 1..24),
+    ) {
+        let limits = Limits { quota: u64::MAX, now: 1_000 };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Options::cli()).unwrap();
+        let mut mem = MemLedger::new();
+        let mut sizes: Vec<_> = avs.into_iter().enumerate().collect();
+        if let Some(h) = huge {
+            // At most one availability can exceed 2^63 bytes under any quota.
+            sizes.push((sizes.len(), (h, 100, 1, u64::MAX, true, 0)));
+        }
+        for (i, (size, duration, price, collateral, enabled, until)) in sizes {
+            // Ids in reverse creation order, so id order differs from insertion order.
+            let id = AvailabilityId(id32(1_000 - i as u64));
+            let new = NewAvailability {
+                total_size: size,
+                duration,
+                min_price_per_byte_per_second: U256::from(price),
+                total_collateral: U256::from(collateral),
+                enabled,
+                until,
+            };
+            let a = mem.create_availability(id, new.clone(), limits);
+            let b = store.create_availability(id, new, limits);
+            prop_assert_eq!(a, b);
+        }
+        for (n, (size, duration, price, per_byte, valid_until)) in asks.into_iter().enumerate() {
+            let mut rid = [0u8; 32];
+            rid[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            let ask = SlotAsk {
+                request_id: RequestId::from(rid),
+                slot_index: n as u64,
+                slot_size: size,
+                duration,
+                price_per_byte_per_second: U256::from(price),
+                collateral_per_byte: U256::from(per_byte),
+                valid_until,
+            };
+            let all = mem.availabilities().unwrap();
+            let linear = best_fit(&all, &ask).map(|a| a.id);
+            prop_assert_eq!(mem.find_best_fit(&ask).map(|a| a.id), linear);
+            let id = ReservationId(id32(n as u64));
+            let m = mem.reserve_matching(id, &ask).map(|r| r.availability_id);
+            let s = store.reserve_matching(id, &ask).map(|r| r.availability_id);
+            prop_assert_eq!(&m, &s);
+            match linear {
+                Some(best) => prop_assert_eq!(m, Ok(best)),
+                None => prop_assert_eq!(m, Err(LedgerError::NoMatch)),
+            }
+        }
+        prop_assert_eq!(mem.availabilities().unwrap(), store.availabilities().unwrap());
+    }
+
+    /// The division-free collateral rule equals the floor-division rule of the reference
+    /// (spec/sales.md §2.3): per byte <= remaining / free size (remaining when free is 0).
+    #[test]
+    fn collateral_rule_without_division_equals_floor_division(
+        per_byte in prop_oneof![
+            0u64..100u64,
+            any::<u64>(),
+        ].prop_map(U256::from).boxed().prop_union(any::<[u8; 32]>().prop_map(U256::from_be_bytes).boxed()),
+        free in prop_oneof![Just(0u64), 1u64..100, any::<u64>()],
+        remaining in prop_oneof![
+            (0u64..10_000).prop_map(U256::from).boxed(),
+            any::<u64>().prop_map(U256::from).boxed(),
+            any::<[u8; 32]>().prop_map(U256::from_be_bytes).boxed(),
+            Just(U256::MAX).boxed(),
+        ],
+        exact in any::<bool>(),
+    ) {
+        // Half the cases sit on the boundary: remaining = per_byte × free (± the floor).
+        let remaining = match (exact, per_byte.checked_mul(U256::from(free))) {
+            (true, Some(p)) => p.saturating_add(remaining % U256::from(free.max(1))),
+            _ => remaining,
+        };
+        let a = codex::sales::ledger::Availability {
+            id: AvailabilityId::default(),
+            total_size: free,
+            free_size: free,
+            duration: 1,
+            min_price_per_byte_per_second: U256::from(1),
+            total_collateral: remaining,
+            total_remaining_collateral: remaining,
+            collateral_lost: U256::ZERO,
+            enabled: true,
+            until: 0,
+        };
+        prop_assert_eq!(
+            collateral_per_byte_fits(per_byte, free, remaining),
+            per_byte <= max_collateral_per_byte(&a)
+        );
     }
 }

@@ -915,3 +915,126 @@ fn defect_8_17_one_expiry_watch_per_request() {
     }
     assert_eq!(reads, 1);
 }
+
+/// §8.8 (second part): events for a slot index above 65,535 are not dropped. A freed slot
+/// 70,000 of a 70,001-slot request is taken (SlotFreed reaches the queue), and while its sale
+/// downloads, SlotFilled for index 70,000 reaches the sale: it checks the host, finds another
+/// one, and ends, giving back bytes and collateral. The reference drops both events
+/// (`slotIndex > 65535`), so its sale would keep downloading a slot someone else holds.
+#[test]
+fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
+    use codex::market::Address;
+    use codex::sales::engine::{Command, FreedSlotInfo};
+    use codex::sales::ledger::{AvailabilityId, NewAvailability};
+    use codex::sales::sale::{Input, Output, SlotView};
+    use std::sync::Arc;
+    const INDEX: u64 = 70_000;
+    let now = 1_000_000;
+    let mut ledger = MemLedger::new();
+    ledger
+        .create_availability(
+            AvailabilityId([1; 32]),
+            NewAvailability {
+                total_size: 1 << 20,
+                duration: 1 << 20,
+                min_price_per_byte_per_second: U256::from(1u8),
+                total_collateral: U256::from(1u64 << 30),
+                enabled: true,
+                until: 0,
+            },
+            Limits { quota: QUOTA, now },
+        )
+        .unwrap();
+    let mut e = Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
+    e.start(now);
+    let ask = Ask {
+        slots: INDEX + 1,
+        ..small_ask()
+    };
+    let req = Arc::new(sim::World::make_request(account(9), ask.clone(), 600, 1));
+    let id = req.id();
+    let ends_at = now + 86_400;
+    let other = account(5);
+    // The chain as the node reads it; `host` changes when the other host fills the slot.
+    let view = |state: SlotState, host: Address| SlotView {
+        request: Some(req.clone()),
+        request_state: Some(RequestState::Started),
+        slot_state: state,
+        expires_at: now - 100,
+        ends_at,
+        host,
+        current_collateral: U256::ZERO,
+    };
+    let answer = |e: &mut Engine<MemLedger>, state: SlotState, host: Address| {
+        let mut downloads = 0;
+        while let Some(cmd) = e.poll() {
+            match cmd {
+                Command::LookupFreedSlot {
+                    request_id,
+                    slot_index,
+                } => e.on_freed_slot(
+                    request_id,
+                    slot_index,
+                    Ok(Some(FreedSlotInfo {
+                        ask: ask.clone(),
+                        request_state: RequestState::Started,
+                        expires_at: now - 100,
+                        ends_at,
+                    })),
+                    now,
+                ),
+                Command::Sale(slot, Output::ReadSlot(_)) => {
+                    e.on_reply(slot.slot_id, Input::Slot(Ok(view(state, host))), now)
+                }
+                Command::Sale(slot, Output::CanReserve(_)) => {
+                    e.on_reply(slot.slot_id, Input::CanReserve(Ok(true)), now)
+                }
+                Command::Sale(slot, Output::Send(_)) => {
+                    e.on_reply(slot.slot_id, Input::Tx(Ok(())), now)
+                }
+                // The download never finishes in this test.
+                Command::Sale(_, Output::Download { .. }) => downloads += 1,
+                _ => {}
+            }
+        }
+        downloads
+    };
+    e.on_event(
+        MarketEvent::SlotFreed {
+            request_id: id,
+            slot_index: INDEX,
+        },
+        now,
+    );
+    assert_eq!(answer(&mut e, SlotState::Repair, Address::ZERO), 1);
+    let slot = SlotId::of(id, INDEX);
+    assert_eq!(
+        e.sale(slot).map(|s| s.state_name()),
+        Some("SaleDownloading"),
+        "the freed slot above 65,535 is taken"
+    );
+    let reserved = e.ledger().availability(AvailabilityId([1; 32])).unwrap();
+    assert_eq!(reserved.free_size, (1 << 20) - 1024);
+    // Another host fills slot 70,000.
+    e.on_event(
+        MarketEvent::SlotFilled {
+            request_id: id,
+            slot_index: INDEX,
+        },
+        now + 1,
+    );
+    answer(&mut e, SlotState::Filled, other);
+    assert!(
+        e.sale(slot).is_none(),
+        "the sale learned of SlotFilled and ended: {:?}",
+        e.sales_snapshot()
+    );
+    let a = e.ledger().availability(AvailabilityId([1; 32])).unwrap();
+    assert_eq!(a.free_size, 1 << 20, "bytes back");
+    assert_eq!(
+        a.total_remaining_collateral,
+        U256::from(1u64 << 30),
+        "collateral back"
+    );
+    assert!(e.ledger().reservations().unwrap().is_empty());
+}

@@ -369,10 +369,10 @@ impl<L: Ledger> Engine<L> {
                 request_id,
                 slot_index,
             } => {
-                if slot_index >= super::queue::MAX_SLOTS_PER_REQUEST {
-                    self.stats.requests_refused += 1;
-                    log::warn!("SlotFreed with slot index {slot_index} out of range; ignored");
-                } else if !self.sales.contains_key(&SlotId::of(request_id, slot_index)) {
+                // Any u64 index (§8.8: the reference drops indexes above 65,535): a freed
+                // slot is one queue item, so the 65,535-slot limit of expanding a whole
+                // request does not apply to it.
+                if !self.sales.contains_key(&SlotId::of(request_id, slot_index)) {
                     self.commands.push_back(Command::LookupFreedSlot {
                         request_id,
                         slot_index,
@@ -383,6 +383,8 @@ impl<L: Ledger> Engine<L> {
                 request_id,
                 slot_index,
             } => {
+                // Every index reaches the queue and the sale (§8.8: the reference drops
+                // indexes above 65,535 without notifying the sale).
                 self.queue.delete(request_id, slot_index);
                 let id = SlotId::of(request_id, slot_index);
                 if self.sales.contains_key(&id) {

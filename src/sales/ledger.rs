@@ -534,13 +534,38 @@ pub fn slot_collateral(ask: &SlotAsk) -> Option<U256> {
     U256::from(ask.slot_size).checked_mul(ask.collateral_per_byte)
 }
 
-/// remaining / free_size (integer division), or remaining itself when free_size == 0.
+/// remaining / free_size (integer division), or remaining itself when free_size == 0: the
+/// most collateral per byte `a` accepts. [`mismatch`] applies the same rule without the
+/// division ([`collateral_per_byte_fits`]).
 pub fn max_collateral_per_byte(a: &Availability) -> U256 {
     if a.free_size == 0 {
         a.total_remaining_collateral
     } else {
         a.total_remaining_collateral / U256::from(a.free_size)
     }
+}
+
+/// `per_byte <= remaining / free_size` (floor division; `per_byte <= remaining` when
+/// free_size == 0), computed without dividing: for free_size > 0 and integers,
+/// `c <= ⌊R / F⌋ ⇔ c ≤ R / F ⇔ c × F ≤ R`, and a product that overflows 256 bits is larger
+/// than any R. Equal to `per_byte <= max_collateral_per_byte(a)` (property-tested).
+pub fn collateral_per_byte_fits(per_byte: U256, free_size: u64, remaining: U256) -> bool {
+    if free_size == 0 {
+        return per_byte <= remaining;
+    }
+    per_byte
+        .checked_mul(U256::from(free_size))
+        .is_some_and(|p| p <= remaining)
+}
+
+/// The rules of [`mismatch`] that need no 256-bit arithmetic and do not depend on the
+/// availability's size or collateral: duration, price and until. A necessary condition for
+/// a match, used by the indexed best-fit walks (the in-memory index and the SQLite query)
+/// to skip candidates cheaply before [`mismatch`], the rule itself, decides.
+pub fn terms_may_match(duration: u64, min_price: &U256, until: u64, ask: &SlotAsk) -> bool {
+    ask.duration <= duration
+        && ask.price_per_byte_per_second >= *min_price
+        && (until == 0 || until >= ask.valid_until)
 }
 
 /// The first rule of spec/sales.md §2.3 findAvailability that `a` fails for `ask`, if any.
@@ -561,8 +586,12 @@ pub fn mismatch(a: &Availability, ask: &SlotAsk) -> Option<Mismatch> {
         });
     }
     let slot_col = slot_collateral(ask);
-    let col_ok = ask.collateral_per_byte <= max_collateral_per_byte(a)
-        && slot_col.is_some_and(|c| c <= a.total_remaining_collateral);
+    let col_ok = slot_col.is_some_and(|c| c <= a.total_remaining_collateral)
+        && collateral_per_byte_fits(
+            ask.collateral_per_byte,
+            a.free_size,
+            a.total_remaining_collateral,
+        );
     if !col_ok {
         return Some(Mismatch::Collateral {
             per_byte: ask.collateral_per_byte,
@@ -586,7 +615,8 @@ pub fn mismatch(a: &Availability, ask: &SlotAsk) -> Option<Mismatch> {
 }
 
 /// Best fit: among the availabilities matching `ask`, the one with the least free_size,
-/// ties broken by the smaller id.
+/// ties broken by the smaller id. A linear scan: the definition the indexed walks of
+/// [`MemLedger`] and the SQLite store are tested against.
 pub fn best_fit<'a, I>(availabilities: I, ask: &SlotAsk) -> Option<&'a Availability>
 where
     I: IntoIterator<Item = &'a Availability>,
@@ -739,17 +769,73 @@ pub fn check_invariant(
 // MemLedger
 // ---------------------------------------------------------------------------------------
 
+/// What the best-fit walk of [`MemLedger`] checks before looking at the availability
+/// itself: the terms of [`terms_may_match`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MatchTerms {
+    duration: u64,
+    until: u64,
+    min_price: U256,
+}
+
 /// The ledger in memory, for simulation and as the reference for property tests.
+///
+/// Matching walks an ordered index of the *enabled* availabilities by `(free_size, id)` —
+/// the best-fit order — from the first entry with `free_size >= slot_size`, skipping
+/// entries whose duration, price or until cannot match and deciding with [`mismatch`] (so
+/// the first entry it accepts is [`best_fit`]'s answer). Cost: O(log n) plus the entries
+/// skipped, instead of a scan over all n.
 #[derive(Debug, Clone, Default)]
 pub struct MemLedger {
     availabilities: std::collections::BTreeMap<AvailabilityId, Availability>,
     reservations: std::collections::BTreeMap<ReservationId, Reservation>,
+    /// Enabled availabilities by (free_size, id); kept in step by `put`/`take`.
+    by_free_size: std::collections::BTreeMap<(u64, AvailabilityId), MatchTerms>,
 }
 
 impl MemLedger {
     /// An empty ledger.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stores `a` (new or changed), keeping the matching index in step.
+    fn put(&mut self, a: Availability) {
+        if let Some(old) = self.availabilities.get(&a.id) {
+            if old.enabled {
+                self.by_free_size.remove(&(old.free_size, old.id));
+            }
+        }
+        if a.enabled {
+            self.by_free_size.insert(
+                (a.free_size, a.id),
+                MatchTerms {
+                    duration: a.duration,
+                    until: a.until,
+                    min_price: a.min_price_per_byte_per_second,
+                },
+            );
+        }
+        self.availabilities.insert(a.id, a);
+    }
+
+    /// Removes an availability and its index entry.
+    fn take(&mut self, id: AvailabilityId) -> Option<Availability> {
+        let a = self.availabilities.remove(&id)?;
+        if a.enabled {
+            self.by_free_size.remove(&(a.free_size, a.id));
+        }
+        Some(a)
+    }
+
+    /// The best fit for `ask` (the same answer as [`best_fit`] over all availabilities),
+    /// found through the index.
+    pub fn find_best_fit(&self, ask: &SlotAsk) -> Option<&Availability> {
+        self.by_free_size
+            .range((ask.slot_size, AvailabilityId::default())..)
+            .filter(|(_, t)| terms_may_match(t.duration, &t.min_price, t.until, ask))
+            .filter_map(|((_, id), _)| self.availabilities.get(id))
+            .find(|a| mismatch(a, ask).is_none())
     }
 
     fn total_except(&self, id: Option<AvailabilityId>) -> u64 {
@@ -801,7 +887,7 @@ impl Ledger for MemLedger {
         if self.availabilities.contains_key(&id) {
             return Err(LedgerError::DuplicateId(id.to_string()));
         }
-        self.availabilities.insert(id, a.clone());
+        self.put(a.clone());
         Ok(a)
     }
 
@@ -819,7 +905,7 @@ impl Ledger for MemLedger {
             self.total_except(Some(id)),
             &self.reservations_vec(id),
         )?;
-        self.availabilities.insert(id, after.clone());
+        self.put(after.clone());
         Ok(AvailabilityChange { before, after })
     }
 
@@ -829,7 +915,7 @@ impl Ledger for MemLedger {
         if count > 0 {
             return Err(LedgerError::HasReservations { id, count });
         }
-        self.availabilities.remove(&id);
+        self.take(id);
         Ok(a)
     }
 
@@ -844,7 +930,7 @@ impl Ledger for MemLedger {
             return Err(LedgerError::DuplicateId(id.to_string()));
         }
         let (after, r) = reserve(&a, id, ask)?;
-        self.availabilities.insert(after.id, after);
+        self.put(after);
         self.reservations.insert(id, r.clone());
         Ok(r)
     }
@@ -854,9 +940,7 @@ impl Ledger for MemLedger {
         id: ReservationId,
         ask: &SlotAsk,
     ) -> Result<Reservation, LedgerError> {
-        let a = best_fit(self.availabilities.values(), ask)
-            .ok_or(LedgerError::NoMatch)?
-            .id;
+        let a = self.find_best_fit(ask).ok_or(LedgerError::NoMatch)?.id;
         self.create_reservation(id, a, ask)
     }
 
@@ -878,7 +962,7 @@ impl Ledger for MemLedger {
         let r = self.reservation(id)?;
         let a = self.availability(r.availability_id)?;
         let e = end(&a, &r, returned_collateral);
-        self.availabilities.insert(a.id, e.availability.clone());
+        self.put(e.availability.clone());
         self.reservations.remove(&id);
         Ok(e)
     }

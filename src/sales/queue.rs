@@ -52,7 +52,8 @@ pub const MAX_SLOTS_PER_REQUEST: u64 = 65_535;
 pub struct SlotQueueItem {
     /// The request.
     pub request_id: RequestId,
-    /// The slot's index (below 65,536).
+    /// The slot's index (below 65,535 when expanded from a request; any index for a freed
+    /// slot).
     pub slot_index: u64,
     /// Bytes of the slot.
     pub slot_size: u64,

@@ -91,6 +91,8 @@ pub const MIGRATIONS: &[&str] = &[
         block_number INTEGER NOT NULL,
         block_hash BLOB NOT NULL CHECK (length(block_hash) = 32)
     );",
+    // 2: the best-fit order of the enabled availabilities, walked by reserve_matching.
+    "CREATE INDEX availabilities_best_fit ON availabilities (free_size, id) WHERE enabled = 1;",
 ];
 
 /// The schema version this codex writes: the number of migrations.
@@ -339,6 +341,60 @@ fn total_size_except(c: &Connection, id: Option<AvailabilityId>) -> rusqlite::Re
         }
     }
     Ok(total)
+}
+
+/// SQL for "the u64 column `col` ≥ the u64 parameter `param`", both stored as the i64 with
+/// the same bits: a signed comparison when the signs agree, otherwise the negative one
+/// (2^63 and above as u64) is the larger.
+fn u64_ge(col: &str, param: &str) -> String {
+    format!("(CASE WHEN ({col} < 0) = ({param} < 0) THEN {col} >= {param} ELSE {col} < 0 END)")
+}
+
+/// Candidates for a slot, in best-fit order: ?1..?2 the free_size range (i64), ?3 the
+/// duration, ?4 the price (32-byte blob), ?5 the request end.
+fn best_fit_sql() -> String {
+    format!(
+        "SELECT {AV_COLS} FROM availabilities
+         WHERE enabled = 1 AND free_size >= ?1 AND free_size <= ?2
+           AND {duration} AND min_price_per_byte_per_second <= ?4
+           AND (until = 0 OR {until})
+         ORDER BY free_size, id",
+        duration = u64_ge("duration", "?3"),
+        until = u64_ge("until", "?5"),
+    )
+}
+
+/// The best fit for `ask` among the enabled availabilities (the answer of
+/// [`ledger::best_fit`] over all of them): walks the `availabilities_best_fit` index in
+/// (free_size, id) order from `free_size >= slot_size`, with SQL skipping the rows whose
+/// duration, price or until cannot match ([`ledger::terms_may_match`]), and returns the
+/// first row the pure rule [`ledger::mismatch`] accepts. free_size is stored as i64 bits, so
+/// the unsigned order is two signed ranges: [0, i64::MAX], then the negative values.
+fn best_fit(tx: &Connection, ask: &SlotAsk) -> Result<Option<Availability>, LedgerError> {
+    let mut stmt = tx.prepare_cached(&best_fit_sql())?;
+    let size = ask.slot_size as i64;
+    // (low, high) in i64 terms: the non-negative range first (only when the slot size is
+    // in it), then the range of free sizes of 2^63 and above.
+    let ranges = [
+        (size >= 0).then_some((size, i64::MAX)),
+        Some((if size < 0 { size } else { i64::MIN }, -1)),
+    ];
+    for (low, high) in ranges.into_iter().flatten() {
+        let mut rows = stmt.query(params![
+            low,
+            high,
+            ask.duration as i64,
+            u256_blob(&ask.price_per_byte_per_second),
+            ask.valid_until as i64,
+        ])?;
+        while let Some(row) = rows.next()? {
+            let a = availability_row(row)?;
+            if ledger::mismatch(&a, ask).is_none() {
+                return Ok(Some(a));
+            }
+        }
+    }
+    Ok(None)
 }
 
 impl Store {
@@ -684,12 +740,11 @@ impl Ledger for Store {
         ask: &SlotAsk,
     ) -> Result<Reservation, LedgerError> {
         self.immediate(|tx| {
-            let all = all_availabilities(tx)?;
-            let a = ledger::best_fit(&all, ask).ok_or(LedgerError::NoMatch)?;
+            let a = best_fit(tx, ask)?.ok_or(LedgerError::NoMatch)?;
             if get_reservation(tx, id).is_ok() {
                 return Err(LedgerError::DuplicateId(id.to_string()));
             }
-            let (after, r) = ledger::reserve(a, id, ask)?;
+            let (after, r) = ledger::reserve(&a, id, ask)?;
             put_availability(tx, &after)?;
             put_reservation(tx, &r)?;
             Ok(r)
@@ -722,5 +777,56 @@ impl Ledger for Store {
             put_availability(tx, &end.availability)?;
             Ok(end)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The matching query walks the partial index in its order: no table scan, no sort.
+    #[test]
+    fn best_fit_query_uses_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Options::cli()).unwrap();
+        let plan: Vec<String> = store
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", best_fit_sql()))
+            .unwrap()
+            .query_map(params![0i64, i64::MAX, 1i64, [0u8; 32], 0i64], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("availabilities_best_fit"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn u64_ge_compares_as_unsigned() {
+        let conn = Connection::open_in_memory().unwrap();
+        let vals = [
+            0u64,
+            1,
+            5,
+            i64::MAX as u64,
+            1 << 63,
+            (1 << 63) + 7,
+            u64::MAX,
+        ];
+        for &a in &vals {
+            for &b in &vals {
+                let ge: bool = conn
+                    .query_row(
+                        &format!("SELECT {}", u64_ge("?1", "?2")),
+                        params![a as i64, b as i64],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(ge, a >= b, "{a} >= {b}");
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ use codex::sales::sale::{
     ChainError, Input, Output, ProofView, Revert as SaleRevert, SaleConfig, SlotRef, SlotView, Tx,
     TxError,
 };
+use codex::store::{Options, Store};
 
 use crate::sim::{self, Revert, Sim};
 
@@ -32,9 +33,30 @@ pub struct Faults {
     pub prove: bool,
 }
 
+/// A ledger a node can carry over a restart.
+pub trait Reopen: Ledger + Sized {
+    /// The ledger as the restarted node finds it.
+    fn reopen(&self) -> Self;
+}
+
+impl Reopen for MemLedger {
+    /// The same state (a node whose memory survives; the simulation's default).
+    fn reopen(&self) -> Self {
+        self.clone()
+    }
+}
+
+impl Reopen for Store {
+    /// A new connection to the same database file, as a restarted process opens it: the
+    /// new engine sees exactly what was committed.
+    fn reopen(&self) -> Self {
+        Store::open_file(self.path(), Options::node()).expect("reopen the database file")
+    }
+}
+
 /// One simulated node: the engine plus what the driver observed.
-pub struct Node {
-    pub engine: Engine<MemLedger>,
+pub struct Node<L: Reopen = MemLedger> {
+    pub engine: Engine<L>,
     pub address: Address,
     pub faults: Faults,
     pub rng: fastrand::Rng,
@@ -78,16 +100,25 @@ pub fn engine_config(sim: &Sim, address: Address) -> EngineConfig {
     }
 }
 
-impl Node {
-    /// A started node for `address`, funded on the simulated chain.
+impl Node<MemLedger> {
+    /// A started node for `address` with an in-memory ledger, funded on the simulated chain.
     pub fn new(sim: &mut Sim, address: Address, cfg: EngineConfig, seed: u64) -> Node {
+        Node::with_ledger(sim, address, cfg, seed, MemLedger::new())
+    }
+}
+
+impl<L: Reopen> Node<L> {
+    /// A started node for `address` over `ledger`, funded on the simulated chain.
+    pub fn with_ledger(
+        sim: &mut Sim,
+        address: Address,
+        cfg: EngineConfig,
+        seed: u64,
+        ledger: L,
+    ) -> Node<L> {
         sim.fund(address, U256::from(10u64).pow(U256::from(30u64)));
-        let mut engine = Engine::new(
-            cfg.clone(),
-            MemLedger::new(),
-            fastrand::Rng::with_seed(seed),
-        )
-        .expect("valid engine config");
+        let mut engine = Engine::new(cfg.clone(), ledger, fastrand::Rng::with_seed(seed))
+            .expect("valid engine config");
         engine.start(sim.now());
         Node {
             engine,
@@ -218,11 +249,11 @@ impl Node {
         all
     }
 
-    /// Restarts the node: a new engine over the same ledger, restored from `mySlots`;
+    /// Restarts the node: a new engine over the ledger reopened ([`Reopen`]), restored from `mySlots`;
     /// in-flight downloads are lost. Backfills StorageRequested events of the last
     /// `backfill_blocks` blocks (eth_getLogs).
     pub fn restart(&mut self, sim: &mut Sim, backfill_blocks: u64) {
-        let ledger = self.engine.ledger().clone();
+        let ledger = self.engine.ledger().reopen();
         let mut engine = Engine::new(
             self.cfg.clone(),
             ledger,
