@@ -14,10 +14,11 @@
 //! sale says comes back (see the table in [`super::sale`]); the queue never holds an item for
 //! a slot that has a live sale when the item was pushed.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::market::{Ask, MarketEvent, RequestId, RequestState, SlotId, U256};
 
+use super::idhash::{IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId};
 use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef};
@@ -164,13 +165,13 @@ pub struct RestoreReport {
 pub struct Engine<L: Ledger> {
     cfg: EngineConfig,
     queue: SlotQueue,
-    sales: HashMap<SlotId, Sale>,
-    by_request: HashMap<RequestId, HashSet<SlotId>>,
-    workers: HashSet<SlotId>,
+    sales: IdMap<SlotId, Sale>,
+    by_request: IdMap<RequestId, IdSet<SlotId>>,
+    workers: IdSet<SlotId>,
     ledger: L,
     timers: BTreeSet<(u64, TimerKey)>,
-    sale_wakes: HashMap<SlotId, u64>,
-    watches: HashMap<RequestId, u64>,
+    sale_wakes: IdMap<SlotId, u64>,
+    watches: IdMap<RequestId, u64>,
     commands: VecDeque<Command>,
     inbox: VecDeque<(SlotId, Input)>,
     rng: fastrand::Rng,
@@ -181,7 +182,7 @@ pub struct Engine<L: Ledger> {
     ledger_version: u64,
     /// Requests for which no availability matched at this ledger version: their other
     /// slots (same ask, same end) cannot match either until the ledger changes.
-    no_match: HashMap<RequestId, u64>,
+    no_match: IdMap<RequestId, u64>,
 }
 
 impl<L: Ledger> Engine<L> {
@@ -191,13 +192,13 @@ impl<L: Ledger> Engine<L> {
         Ok(Engine {
             cfg,
             queue,
-            sales: HashMap::new(),
-            by_request: HashMap::new(),
-            workers: HashSet::new(),
+            sales: IdMap::default(),
+            by_request: IdMap::default(),
+            workers: IdSet::default(),
             ledger,
             timers: BTreeSet::new(),
-            sale_wakes: HashMap::new(),
-            watches: HashMap::new(),
+            sale_wakes: IdMap::default(),
+            watches: IdMap::default(),
             commands: VecDeque::new(),
             inbox: VecDeque::new(),
             rng,
@@ -205,7 +206,7 @@ impl<L: Ledger> Engine<L> {
             stats: EngineStats::default(),
             scratch: Vec::new(),
             ledger_version: 0,
-            no_match: HashMap::new(),
+            no_match: IdMap::default(),
         })
     }
 
@@ -291,7 +292,7 @@ impl<L: Ledger> Engine<L> {
         now: u64,
     ) -> Result<RestoreReport, EngineError> {
         self.now = now;
-        let mut reservations: HashMap<SlotId, Reservation> = HashMap::new();
+        let mut reservations: IdMap<SlotId, Reservation> = IdMap::default();
         let mut extra: Vec<Reservation> = Vec::new();
         for r in self.ledger.reservations()? {
             let id = SlotId::of(r.request_id, r.slot_index);

@@ -9,7 +9,9 @@
 //!   driver feeds it events, answers and time, and executes its commands.
 //! - [`ledger`]: availabilities and reservations, the matching rules and the accounting
 //!   invariant (shared with the SQLite store).
+//! - [`idhash`]: a cheap hasher for maps keyed by (keccak or random) 32-byte ids.
 pub mod engine;
+pub mod idhash;
 pub mod ledger;
 pub mod queue;
 pub mod sale;

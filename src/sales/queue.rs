@@ -33,10 +33,11 @@
 //! Pure: `now` and the random generator are parameters.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::fmt;
 
 use crate::market::{Ask, RequestId, U256};
+
+use super::idhash::IdMap;
 
 /// Default number of items a queue holds (`--queue-size`), as in the reference.
 pub const DEFAULT_CAPACITY: usize = 128;
@@ -227,8 +228,8 @@ struct Node {
 pub struct SlotQueue {
     nodes: Vec<Option<Node>>,
     free: Vec<u32>,
-    index: HashMap<(RequestId, u64), u32>,
-    by_request: HashMap<RequestId, u32>,
+    index: IdMap<(RequestId, u64), u32>,
+    by_request: IdMap<RequestId, u32>,
     heaps: [Vec<u32>; 3],
     capacity: usize,
     max_workers: usize,
@@ -263,8 +264,8 @@ impl SlotQueue {
         Ok(SlotQueue {
             nodes: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
-            by_request: HashMap::new(),
+            index: IdMap::default(),
+            by_request: IdMap::default(),
             heaps: [Vec::new(), Vec::new(), Vec::new()],
             capacity,
             max_workers,
