@@ -165,7 +165,9 @@ pub struct RestoreReport {
 pub struct Engine<L: Ledger> {
     cfg: EngineConfig,
     queue: SlotQueue,
-    sales: IdMap<SlotId, Sale>,
+    /// The live sales. An entry is None only while its sale is inside [`Sale::on`] (see
+    /// [`Self::step`]), so a sale is updated in place without leaving the map.
+    sales: IdMap<SlotId, Option<Sale>>,
     by_request: IdMap<RequestId, IdSet<SlotId>>,
     workers: IdSet<SlotId>,
     ledger: L,
@@ -240,7 +242,7 @@ impl<L: Ledger> Engine<L> {
 
     /// The live sale of a slot.
     pub fn sale(&self, slot: SlotId) -> Option<&Sale> {
-        self.sales.get(&slot)
+        self.sales.get(&slot).and_then(Option::as_ref)
     }
 
     /// Number of live sales.
@@ -248,15 +250,18 @@ impl<L: Ledger> Engine<L> {
         self.sales.len()
     }
 
-    /// Approximate bytes one live sale costs the engine: its map entry (slot id and the
-    /// sale, whose state holds the reservation inline), its entry in the per-request index,
-    /// one wake-up in the timer table and in the wake map (hash tables counted at their 7/8
-    /// load with one control byte per bucket; B-tree entries with 50% slack). The request
-    /// itself is shared by the sales of one request and not counted.
+    /// Approximate bytes one live proving sale costs the engine: its map entry (slot id and
+    /// the sale), the sale's state data in its own allocation (the reservation inline; a
+    /// malloc chunk: 8 bytes of header, rounded up to 16), its entry in the per-request
+    /// index, one wake-up in the timer table and in the wake map (hash tables counted at
+    /// their 7/8 load with one control byte per bucket; B-tree entries with 50% slack). The
+    /// request itself is shared by the sales of one request and not counted.
     pub fn approx_bytes_per_sale() -> usize {
         use std::mem::size_of;
         let hash = |entry: usize| (entry + 1) * 8 / 7;
-        hash(size_of::<(SlotId, Sale)>())
+        let chunk = |size: usize| (size + 8).next_multiple_of(16);
+        hash(size_of::<(SlotId, Option<Sale>)>())
+            + chunk(size_of::<super::sale::Proving>())
             + hash(size_of::<SlotId>())
             + size_of::<(u64, TimerKey)>() * 3 / 2
             + hash(size_of::<(SlotId, u64)>())
@@ -423,7 +428,8 @@ impl<L: Ledger> Engine<L> {
     pub fn on_reply(&mut self, slot: SlotId, input: Input, now: u64) {
         self.now = now;
         if self.sales.contains_key(&slot) {
-            self.inbox.push_back((slot, input));
+            // The inbox is empty between calls, so stepping at once keeps the order.
+            self.step(slot, input);
             self.run_inbox();
             self.dispatch();
         }
@@ -559,6 +565,7 @@ impl<L: Ledger> Engine<L> {
         let mut v: Vec<SaleSummary> = self
             .sales
             .values()
+            .flatten()
             .map(|s| SaleSummary {
                 slot: s.slot(),
                 state: s.state_name(),
@@ -674,21 +681,28 @@ impl<L: Ledger> Engine<L> {
             .entry(slot.request_id)
             .or_default()
             .insert(slot.slot_id);
-        self.sales.insert(slot.slot_id, sale);
+        self.sales.insert(slot.slot_id, Some(sale));
     }
 
     fn run_inbox(&mut self) {
         while let Some((id, input)) = self.inbox.pop_front() {
-            let Some(sale) = self.sales.remove(&id) else {
-                continue;
-            };
-            let slot = sale.slot();
-            let mut out = std::mem::take(&mut self.scratch);
-            let next = sale.on(input, self.now, &self.cfg.sale, &mut out);
-            self.sales.insert(id, next);
-            self.apply(slot, &mut out);
-            self.scratch = out;
+            self.step(id, input);
         }
+    }
+
+    /// Feeds one input to the live sale of `id` (if any) and performs its outputs.
+    fn step(&mut self, id: SlotId, input: Input) {
+        let Some(entry) = self.sales.get_mut(&id) else {
+            return;
+        };
+        let Some(sale) = entry.take() else {
+            return;
+        };
+        let slot = sale.slot();
+        let mut out = std::mem::take(&mut self.scratch);
+        *entry = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
+        self.apply(slot, &mut out);
+        self.scratch = out;
     }
 
     /// Performs a sale's outputs: ledger and timer work here, the rest to the driver.
@@ -779,7 +793,7 @@ impl<L: Ledger> Engine<L> {
     }
 
     fn remove_sale(&mut self, id: SlotId) {
-        if let Some(sale) = self.sales.remove(&id) {
+        if let Some(sale) = self.sales.remove(&id).flatten() {
             let rid = sale.slot().request_id;
             if let Some(set) = self.by_request.get_mut(&rid) {
                 set.remove(&id);

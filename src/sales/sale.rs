@@ -506,7 +506,7 @@ pub enum ProveStep {
         /// Period.
         period: u64,
         /// The proof.
-        proof: Groth16Proof,
+        proof: Box<Groth16Proof>,
         /// Failed sends before.
         attempt: u32,
     },
@@ -515,7 +515,7 @@ pub enum ProveStep {
         /// Period.
         period: u64,
         /// The proof.
-        proof: Groth16Proof,
+        proof: Box<Groth16Proof>,
         /// Failed sends before.
         attempt: u32,
     },
@@ -596,38 +596,42 @@ pub struct Unknown {
 }
 
 /// One slot's sale. See the module docs.
+///
+/// Each state's data lives in its own allocation, so a sale is a few words: moving it in
+/// and out of the engine's map and through the transition functions copies a pointer, and
+/// a state that stays itself is updated in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sale {
     /// Reading the slot and reserving from an availability.
-    Preparing(Preparing),
+    Preparing(Box<Preparing>),
     /// canReserveSlot / reserveSlot.
-    SlotReserving(SlotReserving),
+    SlotReserving(Box<SlotReserving>),
     /// Downloading the slot's data.
-    Downloading(Reserved),
+    Downloading(Box<Reserved>),
     /// Waiting for a stable challenge and computing the initial proof.
-    InitialProving(Reserved, InitialStep),
+    InitialProving(Box<Reserved>, InitialStep),
     /// fillSlot with the proof.
-    Filling(Reserved, Groth16Proof, FillStep),
+    Filling(Box<Reserved>, Box<Groth16Proof>, FillStep),
     /// Checking we are the host; extending the data's expiry.
-    Filled(Hosted, FilledStep),
+    Filled(Box<Hosted>, FilledStep),
     /// Submitting proofs when required.
-    Proving(Proving),
+    Proving(Box<Proving>),
     /// Reading currentCollateral and freeSlot after the request finished.
-    Payout(Freeing),
+    Payout(Box<Freeing>),
     /// The request was cancelled; freeing our slot if we host it.
-    Cancelled(Freeing, FreeCause),
+    Cancelled(Box<Freeing>, FreeCause),
     /// The request failed; leaving our slot if we host it.
-    Failed(Freeing, FreeCause),
+    Failed(Box<Freeing>, FreeCause),
     /// Ended after payout.
-    Finished(Final),
+    Finished(Box<Final>),
     /// Ended without payout: cancelled or failed, all cleaned up.
-    Closed(Final, &'static str),
+    Closed(Box<Final>, &'static str),
     /// Ended by an error.
-    Errored(Final),
+    Errored(Box<Final>),
     /// Ended because the slot was not for us.
-    Ignored(Final),
+    Ignored(Box<Final>),
     /// Restored at startup; reading the slot to learn where it is.
-    Unknown(Unknown),
+    Unknown(Box<Unknown>),
 }
 
 impl Sale {
@@ -635,23 +639,23 @@ impl Sale {
     pub fn prepare(item: SlotQueueItem, out: &mut Vec<Output>) -> Sale {
         let slot = SlotRef::new(item.request_id, item.slot_index);
         out.push(Output::ReadSlot(slot));
-        Sale::Preparing(Preparing {
+        Sale::Preparing(Box::new(Preparing {
             item,
             slot,
             step: PrepStep::Reading,
-        })
+        }))
     }
 
     /// A sale for a slot this host holds on chain at startup, with its reservation when one
     /// was persisted: starts in Unknown and asks for the slot view.
     pub fn restore(slot: SlotRef, reservation: Option<Reservation>, out: &mut Vec<Output>) -> Sale {
         out.push(Output::ReadSlot(slot));
-        Sale::Unknown(Unknown {
+        Sale::Unknown(Box::new(Unknown {
             slot,
             reservation,
             attempt: 0,
             backoff: false,
-        })
+        }))
     }
 
     /// The slot.
@@ -764,21 +768,13 @@ impl Sale {
                 end_closed(slot, name, reason, None, false, out)
             }
             // Before our fill: everything held comes back.
-            Sale::SlotReserving(s) => end_held(Closing::Closed(name), s.held, reason, out),
+            Sale::SlotReserving(s) => end_held(Closing::Closed(name), &s.held, reason, out),
             Sale::Downloading(r) | Sale::InitialProving(r, _) => {
-                end_held(Closing::Closed(name), r, reason, out)
+                end_held(Closing::Closed(name), &r, reason, out)
             }
             // Our fill may have happened: read the slot to find out.
-            Sale::Filling(r, _, _) => free_start(
-                Hosted {
-                    base: r.base,
-                    reservation: Some(r.reservation),
-                },
-                what.cause(),
-                false,
-                out,
-            ),
-            Sale::Filled(h, _) => free_start(h, what.cause(), false, out),
+            Sale::Filling(r, _, _) => free_start(hosted_of(*r), what.cause(), false, out),
+            Sale::Filled(h, _) => free_start(*h, what.cause(), false, out),
             Sale::Proving(p) => free_start(p.hosted, what.cause(), true, out),
             Sale::Payout(f) => free_start(f.hosted, what.cause(), true, out),
             Sale::Cancelled(f, c) | Sale::Failed(f, c) => {
@@ -807,20 +803,26 @@ impl Sale {
                     out,
                 )
             }
-            Sale::SlotReserving(SlotReserving { held: r, .. })
-            | Sale::Downloading(r)
-            | Sale::InitialProving(r, _) => {
-                out.push(Output::ReadSlot(r.base.slot));
-                Sale::Filled(
-                    Hosted {
-                        base: r.base,
-                        reservation: Some(r.reservation),
-                    },
-                    FilledStep::CheckingHost { attempt: 0 },
-                )
-            }
+            Sale::SlotReserving(s) => filled_by_anyone(s.held, out),
+            Sale::Downloading(r) | Sale::InitialProving(r, _) => filled_by_anyone(*r, out),
             other => other,
         }
+    }
+}
+
+/// SlotFilled before our fill: read the slot to learn whether the host is us.
+fn filled_by_anyone(r: Reserved, out: &mut Vec<Output>) -> Sale {
+    out.push(Output::ReadSlot(r.base.slot));
+    Sale::Filled(
+        Box::new(hosted_of(r)),
+        FilledStep::CheckingHost { attempt: 0 },
+    )
+}
+
+fn hosted_of(r: Reserved) -> Hosted {
+    Hosted {
+        base: r.base,
+        reservation: Some(r.reservation),
     }
 }
 
@@ -855,10 +857,10 @@ fn end(
     release_data: bool,
     out: &mut Vec<Output>,
 ) -> Sale {
-    let fin = Final {
+    let fin = Box::new(Final {
         slot,
         reason: reason.to_string(),
-    };
+    });
     let sale = match how {
         Closing::Finished => Sale::Finished(fin),
         Closing::Closed(name) => Sale::Closed(fin, name),
@@ -896,7 +898,7 @@ fn end_closed(
 }
 
 /// Ends a sale that posted no collateral: all of it comes back.
-fn end_held(how: Closing, r: Reserved, reason: &str, out: &mut Vec<Output>) -> Sale {
+fn end_held(how: Closing, r: &Reserved, reason: &str, out: &mut Vec<Output>) -> Sale {
     let downloaded = r.reservation.downloaded > 0;
     end(
         how,
@@ -918,12 +920,12 @@ fn held_of(h: &Hosted) -> U256 {
 
 fn end_hosted(
     how: Closing,
-    h: Hosted,
+    h: &Hosted,
     reason: &str,
     returned: U256,
     out: &mut Vec<Output>,
 ) -> Sale {
-    let res = h.reservation.map(|r| (r.id, returned));
+    let res = h.reservation.as_ref().map(|r| (r.id, returned));
     end(how, h.base.slot, reason, res, None, true, out)
 }
 
@@ -936,9 +938,10 @@ fn base_of(slot: SlotRef, view: &SlotView, request: Arc<Request>) -> Base {
     }
 }
 
-fn preparing(p: Preparing, input: Input, now: u64, out: &mut Vec<Output>) -> Sale {
+fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output>) -> Sale {
     let slot = p.slot;
-    match (p.step, input) {
+    let step = std::mem::replace(&mut p.step, PrepStep::Reading);
+    match (step, input) {
         (PrepStep::Reading, Input::Slot(Err(e))) => end(
             Closing::Errored,
             slot,
@@ -1004,23 +1007,20 @@ fn preparing(p: Preparing, input: Input, now: u64, out: &mut Vec<Output>) -> Sal
             }));
             let repairing = view.slot_state == SlotState::Repair;
             let base = base_of(slot, &view, request);
-            Sale::Preparing(Preparing {
-                item: p.item,
-                slot,
-                step: PrepStep::Reserving { base, repairing },
-            })
+            p.step = PrepStep::Reserving { base, repairing };
+            Sale::Preparing(p)
         }
         (PrepStep::Reserving { base, repairing }, Input::Reserved(res)) => match res {
             Ok(reservation) => {
                 out.push(Output::CanReserve(base.slot));
-                Sale::SlotReserving(SlotReserving {
+                Sale::SlotReserving(Box::new(SlotReserving {
                     held: Reserved {
                         base,
                         reservation,
                         repairing,
                     },
                     sent: false,
-                })
+                }))
             }
             Err(ReserveFailure::NoMatch) => end(
                 Closing::Ignored,
@@ -1044,33 +1044,30 @@ fn preparing(p: Preparing, input: Input, now: u64, out: &mut Vec<Output>) -> Sal
                 out,
             ),
         },
-        (step, _) => Sale::Preparing(Preparing {
-            item: p.item,
-            slot,
-            step,
-        }),
+        (step, _) => {
+            p.step = step;
+            Sale::Preparing(p)
+        }
     }
 }
 
-fn slot_reserving(s: SlotReserving, input: Input, out: &mut Vec<Output>) -> Sale {
+fn slot_reserving(mut s: Box<SlotReserving>, input: Input, out: &mut Vec<Output>) -> Sale {
     match (s.sent, input) {
         (false, Input::CanReserve(Ok(true))) => {
             out.push(Output::Send(Tx::ReserveSlot {
                 slot: s.held.base.slot,
             }));
-            Sale::SlotReserving(SlotReserving {
-                held: s.held,
-                sent: true,
-            })
+            s.sent = true;
+            Sale::SlotReserving(s)
         }
         (false, Input::CanReserve(Ok(false))) => {
-            end_held(Closing::Ignored, s.held, "cannot reserve the slot", out)
+            end_held(Closing::Ignored, &s.held, "cannot reserve the slot", out)
         }
         (false, Input::CanReserve(Err(e))) => {
-            end_held(Closing::Errored, s.held, &e.to_string(), out)
+            end_held(Closing::Errored, &s.held, &e.to_string(), out)
         }
         (true, Input::Tx(Ok(()))) => {
-            let r = s.held;
+            let r = Box::new(s.held);
             out.push(Output::Download {
                 slot: r.base.slot,
                 request: r.base.request.clone(),
@@ -1081,17 +1078,17 @@ fn slot_reserving(s: SlotReserving, input: Input, out: &mut Vec<Output>) -> Sale
         }
         (true, Input::Tx(Err(TxError::Reverted(Revert::ReservationNotAllowed)))) => end_held(
             Closing::Ignored,
-            s.held,
+            &s.held,
             "slot reservation not allowed",
             out,
         ),
-        (true, Input::Tx(Err(e))) => end_held(Closing::Errored, s.held, &e.to_string(), out),
+        (true, Input::Tx(Err(e))) => end_held(Closing::Errored, &s.held, &e.to_string(), out),
         (_, _) => Sale::SlotReserving(s),
     }
 }
 
 fn downloading(
-    mut r: Reserved,
+    mut r: Box<Reserved>,
     input: Input,
     now: u64,
     cfg: &SaleConfig,
@@ -1116,14 +1113,14 @@ fn downloading(
             Sale::InitialProving(r, InitialStep::Waiting)
         }
         Input::Downloaded(Err(e)) => {
-            end_held(Closing::Errored, r, &format!("download failed: {e}"), out)
+            end_held(Closing::Errored, &r, &format!("download failed: {e}"), out)
         }
         _ => Sale::Downloading(r),
     }
 }
 
 fn initial_proving(
-    r: Reserved,
+    r: Box<Reserved>,
     step: InitialStep,
     input: Input,
     now: u64,
@@ -1155,11 +1152,11 @@ fn initial_proving(
         }
         (InitialStep::Computing, Input::Proved(Ok(proof))) => {
             out.push(Output::ReadSlot(r.base.slot));
-            Sale::Filling(r, proof, FillStep::Reading)
+            Sale::Filling(r, Box::new(proof), FillStep::Reading)
         }
         (InitialStep::Computing, Input::Proved(Err(e))) => end_held(
             Closing::Errored,
-            r,
+            &r,
             &format!("initial proof failed: {e}"),
             out,
         ),
@@ -1168,8 +1165,8 @@ fn initial_proving(
 }
 
 fn filling(
-    r: Reserved,
-    proof: Groth16Proof,
+    r: Box<Reserved>,
+    proof: Box<Groth16Proof>,
     step: FillStep,
     input: Input,
     cfg: &SaleConfig,
@@ -1181,40 +1178,37 @@ fn filling(
             let collateral = match view.slot_state {
                 SlotState::Free => ask.collateral_per_slot(),
                 SlotState::Repair => ask.repair_collateral(cfg.repair_reward_percentage),
-                _ => return end_held(Closing::Ignored, r, "slot is no longer free", out),
+                _ => return end_held(Closing::Ignored, &r, "slot is no longer free", out),
             };
             out.push(Output::Send(Tx::FillSlot {
                 slot: r.base.slot,
-                proof,
+                proof: *proof,
                 collateral,
             }));
             Sale::Filling(r, proof, FillStep::Sending)
         }
         (FillStep::Reading, Input::Slot(Err(e))) => {
-            end_held(Closing::Errored, r, &e.to_string(), out)
+            end_held(Closing::Errored, &r, &e.to_string(), out)
         }
         (FillStep::Sending, Input::Tx(Ok(()))) => {
             out.push(Output::ReadSlot(r.base.slot));
             Sale::Filled(
-                Hosted {
-                    base: r.base,
-                    reservation: Some(r.reservation),
-                },
+                Box::new(hosted_of(*r)),
                 FilledStep::CheckingHost { attempt: 0 },
             )
         }
         (FillStep::Sending, Input::Tx(Err(TxError::Reverted(Revert::SlotNotFree)))) => {
-            end_held(Closing::Ignored, r, "slot already filled", out)
+            end_held(Closing::Ignored, &r, "slot already filled", out)
         }
         (FillStep::Sending, Input::Tx(Err(e))) => {
-            end_held(Closing::Errored, r, &format!("fillSlot: {e}"), out)
+            end_held(Closing::Errored, &r, &format!("fillSlot: {e}"), out)
         }
         (step, _) => Sale::Filling(r, proof, step),
     }
 }
 
 fn filled(
-    h: Hosted,
+    h: Box<Hosted>,
     step: FilledStep,
     input: Input,
     now: u64,
@@ -1225,7 +1219,7 @@ fn filled(
         (FilledStep::CheckingHost { .. }, Input::Slot(Ok(view))) => {
             if view.host != cfg.signer || view.host == Address::ZERO {
                 let held = held_of(&h);
-                return end_hosted(Closing::Errored, h, "Slot filled by other host", held, out);
+                return end_hosted(Closing::Errored, &h, "Slot filled by other host", held, out);
             }
             out.push(Output::Filled(h.base.slot));
             out.push(Output::UpdateExpiry {
@@ -1273,18 +1267,18 @@ fn filled(
     }
 }
 
-fn start_proving(h: Hosted, now: u64, cfg: &SaleConfig, out: &mut Vec<Output>) -> Sale {
+fn start_proving(h: Box<Hosted>, now: u64, cfg: &SaleConfig, out: &mut Vec<Output>) -> Sale {
     out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
-    Sale::Proving(Proving {
-        hosted: h,
+    Sale::Proving(Box::new(Proving {
+        hosted: *h,
         last_proved: None,
         sim_counter: 0,
         step: ProveStep::Idle,
-    })
+    }))
 }
 
 fn proving(
-    mut p: Proving,
+    mut p: Box<Proving>,
     input: Input,
     now: u64,
     cfg: &SaleConfig,
@@ -1330,7 +1324,7 @@ fn proving(
                             out.push(Output::Send(Tx::SubmitProof { slot, proof }));
                             p.step = ProveStep::Submitting {
                                 period,
-                                proof,
+                                proof: Box::new(proof),
                                 attempt: 0,
                             };
                         } else {
@@ -1353,7 +1347,7 @@ fn proving(
                 SlotState::Repair => {
                     return end_hosted(
                         Closing::Errored,
-                        p.hosted,
+                        &p.hosted,
                         "slot was forcibly freed",
                         U256::ZERO,
                         out,
@@ -1362,7 +1356,7 @@ fn proving(
                 SlotState::Free | SlotState::Paid => {
                     return end_hosted(
                         Closing::Errored,
-                        p.hosted,
+                        &p.hosted,
                         "slot is not filled",
                         U256::ZERO,
                         out,
@@ -1375,7 +1369,7 @@ fn proving(
                 out.push(Output::Send(Tx::SubmitProof { slot, proof }));
                 p.step = ProveStep::Submitting {
                     period,
-                    proof,
+                    proof: Box::new(proof),
                     attempt: 0,
                 };
             }
@@ -1424,7 +1418,10 @@ fn proving(
             Input::Wake,
         ) => {
             if now < period_end(period) {
-                out.push(Output::Send(Tx::SubmitProof { slot, proof }));
+                out.push(Output::Send(Tx::SubmitProof {
+                    slot,
+                    proof: *proof,
+                }));
                 p.step = ProveStep::Submitting {
                     period,
                     proof,
@@ -1442,11 +1439,11 @@ fn proving(
 fn free_start(hosted: Hosted, cause: FreeCause, was_hosting: bool, out: &mut Vec<Output>) -> Sale {
     out.push(Output::ReadSlot(hosted.base.slot));
     rebuild_freeing(
-        Freeing {
+        Box::new(Freeing {
             hosted,
             was_hosting,
             step: FreeStep::Reading { attempt: 0 },
-        },
+        }),
         cause,
     )
 }
@@ -1455,7 +1452,7 @@ fn payout_start(hosted: Hosted, out: &mut Vec<Output>) -> Sale {
     free_start(hosted, FreeCause::Payout, true, out)
 }
 
-fn rebuild_freeing(f: Freeing, cause: FreeCause) -> Sale {
+fn rebuild_freeing(f: Box<Freeing>, cause: FreeCause) -> Sale {
     match cause {
         FreeCause::Payout => Sale::Payout(f),
         FreeCause::Cancelled => Sale::Cancelled(f, cause),
@@ -1463,19 +1460,19 @@ fn rebuild_freeing(f: Freeing, cause: FreeCause) -> Sale {
     }
 }
 
-fn free_done(f: Freeing, cause: FreeCause, collateral: U256, out: &mut Vec<Output>) -> Sale {
+fn free_done(f: &Freeing, cause: FreeCause, collateral: U256, out: &mut Vec<Output>) -> Sale {
     match cause {
-        FreeCause::Payout => end_hosted(Closing::Finished, f.hosted, "paid out", collateral, out),
+        FreeCause::Payout => end_hosted(Closing::Finished, &f.hosted, "paid out", collateral, out),
         FreeCause::Cancelled => end_hosted(
             Closing::Closed("SaleCancelled"),
-            f.hosted,
+            &f.hosted,
             "request cancelled; paid out",
             collateral,
             out,
         ),
         FreeCause::Failed => end_hosted(
             Closing::Closed("SaleFailed"),
-            f.hosted,
+            &f.hosted,
             "request failed",
             U256::ZERO,
             out,
@@ -1484,7 +1481,7 @@ fn free_done(f: Freeing, cause: FreeCause, collateral: U256, out: &mut Vec<Outpu
 }
 
 fn freeing(
-    mut f: Freeing,
+    mut f: Box<Freeing>,
     cause: FreeCause,
     input: Input,
     now: u64,
@@ -1499,7 +1496,7 @@ fn freeing(
             if view.slot_state == SlotState::Paid && (is_host || view.host == Address::ZERO) {
                 // Paid earlier (before a restart): the collateral came back then.
                 let held = held_of(&f.hosted);
-                return end_hosted(Closing::Finished, f.hosted, "already paid", held, out);
+                return end_hosted(Closing::Finished, &f.hosted, "already paid", held, out);
             }
             if !is_host {
                 let returned = if f.was_hosting {
@@ -1517,7 +1514,7 @@ fn freeing(
                     FreeCause::Cancelled => Closing::Closed("SaleCancelled"),
                     FreeCause::Failed => Closing::Closed("SaleFailed"),
                 };
-                return end_hosted(how, f.hosted, reason, returned, out);
+                return end_hosted(how, &f.hosted, reason, returned, out);
             }
             let collateral = match cause {
                 FreeCause::Failed => U256::ZERO,
@@ -1534,7 +1531,7 @@ fn freeing(
             if cause == FreeCause::Failed && attempt + 1 >= cfg.max_attempts {
                 return end_hosted(
                     Closing::Closed("SaleFailed"),
-                    f.hosted,
+                    &f.hosted,
                     &format!("request failed; slot not read: {e}"),
                     U256::ZERO,
                     out,
@@ -1559,19 +1556,19 @@ fn freeing(
             Input::Tx(res),
         ) => match res {
             Ok(()) | Err(TxError::Reverted(Revert::SlotIsFree | Revert::AlreadyPaid)) => {
-                free_done(f, cause, collateral, out)
+                free_done(&f, cause, collateral, out)
             }
             Err(TxError::Reverted(r)) => {
                 let reason = format!("freeSlot reverted: {r:?}");
                 match cause {
-                    FreeCause::Failed => free_done(f, cause, U256::ZERO, out),
-                    _ => end_hosted(Closing::Errored, f.hosted, &reason, U256::ZERO, out),
+                    FreeCause::Failed => free_done(&f, cause, U256::ZERO, out),
+                    _ => end_hosted(Closing::Errored, &f.hosted, &reason, U256::ZERO, out),
                 }
             }
             Err(TxError::Transient(e)) => {
                 if cause == FreeCause::Failed && attempt + 1 >= cfg.max_attempts {
                     let _ = e;
-                    return free_done(f, cause, U256::ZERO, out);
+                    return free_done(&f, cause, U256::ZERO, out);
                 }
                 // A payout stays claimable: keep trying, with capped backoff.
                 out.push(Output::WakeAt(cfg.backoff(now, attempt)));
@@ -1603,22 +1600,24 @@ fn freeing(
     }
 }
 
-fn unknown(u: Unknown, input: Input, now: u64, cfg: &SaleConfig, out: &mut Vec<Output>) -> Sale {
+fn unknown(
+    mut u: Box<Unknown>,
+    input: Input,
+    now: u64,
+    cfg: &SaleConfig,
+    out: &mut Vec<Output>,
+) -> Sale {
     match input {
         Input::Slot(Err(_)) if !u.backoff => {
             out.push(Output::WakeAt(cfg.backoff(now, u.attempt)));
-            Sale::Unknown(Unknown {
-                attempt: u.attempt + 1,
-                backoff: true,
-                ..u
-            })
+            u.attempt += 1;
+            u.backoff = true;
+            Sale::Unknown(u)
         }
         Input::Wake if u.backoff => {
             out.push(Output::ReadSlot(u.slot));
-            Sale::Unknown(Unknown {
-                backoff: false,
-                ..u
-            })
+            u.backoff = false;
+            Sale::Unknown(u)
         }
         Input::Slot(Ok(view)) if !u.backoff => {
             let held = u
@@ -1649,23 +1648,23 @@ fn unknown(u: Unknown, input: Input, now: u64, cfg: &SaleConfig, out: &mut Vec<O
                 reservation: u.reservation,
             };
             let freeing_with = |cause, out: &mut Vec<Output>| {
-                let f = Freeing {
+                let f = Box::new(Freeing {
                     hosted: hosted.clone(),
                     was_hosting: true,
                     step: FreeStep::Reading { attempt: 0 },
-                };
+                });
                 freeing(f, cause, Input::Slot(Ok(view.clone())), now, cfg, out)
             };
             match view.slot_state {
                 SlotState::Free => end_hosted(
                     Closing::Errored,
-                    hosted,
+                    &hosted,
                     "Slot state on chain should not be 'free'",
                     held,
                     out,
                 ),
                 SlotState::Filled => filled(
-                    hosted,
+                    Box::new(hosted),
                     FilledStep::CheckingHost { attempt: 0 },
                     Input::Slot(Ok(view)),
                     now,
@@ -1675,10 +1674,12 @@ fn unknown(u: Unknown, input: Input, now: u64, cfg: &SaleConfig, out: &mut Vec<O
                 SlotState::Finished => freeing_with(FreeCause::Payout, out),
                 SlotState::Cancelled => freeing_with(FreeCause::Cancelled, out),
                 SlotState::Failed => freeing_with(FreeCause::Failed, out),
-                SlotState::Paid => end_hosted(Closing::Finished, hosted, "already paid", held, out),
+                SlotState::Paid => {
+                    end_hosted(Closing::Finished, &hosted, "already paid", held, out)
+                }
                 SlotState::Repair => end_hosted(
                     Closing::Errored,
-                    hosted,
+                    &hosted,
                     "slot was forcibly freed",
                     U256::ZERO,
                     out,
