@@ -1,10 +1,11 @@
 //! A hasher for maps keyed by 32-byte ids (request, slot, reservation and availability
-//! ids): keccak outputs or random bytes, so their first 8 bytes are already uniformly
-//! distributed and hashing all 32 with SipHash buys nothing. [`IdHasher`] takes the first
-//! 8 bytes of each byte string written and mixes whole integers (a slot index, a length
-//! prefix) in with a multiply, so it also serves `(RequestId, u64)` keys.
+//! ids): keccak outputs or random bytes, already uniformly distributed, so hashing them
+//! with SipHash buys nothing. [`IdHasher`] folds the 8-byte words of each byte string
+//! written with xor (ids made by hand, such as a counter in some bytes and zeros in the
+//! rest, stay apart) and mixes the result, and whole integers (a slot index, a length
+//! prefix), in with a multiply, so it also serves `(RequestId, u64)` keys.
 //!
-//! Use it only for keys whose byte strings start with 8 random bytes.
+//! Use it only for keys whose bytes are not chosen to collide: it is not a keyed hash.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -25,14 +26,17 @@ impl IdHasher {
 impl Hasher for IdHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        match bytes.first_chunk::<8>() {
-            Some(head) => self.mix(u64::from_le_bytes(*head)),
-            None => {
-                for &b in bytes {
-                    self.mix(u64::from(b));
-                }
-            }
+        let mut words = bytes.chunks_exact(8);
+        let mut x = 0u64;
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            x ^= u64::from_le_bytes(b);
         }
+        for (i, &b) in words.remainder().iter().enumerate() {
+            x ^= u64::from(b) << (8 * i);
+        }
+        self.mix(x);
     }
     #[inline]
     fn write_u8(&mut self, i: u8) {
@@ -52,7 +56,9 @@ impl Hasher for IdHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply carries entropy upwards only: bring the well-mixed high bits down
+        // to where the table takes its bucket index.
+        self.0.rotate_left(26)
     }
 }
 
@@ -81,5 +87,18 @@ mod tests {
             m.insert(SlotId::of(r, i), i);
         }
         assert!((0..1000).all(|i| m.get(&SlotId::of(r, i)) == Some(&i)));
+    }
+
+    #[test]
+    fn ids_varying_in_few_bytes_spread_over_buckets() {
+        // A counter in bytes 2..4 and zeros elsewhere: the low bits of the hash must vary.
+        let b = IdBuild::default();
+        let mut low = std::collections::HashSet::new();
+        for i in 0..1000u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            low.insert(b.hash_one(RequestId(id.into())) & 0x7ff);
+        }
+        assert!(low.len() > 500, "{} distinct low bits", low.len());
     }
 }

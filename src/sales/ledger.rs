@@ -30,6 +30,8 @@
 
 use crate::market::{RequestId, U256};
 
+use super::idhash::IdMap;
+
 macro_rules! ledger_id {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
@@ -784,13 +786,28 @@ struct MatchTerms {
 /// the best-fit order — from the first entry with `free_size >= slot_size`, skipping
 /// entries whose duration, price or until cannot match and deciding with [`mismatch`] (so
 /// the first entry it accepts is [`best_fit`]'s answer). Cost: O(log n) plus the entries
-/// skipped, instead of a scan over all n.
+/// skipped, instead of a scan over all n. Availabilities and reservations by id are hash
+/// maps; the listings sort by id.
 #[derive(Debug, Clone, Default)]
 pub struct MemLedger {
-    availabilities: std::collections::BTreeMap<AvailabilityId, Availability>,
-    reservations: std::collections::BTreeMap<ReservationId, Reservation>,
-    /// Enabled availabilities by (free_size, id); kept in step by `put`/`take`.
-    by_free_size: std::collections::BTreeMap<(u64, AvailabilityId), MatchTerms>,
+    availabilities: IdMap<AvailabilityId, Availability>,
+    reservations: IdMap<ReservationId, Reservation>,
+    /// Enabled availabilities by [`FitKey`] (free_size, id); kept in step by `put`/`take`.
+    by_free_size: std::collections::BTreeMap<FitKey, MatchTerms>,
+}
+
+/// `(free_size, id)` in the best-fit order, with the id's first 8 bytes as a big-endian
+/// number in between: the same order as `(free_size, id)` (ids compare bytewise), but ties
+/// in free size are mostly decided by one integer comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FitKey(u64, u64, AvailabilityId);
+
+impl FitKey {
+    fn new(free_size: u64, id: AvailabilityId) -> FitKey {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&id.0[..8]);
+        FitKey(free_size, u64::from_be_bytes(head), id)
+    }
 }
 
 impl MemLedger {
@@ -803,12 +820,13 @@ impl MemLedger {
     fn put(&mut self, a: Availability) {
         if let Some(old) = self.availabilities.get(&a.id) {
             if old.enabled {
-                self.by_free_size.remove(&(old.free_size, old.id));
+                self.by_free_size
+                    .remove(&FitKey::new(old.free_size, old.id));
             }
         }
         if a.enabled {
             self.by_free_size.insert(
-                (a.free_size, a.id),
+                FitKey::new(a.free_size, a.id),
                 MatchTerms {
                     duration: a.duration,
                     until: a.until,
@@ -823,7 +841,7 @@ impl MemLedger {
     fn take(&mut self, id: AvailabilityId) -> Option<Availability> {
         let a = self.availabilities.remove(&id)?;
         if a.enabled {
-            self.by_free_size.remove(&(a.free_size, a.id));
+            self.by_free_size.remove(&FitKey::new(a.free_size, a.id));
         }
         Some(a)
     }
@@ -832,9 +850,9 @@ impl MemLedger {
     /// found through the index.
     pub fn find_best_fit(&self, ask: &SlotAsk) -> Option<&Availability> {
         self.by_free_size
-            .range((ask.slot_size, AvailabilityId::default())..)
+            .range(FitKey(ask.slot_size, 0, AvailabilityId::default())..)
             .filter(|(_, t)| terms_may_match(t.duration, &t.min_price, t.until, ask))
-            .filter_map(|((_, id), _)| self.availabilities.get(id))
+            .filter_map(|(FitKey(_, _, id), _)| self.availabilities.get(id))
             .find(|a| mismatch(a, ask).is_none())
     }
 
@@ -846,17 +864,22 @@ impl MemLedger {
     }
 
     fn reservations_vec(&self, id: AvailabilityId) -> Vec<Reservation> {
-        self.reservations
+        let mut v: Vec<Reservation> = self
+            .reservations
             .values()
             .filter(|r| r.availability_id == id)
             .cloned()
-            .collect()
+            .collect();
+        v.sort_by_key(|r| r.id);
+        v
     }
 }
 
 impl Ledger for MemLedger {
     fn availabilities(&self) -> Result<Vec<Availability>, LedgerError> {
-        Ok(self.availabilities.values().cloned().collect())
+        let mut v: Vec<Availability> = self.availabilities.values().cloned().collect();
+        v.sort_by_key(|a| a.id);
+        Ok(v)
     }
 
     fn availability(&self, id: AvailabilityId) -> Result<Availability, LedgerError> {
@@ -867,7 +890,9 @@ impl Ledger for MemLedger {
     }
 
     fn reservations(&self) -> Result<Vec<Reservation>, LedgerError> {
-        Ok(self.reservations.values().cloned().collect())
+        let mut v: Vec<Reservation> = self.reservations.values().cloned().collect();
+        v.sort_by_key(|r| r.id);
+        Ok(v)
     }
 
     fn reservation(&self, id: ReservationId) -> Result<Reservation, LedgerError> {

@@ -231,6 +231,8 @@ pub struct SlotQueue {
     index: IdMap<(RequestId, u64), u32>,
     by_request: IdMap<RequestId, u32>,
     heaps: [Vec<u32>; 3],
+    /// Queued items with the seen flag set.
+    seen: usize,
     capacity: usize,
     max_workers: usize,
     busy_workers: usize,
@@ -267,6 +269,7 @@ impl SlotQueue {
             index: IdMap::default(),
             by_request: IdMap::default(),
             heaps: [Vec::new(), Vec::new(), Vec::new()],
+            seen: 0,
             capacity,
             max_workers,
             busy_workers: 0,
@@ -368,6 +371,7 @@ impl SlotQueue {
     fn insert(&mut self, item: SlotQueueItem, profit: U256) {
         let key = item.key();
         let request_id = item.request_id;
+        self.seen += usize::from(item.seen);
         let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
         let node = Node {
             item,
@@ -481,8 +485,13 @@ impl SlotQueue {
             .map(|&id| self.node(id).item.expiry)
     }
 
-    /// Marks every item unseen and rebuilds the priority heaps. O(n).
+    /// Marks every item unseen and rebuilds the priority heaps. O(n), O(1) when no item is
+    /// seen (the heaps are already in order then).
     pub fn clear_seen_flags(&mut self) {
+        if self.seen == 0 {
+            return;
+        }
+        self.seen = 0;
         for node in self.nodes.iter_mut().flatten() {
             node.item.seen = false;
         }
@@ -555,6 +564,13 @@ impl SlotQueue {
         if listed != live {
             return Err(format!("request lists hold {listed} of {live} items"));
         }
+        let seen = self.nodes.iter().flatten().filter(|n| n.item.seen).count();
+        if seen != self.seen {
+            return Err(format!(
+                "{seen} seen items but the count says {}",
+                self.seen
+            ));
+        }
         for (key, &id) in &self.index {
             if self.node(id).item.key() != *key {
                 return Err("index points at the wrong node".into());
@@ -587,6 +603,7 @@ impl SlotQueue {
             None => unreachable!("queue node {id} removed twice"),
         };
         self.free.push(id);
+        self.seen -= usize::from(node.item.seen);
         if node.prev != NONE {
             self.node_mut(node.prev).next = node.next;
         } else if node.next != NONE {
