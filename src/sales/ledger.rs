@@ -818,7 +818,8 @@ impl MemLedger {
 
     /// Stores `a` (new or changed), keeping the matching index in step.
     fn put(&mut self, a: Availability) {
-        if let Some(old) = self.availabilities.get(&a.id) {
+        let old = self.availabilities.get_mut(&a.id);
+        if let Some(old) = &old {
             if old.enabled {
                 self.by_free_size
                     .remove(&FitKey::new(old.free_size, old.id));
@@ -834,7 +835,12 @@ impl MemLedger {
                 },
             );
         }
-        self.availabilities.insert(a.id, a);
+        match old {
+            Some(old) => *old = a,
+            None => {
+                self.availabilities.insert(a.id, a);
+            }
+        }
     }
 
     /// Removes an availability and its index entry.
@@ -950,11 +956,16 @@ impl Ledger for MemLedger {
         availability: AvailabilityId,
         ask: &SlotAsk,
     ) -> Result<Reservation, LedgerError> {
-        let a = self.availability(availability)?;
+        let a = self
+            .availabilities
+            .get(&availability)
+            .ok_or(LedgerError::NotFound(LedgerItem::Availability(
+                availability,
+            )))?;
         if self.reservations.contains_key(&id) {
             return Err(LedgerError::DuplicateId(id.to_string()));
         }
-        let (after, r) = reserve(&a, id, ask)?;
+        let (after, r) = reserve(a, id, ask)?;
         self.put(after);
         self.reservations.insert(id, r.clone());
         Ok(r)
@@ -984,11 +995,19 @@ impl Ledger for MemLedger {
         id: ReservationId,
         returned_collateral: U256,
     ) -> Result<ReservationEnd, LedgerError> {
-        let r = self.reservation(id)?;
-        let a = self.availability(r.availability_id)?;
-        let e = end(&a, &r, returned_collateral);
-        self.put(e.availability.clone());
+        let r = self
+            .reservations
+            .get(&id)
+            .ok_or(LedgerError::NotFound(LedgerItem::Reservation(id)))?;
+        let a = self
+            .availabilities
+            .get(&r.availability_id)
+            .ok_or(LedgerError::NotFound(LedgerItem::Availability(
+                r.availability_id,
+            )))?;
+        let e = end(a, r, returned_collateral);
         self.reservations.remove(&id);
+        self.put(e.availability.clone());
         Ok(e)
     }
 }
