@@ -117,7 +117,7 @@ fn feed(mut sale: Sale, inputs: Vec<Input>, now: u64) -> (Sale, Vec<Output>) {
 fn ending(out: &[Output]) -> Ending {
     out.iter()
         .find_map(|o| match o {
-            Output::Ended(e) => Some(e.clone()),
+            Output::Ended(e) => Some((**e).clone()),
             _ => None,
         })
         .expect("the sale ended")
@@ -159,7 +159,7 @@ fn filling() -> Sale {
         vec![
             Input::Wake,
             Input::Proof(Ok(proof_view(SlotState::Free, 10, false))),
-            Input::Proved(Ok(proof())),
+            Input::Proved(Ok(Box::new(proof()))),
         ],
         T0 + 101,
     )
@@ -279,10 +279,10 @@ fn item_82_preparing_transitions() {
     assert_eq!(s.state_name(), "SaleIgnored");
     assert_eq!(
         ending(&out).requeue,
-        Some(SlotQueueItem {
+        Some(Box::new(SlotQueueItem {
             seen: true,
             ..item()
-        })
+        }))
     );
     // created: SlotReserving.
     assert_eq!(slot_reserving().state_name(), "SaleSlotReserving");
@@ -396,7 +396,7 @@ fn item_85_initial_proving_waits_for_a_stable_challenge() {
     assert!(
         matches!(out.last(), Some(Output::Prove { challenge, .. }) if *challenge == B256::repeat_byte(7))
     );
-    let (ok, _) = feed(s.clone(), vec![Input::Proved(Ok(proof()))], 1201);
+    let (ok, _) = feed(s.clone(), vec![Input::Proved(Ok(Box::new(proof())))], 1201);
     assert_eq!(ok.state_name(), "SaleFilling");
     let (err, out) = feed(s, vec![Input::Proved(Err("boom".into()))], 1201);
     assert_eq!(err.state_name(), "SaleErrored");
@@ -419,7 +419,7 @@ fn item_86_filling_transitions() {
     );
     assert!(out.contains(&Output::Send(Tx::FillSlot {
         slot: slot(),
-        proof: proof(),
+        proof: Box::new(proof()),
         collateral: U256::from(1024u32)
     })));
     let (s2, out) = feed(
@@ -445,7 +445,7 @@ fn item_86_filling_transitions() {
     );
     assert!(out.contains(&Output::Send(Tx::FillSlot {
         slot: slot(),
-        proof: proof(),
+        proof: Box::new(proof()),
         collateral: U256::from(922u32)
     })));
     // Cancelled while filling: find out whether our fill happened.
@@ -502,12 +502,12 @@ fn item_88_proving_submits_required_proofs_once_per_period() {
     assert!(
         matches!(&out[0], Output::Prove { challenge, .. } if *challenge == B256::repeat_byte(7))
     );
-    let (s, out) = feed(s, vec![Input::Proved(Ok(proof()))], 1201);
+    let (s, out) = feed(s, vec![Input::Proved(Ok(Box::new(proof())))], 1201);
     assert_eq!(
         out,
         vec![Output::Send(Tx::SubmitProof {
             slot: slot(),
-            proof: proof()
+            proof: Box::new(proof())
         })]
     );
     let (s, out) = feed(s, vec![Input::Tx(Ok(()))], 1202);
@@ -579,7 +579,7 @@ fn item_89_simulated_proving_fails_every_third_proof() {
             &mut out,
         );
         if matches!(out.last(), Some(Output::Prove { .. })) {
-            s = s.on(Input::Proved(Ok(proof())), now, &c, &mut out);
+            s = s.on(Input::Proved(Ok(Box::new(proof()))), now, &c, &mut out);
         }
         let Some(Output::Send(Tx::SubmitProof { proof, .. })) = out.last().cloned() else {
             panic!("no proof submitted: {out:?}");
@@ -842,7 +842,7 @@ fn defect_8_13_proof_submission_is_retried_within_the_period() {
         vec![
             Input::Wake,
             Input::Proof(Ok(proof_view(SlotState::Filled, 100, true))),
-            Input::Proved(Ok(proof())),
+            Input::Proved(Ok(Box::new(proof()))),
             Input::Tx(Err(TxError::Transient("timeout".into()))),
         ],
         1201,
@@ -856,7 +856,7 @@ fn defect_8_13_proof_submission_is_retried_within_the_period() {
         out,
         vec![Output::Send(Tx::SubmitProof {
             slot: slot(),
-            proof: proof()
+            proof: Box::new(proof())
         })]
     );
 }

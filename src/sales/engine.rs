@@ -763,6 +763,7 @@ impl<L: Ledger> Engine<L> {
                     self.commands.push_back(Command::Sale(s, Output::Filled(s)));
                 }
                 Output::Ended(ending) => {
+                    let ending = *ending;
                     if let Some((rid, returned)) = ending.reservation {
                         self.ledger_changed();
                         match self.ledger.end_reservation(rid, returned) {
@@ -783,7 +784,10 @@ impl<L: Ledger> Engine<L> {
                     self.remove_sale(ending.slot.slot_id);
                     if let Some(item) = ending.requeue {
                         if self.queue.is_running() {
-                            self.push(SlotQueueItem { seen: true, ..item });
+                            self.push(SlotQueueItem {
+                                seen: true,
+                                ..*item
+                            });
                         }
                     }
                 }

@@ -51,6 +51,7 @@
 //! In proof-failure simulation mode (N > 0) every Nth required proof is the all-zero proof
 //! and its expected `ProofInvalid` revert is swallowed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::market::{
@@ -241,8 +242,8 @@ pub enum Tx {
     FillSlot {
         /// Slot.
         slot: SlotRef,
-        /// The initial proof.
-        proof: Groth16Proof,
+        /// The initial proof (boxed: it is 256 bytes and sent once per sale).
+        proof: Box<Groth16Proof>,
         /// Collateral to approve (repair-discounted in Repair).
         collateral: U256,
     },
@@ -250,8 +251,8 @@ pub enum Tx {
     SubmitProof {
         /// Slot.
         slot: SlotRef,
-        /// The proof (all zero in simulation mode's failing rounds).
-        proof: Groth16Proof,
+        /// The proof (all zero in simulation mode's failing rounds; boxed: 256 bytes).
+        proof: Box<Groth16Proof>,
     },
     /// `freeSlot(slotId)` (payout, cancelled payout, or leaving a failed request).
     FreeSlot {
@@ -267,12 +268,12 @@ pub struct Ending {
     pub slot: SlotRef,
     /// The final state's name.
     pub state: &'static str,
-    /// Why.
-    pub reason: String,
+    /// Why (a fixed text for the common endings, so ending costs no string allocation).
+    pub reason: Cow<'static, str>,
     /// The reservation to end, with the collateral that comes back.
     pub reservation: Option<(ReservationId, U256)>,
-    /// Push this item back into the queue, marked seen.
-    pub requeue: Option<SlotQueueItem>,
+    /// Push this item back into the queue, marked seen (boxed: rare, and large).
+    pub requeue: Option<Box<SlotQueueItem>>,
     /// Delete the slot's data.
     pub release_data: bool,
 }
@@ -338,8 +339,9 @@ pub enum Output {
     },
     /// We host the slot now (releases the worker; the node's onSale).
     Filled(SlotRef),
-    /// The sale ended; the engine cleans up (ledger, data, requeue, worker).
-    Ended(Ending),
+    /// The sale ended; the engine cleans up (ledger, data, requeue, worker). Boxed, so
+    /// that every output stays small to move.
+    Ended(Box<Ending>),
 }
 
 /// Everything that moves a sale.
@@ -359,8 +361,8 @@ pub enum Input {
     DownloadProgress(u64),
     /// The download finished.
     Downloaded(Result<(), String>),
-    /// Answer to [`Output::Prove`].
-    Proved(Result<Groth16Proof, String>),
+    /// Answer to [`Output::Prove`] (the proof boxed: it is 256 bytes).
+    Proved(Result<Box<Groth16Proof>, String>),
     /// Answer to [`Output::UpdateExpiry`].
     ExpiryUpdated(Result<(), String>),
     /// The time asked for with [`Output::WakeAt`] has come.
@@ -579,7 +581,7 @@ pub struct Final {
     /// The slot.
     pub slot: SlotRef,
     /// Why it ended.
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 /// Unknown (restart).
@@ -851,15 +853,16 @@ enum Closing {
 fn end(
     how: Closing,
     slot: SlotRef,
-    reason: &str,
+    reason: impl Into<Cow<'static, str>>,
     reservation: Option<(ReservationId, U256)>,
-    requeue: Option<SlotQueueItem>,
+    requeue: Option<Box<SlotQueueItem>>,
     release_data: bool,
     out: &mut Vec<Output>,
 ) -> Sale {
+    let reason = reason.into();
     let fin = Box::new(Final {
         slot,
-        reason: reason.to_string(),
+        reason: reason.clone(),
     });
     let sale = match how {
         Closing::Finished => Sale::Finished(fin),
@@ -867,21 +870,21 @@ fn end(
         Closing::Errored => Sale::Errored(fin),
         Closing::Ignored => Sale::Ignored(fin),
     };
-    out.push(Output::Ended(Ending {
+    out.push(Output::Ended(Box::new(Ending {
         slot,
         state: sale.state_name(),
-        reason: reason.to_string(),
+        reason,
         reservation,
         requeue,
         release_data,
-    }));
+    })));
     sale
 }
 
 fn end_closed(
     slot: SlotRef,
     name: &'static str,
-    reason: &str,
+    reason: &'static str,
     reservation: Option<(ReservationId, U256)>,
     release_data: bool,
     out: &mut Vec<Output>,
@@ -898,7 +901,12 @@ fn end_closed(
 }
 
 /// Ends a sale that posted no collateral: all of it comes back.
-fn end_held(how: Closing, r: &Reserved, reason: &str, out: &mut Vec<Output>) -> Sale {
+fn end_held(
+    how: Closing,
+    r: &Reserved,
+    reason: impl Into<Cow<'static, str>>,
+    out: &mut Vec<Output>,
+) -> Sale {
     let downloaded = r.reservation.downloaded > 0;
     end(
         how,
@@ -921,7 +929,7 @@ fn held_of(h: &Hosted) -> U256 {
 fn end_hosted(
     how: Closing,
     h: &Hosted,
-    reason: &str,
+    reason: impl Into<Cow<'static, str>>,
     returned: U256,
     out: &mut Vec<Output>,
 ) -> Sale {
@@ -945,7 +953,7 @@ fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output
         (PrepStep::Reading, Input::Slot(Err(e))) => end(
             Closing::Errored,
             slot,
-            &e.to_string(),
+            e.to_string(),
             None,
             None,
             false,
@@ -1027,17 +1035,17 @@ fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output
                 slot,
                 "no matching availability",
                 None,
-                Some(SlotQueueItem {
+                Some(Box::new(SlotQueueItem {
                     seen: true,
                     ..p.item
-                }),
+                })),
                 false,
                 out,
             ),
             Err(e @ ReserveFailure::Other(_)) => end(
                 Closing::Errored,
                 slot,
-                &e.to_string(),
+                e.to_string(),
                 None,
                 None,
                 false,
@@ -1064,7 +1072,7 @@ fn slot_reserving(mut s: Box<SlotReserving>, input: Input, out: &mut Vec<Output>
             end_held(Closing::Ignored, &s.held, "cannot reserve the slot", out)
         }
         (false, Input::CanReserve(Err(e))) => {
-            end_held(Closing::Errored, &s.held, &e.to_string(), out)
+            end_held(Closing::Errored, &s.held, e.to_string(), out)
         }
         (true, Input::Tx(Ok(()))) => {
             let r = Box::new(s.held);
@@ -1082,7 +1090,7 @@ fn slot_reserving(mut s: Box<SlotReserving>, input: Input, out: &mut Vec<Output>
             "slot reservation not allowed",
             out,
         ),
-        (true, Input::Tx(Err(e))) => end_held(Closing::Errored, &s.held, &e.to_string(), out),
+        (true, Input::Tx(Err(e))) => end_held(Closing::Errored, &s.held, e.to_string(), out),
         (_, _) => Sale::SlotReserving(s),
     }
 }
@@ -1113,7 +1121,7 @@ fn downloading(
             Sale::InitialProving(r, InitialStep::Waiting)
         }
         Input::Downloaded(Err(e)) => {
-            end_held(Closing::Errored, &r, &format!("download failed: {e}"), out)
+            end_held(Closing::Errored, &r, format!("download failed: {e}"), out)
         }
         _ => Sale::Downloading(r),
     }
@@ -1152,12 +1160,12 @@ fn initial_proving(
         }
         (InitialStep::Computing, Input::Proved(Ok(proof))) => {
             out.push(Output::ReadSlot(r.base.slot));
-            Sale::Filling(r, Box::new(proof), FillStep::Reading)
+            Sale::Filling(r, proof, FillStep::Reading)
         }
         (InitialStep::Computing, Input::Proved(Err(e))) => end_held(
             Closing::Errored,
             &r,
-            &format!("initial proof failed: {e}"),
+            format!("initial proof failed: {e}"),
             out,
         ),
         (step, _) => Sale::InitialProving(r, step),
@@ -1182,13 +1190,13 @@ fn filling(
             };
             out.push(Output::Send(Tx::FillSlot {
                 slot: r.base.slot,
-                proof: *proof,
+                proof: proof.clone(),
                 collateral,
             }));
             Sale::Filling(r, proof, FillStep::Sending)
         }
         (FillStep::Reading, Input::Slot(Err(e))) => {
-            end_held(Closing::Errored, &r, &e.to_string(), out)
+            end_held(Closing::Errored, &r, e.to_string(), out)
         }
         (FillStep::Sending, Input::Tx(Ok(()))) => {
             out.push(Output::ReadSlot(r.base.slot));
@@ -1201,7 +1209,7 @@ fn filling(
             end_held(Closing::Ignored, &r, "slot already filled", out)
         }
         (FillStep::Sending, Input::Tx(Err(e))) => {
-            end_held(Closing::Errored, &r, &format!("fillSlot: {e}"), out)
+            end_held(Closing::Errored, &r, format!("fillSlot: {e}"), out)
         }
         (step, _) => Sale::Filling(r, proof, step),
     }
@@ -1320,11 +1328,14 @@ fn proving(
                         let n = cfg.simulate_proof_failures;
                         if n > 0 && p.sim_counter % n == 0 {
                             p.sim_counter = 0;
-                            let proof = Groth16Proof::default();
-                            out.push(Output::Send(Tx::SubmitProof { slot, proof }));
+                            let proof = Box::<Groth16Proof>::default();
+                            out.push(Output::Send(Tx::SubmitProof {
+                                slot,
+                                proof: proof.clone(),
+                            }));
                             p.step = ProveStep::Submitting {
                                 period,
-                                proof: Box::new(proof),
+                                proof,
                                 attempt: 0,
                             };
                         } else {
@@ -1366,10 +1377,13 @@ fn proving(
         },
         (ProveStep::Computing { period }, Input::Proved(res)) => match res {
             Ok(proof) => {
-                out.push(Output::Send(Tx::SubmitProof { slot, proof }));
+                out.push(Output::Send(Tx::SubmitProof {
+                    slot,
+                    proof: proof.clone(),
+                }));
                 p.step = ProveStep::Submitting {
                     period,
-                    proof: Box::new(proof),
+                    proof,
                     attempt: 0,
                 };
             }
@@ -1420,7 +1434,7 @@ fn proving(
             if now < period_end(period) {
                 out.push(Output::Send(Tx::SubmitProof {
                     slot,
-                    proof: *proof,
+                    proof: proof.clone(),
                 }));
                 p.step = ProveStep::Submitting {
                     period,
@@ -1532,7 +1546,7 @@ fn freeing(
                 return end_hosted(
                     Closing::Closed("SaleFailed"),
                     &f.hosted,
-                    &format!("request failed; slot not read: {e}"),
+                    format!("request failed; slot not read: {e}"),
                     U256::ZERO,
                     out,
                 );
@@ -1562,7 +1576,7 @@ fn freeing(
                 let reason = format!("freeSlot reverted: {r:?}");
                 match cause {
                     FreeCause::Failed => free_done(&f, cause, U256::ZERO, out),
-                    _ => end_hosted(Closing::Errored, &f.hosted, &reason, U256::ZERO, out),
+                    _ => end_hosted(Closing::Errored, &f.hosted, reason, U256::ZERO, out),
                 }
             }
             Err(TxError::Transient(e)) => {

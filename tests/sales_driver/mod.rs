@@ -432,7 +432,7 @@ impl<L: Reopen> Node<L> {
                     return Some(Input::Proved(Err("simulated proof failure".into())));
                 }
                 let p = sim.pending().proof_for(slot.request_id, slot.slot_index);
-                Some(Input::Proved(p.map_err(|e| e.to_string())))
+                Some(Input::Proved(p.map(Box::new).map_err(|e| e.to_string())))
             }
             Output::UpdateExpiry { .. } => Some(Input::ExpiryUpdated(Ok(()))),
             Output::Filled(s) => {
