@@ -28,6 +28,8 @@
 //! tests); `crate::store::SqliteLedger` is the durable one. Both run the generic property
 //! tests in `tests/ledger_props.rs`.
 
+use std::collections::BTreeMap;
+
 use crate::market::{RequestId, U256};
 
 use super::idhash::IdMap;
@@ -636,6 +638,18 @@ pub fn reserve(
     id: ReservationId,
     ask: &SlotAsk,
 ) -> Result<(Availability, Reservation), LedgerError> {
+    let mut after = a.clone();
+    let r = reserve_in_place(&mut after, id, ask)?;
+    Ok((after, r))
+}
+
+/// [`reserve`] on the availability itself: deducts from `a` (left unchanged on an error)
+/// and returns the new reservation.
+fn reserve_in_place(
+    a: &mut Availability,
+    id: ReservationId,
+    ask: &SlotAsk,
+) -> Result<Reservation, LedgerError> {
     match mismatch(a, ask) {
         None => {}
         Some(Mismatch::FreeSize {
@@ -666,10 +680,9 @@ pub fn reserve(
     }
     // mismatch() == None guarantees both of these.
     let collateral = slot_collateral(ask).unwrap_or(U256::MAX);
-    let mut after = a.clone();
-    after.free_size -= ask.slot_size;
-    after.total_remaining_collateral -= collateral;
-    let r = Reservation {
+    a.free_size -= ask.slot_size;
+    a.total_remaining_collateral -= collateral;
+    Ok(Reservation {
         id,
         availability_id: a.id,
         request_id: ask.request_id,
@@ -678,8 +691,7 @@ pub fn reserve(
         downloaded: 0,
         collateral,
         valid_until: ask.valid_until,
-    };
-    Ok((after, r))
+    })
 }
 
 /// Adds downloaded bytes to a reservation, refusing to exceed its slot size.
@@ -699,12 +711,8 @@ pub fn add_download(r: &Reservation, bytes: u64) -> Result<Reservation, LedgerEr
 /// Ends a reservation: returns its bytes and min(returned, held) collateral to `a`; the
 /// rest of what it held becomes `collateral_lost`.
 pub fn end(a: &Availability, r: &Reservation, returned_collateral: U256) -> ReservationEnd {
-    let back = returned_collateral.min(r.collateral);
-    let lost = r.collateral - back;
     let mut after = a.clone();
-    after.free_size = after.free_size.saturating_add(r.slot_size);
-    after.total_remaining_collateral = after.total_remaining_collateral.saturating_add(back);
-    after.collateral_lost = after.collateral_lost.saturating_add(lost);
+    let (back, lost) = end_in_place(&mut after, r, returned_collateral);
     ReservationEnd {
         reservation: r.clone(),
         availability: after,
@@ -712,6 +720,16 @@ pub fn end(a: &Availability, r: &Reservation, returned_collateral: U256) -> Rese
         collateral_returned: back,
         collateral_lost: lost,
     }
+}
+
+/// [`end`] on the availability itself; returns the collateral returned and lost.
+fn end_in_place(a: &mut Availability, r: &Reservation, returned_collateral: U256) -> (U256, U256) {
+    let back = returned_collateral.min(r.collateral);
+    let lost = r.collateral - back;
+    a.free_size = a.free_size.saturating_add(r.slot_size);
+    a.total_remaining_collateral = a.total_remaining_collateral.saturating_add(back);
+    a.collateral_lost = a.collateral_lost.saturating_add(lost);
+    (back, lost)
 }
 
 /// Checks the accounting invariant over a whole ledger; the error names the first
@@ -793,7 +811,7 @@ pub struct MemLedger {
     availabilities: IdMap<AvailabilityId, Availability>,
     reservations: IdMap<ReservationId, Reservation>,
     /// Enabled availabilities by [`FitKey`] (free_size, id); kept in step by `put`/`take`.
-    by_free_size: std::collections::BTreeMap<FitKey, MatchTerms>,
+    by_free_size: BTreeMap<FitKey, MatchTerms>,
 }
 
 /// `(free_size, id)` in the best-fit order, with the id's first 8 bytes as a big-endian
@@ -808,6 +826,19 @@ impl FitKey {
         head.copy_from_slice(&id.0[..8]);
         FitKey(free_size, u64::from_be_bytes(head), id)
     }
+}
+
+/// Moves the index entry of an enabled availability whose free size changed in place
+/// (from `old_free`) to its current free size; its terms are unchanged.
+fn reindex(index: &mut BTreeMap<FitKey, MatchTerms>, a: &Availability, old_free: u64) {
+    let terms = index
+        .remove(&FitKey::new(old_free, a.id))
+        .unwrap_or(MatchTerms {
+            duration: a.duration,
+            until: a.until,
+            min_price: a.min_price_per_byte_per_second,
+        });
+    index.insert(FitKey::new(a.free_size, a.id), terms);
 }
 
 impl MemLedger {
@@ -958,15 +989,18 @@ impl Ledger for MemLedger {
     ) -> Result<Reservation, LedgerError> {
         let a = self
             .availabilities
-            .get(&availability)
+            .get_mut(&availability)
             .ok_or(LedgerError::NotFound(LedgerItem::Availability(
                 availability,
             )))?;
         if self.reservations.contains_key(&id) {
             return Err(LedgerError::DuplicateId(id.to_string()));
         }
-        let (after, r) = reserve(a, id, ask)?;
-        self.put(after);
+        let old_free = a.free_size;
+        let r = reserve_in_place(a, id, ask)?;
+        if a.enabled {
+            reindex(&mut self.by_free_size, a, old_free);
+        }
         self.reservations.insert(id, r.clone());
         Ok(r)
     }
@@ -1001,14 +1035,26 @@ impl Ledger for MemLedger {
             .ok_or(LedgerError::NotFound(LedgerItem::Reservation(id)))?;
         let a = self
             .availabilities
-            .get(&r.availability_id)
+            .get_mut(&r.availability_id)
             .ok_or(LedgerError::NotFound(LedgerItem::Availability(
                 r.availability_id,
             )))?;
-        let e = end(a, r, returned_collateral);
-        self.reservations.remove(&id);
-        self.put(e.availability.clone());
-        Ok(e)
+        let old_free = a.free_size;
+        let (back, lost) = end_in_place(a, r, returned_collateral);
+        if a.enabled {
+            reindex(&mut self.by_free_size, a, old_free);
+        }
+        let availability = a.clone();
+        let Some(reservation) = self.reservations.remove(&id) else {
+            unreachable!("reservation {id} was found above");
+        };
+        Ok(ReservationEnd {
+            bytes_returned: reservation.slot_size,
+            reservation,
+            availability,
+            collateral_returned: back,
+            collateral_lost: lost,
+        })
     }
 }
 
