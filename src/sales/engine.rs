@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::market::{Ask, MarketEvent, RequestId, RequestState, SlotId, U256};
 
-use super::idhash::{IdMap, IdSet};
+use super::idhash::{IdBuild, IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId};
 use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef};
@@ -144,8 +144,9 @@ pub struct EngineStats {
     pub queue_expired: u64,
     /// Requests refused (slot count out of range, already expired).
     pub requests_refused: u64,
-    /// Sales ended, by final state name.
-    pub ended: HashMap<&'static str, u64>,
+    /// Sales ended, by final state name (hashed with the cheap [`IdBuild`]: the keys are
+    /// the engine's own state names).
+    pub ended: HashMap<&'static str, u64, IdBuild>,
     /// Ledger operations that failed (logged).
     pub ledger_errors: u64,
 }
