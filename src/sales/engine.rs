@@ -428,9 +428,8 @@ impl<L: Ledger> Engine<L> {
     /// The driver's answer to a [`Command::Sale`] output of the slot `slot`.
     pub fn on_reply(&mut self, slot: SlotId, input: Input, now: u64) {
         self.now = now;
-        if self.sales.contains_key(&slot) {
-            // The inbox is empty between calls, so stepping at once keeps the order.
-            self.step(slot, input);
+        // The inbox is empty between calls, so stepping at once keeps the order.
+        if self.step(slot, input) {
             self.run_inbox();
             self.dispatch();
         }
@@ -691,19 +690,21 @@ impl<L: Ledger> Engine<L> {
         }
     }
 
-    /// Feeds one input to the live sale of `id` (if any) and performs its outputs.
-    fn step(&mut self, id: SlotId, input: Input) {
+    /// Feeds one input to the live sale of `id` (if any) and performs its outputs; false
+    /// when `id` has no sale.
+    fn step(&mut self, id: SlotId, input: Input) -> bool {
         let Some(entry) = self.sales.get_mut(&id) else {
-            return;
+            return false;
         };
         let Some(sale) = entry.take() else {
-            return;
+            return true;
         };
         let slot = sale.slot();
         let mut out = std::mem::take(&mut self.scratch);
         *entry = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
         self.apply(slot, &mut out);
         self.scratch = out;
+        true
     }
 
     /// Performs a sale's outputs: ledger and timer work here, the rest to the driver.
