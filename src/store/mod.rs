@@ -298,6 +298,23 @@ fn put_reservation(tx: &Connection, r: &Reservation) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Applies the pure reservation rule to `a` and writes both rows (inside the caller's
+/// transaction).
+fn insert_reservation(
+    tx: &Transaction<'_>,
+    a: &Availability,
+    id: ReservationId,
+    ask: &SlotAsk,
+) -> Result<Reservation, LedgerError> {
+    if get_reservation(tx, id).is_ok() {
+        return Err(LedgerError::DuplicateId(id.to_string()));
+    }
+    let (after, r) = ledger::reserve(a, id, ask)?;
+    put_availability(tx, &after)?;
+    put_reservation(tx, &r)?;
+    Ok(r)
+}
+
 fn get_availability(c: &Connection, id: AvailabilityId) -> Result<Availability, LedgerError> {
     c.prepare_cached(&format!(
         "SELECT {AV_COLS} FROM availabilities WHERE id = ?1"
@@ -724,13 +741,7 @@ impl Ledger for Store {
     ) -> Result<Reservation, LedgerError> {
         self.immediate(|tx| {
             let a = get_availability(tx, availability)?;
-            if get_reservation(tx, id).is_ok() {
-                return Err(LedgerError::DuplicateId(id.to_string()));
-            }
-            let (after, r) = ledger::reserve(&a, id, ask)?;
-            put_availability(tx, &after)?;
-            put_reservation(tx, &r)?;
-            Ok(r)
+            insert_reservation(tx, &a, id, ask)
         })
     }
 
@@ -741,13 +752,7 @@ impl Ledger for Store {
     ) -> Result<Reservation, LedgerError> {
         self.immediate(|tx| {
             let a = best_fit(tx, ask)?.ok_or(LedgerError::NoMatch)?;
-            if get_reservation(tx, id).is_ok() {
-                return Err(LedgerError::DuplicateId(id.to_string()));
-            }
-            let (after, r) = ledger::reserve(&a, id, ask)?;
-            put_availability(tx, &after)?;
-            put_reservation(tx, &r)?;
-            Ok(r)
+            insert_reservation(tx, &a, id, ask)
         })
     }
 
