@@ -162,21 +162,28 @@ pub struct RestoreReport {
     pub ended_reservations: usize,
 }
 
+/// One live sale's entry in the engine.
+struct Live {
+    /// The sale; None only while it is inside [`Sale::on`] (see [`Engine::step`]), so a
+    /// sale is updated in place without leaving the map.
+    sale: Option<Sale>,
+    /// Its pending wake-up (the matching entry of the timer table).
+    wake: Option<u64>,
+    /// Whether it holds a worker.
+    holds_worker: bool,
+}
+
 /// The sales engine. See the module docs.
 pub struct Engine<L: Ledger> {
     cfg: EngineConfig,
     queue: SlotQueue,
-    /// The live sales. An entry is None only while its sale is inside [`Sale::on`] (see
-    /// [`Self::step`]), so a sale is updated in place without leaving the map.
-    /// Keyed by (request, slot index): the keccak slot id is computed only where the chain
-    /// needs it.
-    sales: IdMap<SlotRef, Option<Sale>>,
+    /// The live sales with their wake-up and worker, keyed by (request, slot index): the
+    /// keccak slot id is computed only where the chain needs it.
+    sales: IdMap<SlotRef, Live>,
     /// The slot indexes of each request's live sales.
     by_request: IdMap<RequestId, IdSet<u64>>,
-    workers: IdSet<SlotRef>,
     ledger: L,
     timers: BTreeSet<(u64, TimerKey)>,
-    sale_wakes: IdMap<SlotRef, u64>,
     watches: IdMap<RequestId, u64>,
     commands: VecDeque<Command>,
     inbox: VecDeque<(SlotRef, Input)>,
@@ -202,10 +209,8 @@ impl<L: Ledger> Engine<L> {
             queue,
             sales: IdMap::default(),
             by_request: IdMap::default(),
-            workers: IdSet::default(),
             ledger,
             timers: BTreeSet::new(),
-            sale_wakes: IdMap::default(),
             watches: IdMap::default(),
             commands: VecDeque::new(),
             inbox: VecDeque::new(),
@@ -249,7 +254,7 @@ impl<L: Ledger> Engine<L> {
 
     /// The live sale of a slot.
     pub fn sale(&self, slot: SlotRef) -> Option<&Sale> {
-        self.sales.get(&slot).and_then(Option::as_ref)
+        self.sales.get(&slot).and_then(|l| l.sale.as_ref())
     }
 
     /// Number of live sales.
@@ -258,20 +263,20 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// Approximate bytes one live proving sale costs the engine: its map entry (slot
-    /// reference and the sale), the sale's state data in its own allocation (the reservation
-    /// inline; a malloc chunk: 8 bytes of header, rounded up to 16), its slot index in the
-    /// per-request index, one wake-up in the timer table and in the wake map (hash tables counted at
-    /// their 7/8 load with one control byte per bucket; B-tree entries with 50% slack). The
-    /// request itself is shared by the sales of one request and not counted.
+    /// reference, the sale, its wake-up time and worker flag), the sale's state data in its
+    /// own allocation (the reservation inline; a malloc chunk: 8 bytes of header, rounded up
+    /// to 16), its slot index in the per-request index and one wake-up in the timer table
+    /// (hash tables counted at their 7/8 load with one control byte per bucket; B-tree
+    /// entries with 50% slack). The request itself is shared by the sales of one request and
+    /// not counted.
     pub fn approx_bytes_per_sale() -> usize {
         use std::mem::size_of;
         let hash = |entry: usize| (entry + 1) * 8 / 7;
         let chunk = |size: usize| (size + 8).next_multiple_of(16);
-        hash(size_of::<(SlotRef, Option<Sale>)>())
+        hash(size_of::<(SlotRef, Live)>())
             + chunk(size_of::<super::sale::Proving>())
             + hash(size_of::<u64>())
             + size_of::<(u64, TimerKey)>() * 3 / 2
-            + hash(size_of::<(SlotRef, u64)>())
     }
 
     /// Counters.
@@ -323,7 +328,7 @@ impl<L: Ledger> Engine<L> {
             report.with_reservation += usize::from(reservation.is_some());
             let mut out = std::mem::take(&mut self.scratch);
             let sale = Sale::restore(slot, reservation, &mut out);
-            self.insert_sale(sale);
+            self.insert_sale(sale, false);
             self.apply(slot, &mut out);
             self.scratch = out;
         }
@@ -545,9 +550,11 @@ impl<L: Ledger> Engine<L> {
             }
             match key {
                 TimerKey::Sale(slot) => {
-                    if self.sale_wakes.get(&slot) == Some(&t) {
-                        self.sale_wakes.remove(&slot);
-                        due.push((slot.slot_id(), slot));
+                    if let Some(live) = self.sales.get_mut(&slot) {
+                        if live.wake == Some(t) {
+                            live.wake = None;
+                            due.push((slot.slot_id(), slot));
+                        }
                     }
                 }
                 TimerKey::Watch(rid) => {
@@ -588,12 +595,12 @@ impl<L: Ledger> Engine<L> {
         let mut v: Vec<SaleSummary> = self
             .sales
             .values()
-            .flatten()
-            .map(|s| SaleSummary {
+            .filter_map(|l| Some((l.sale.as_ref()?, l.holds_worker)))
+            .map(|(s, holds_worker)| SaleSummary {
                 slot: s.slot(),
                 state: s.state_name(),
                 reservation: s.reservation().map(|r| r.id),
-                holds_worker: self.workers.contains(&s.slot()),
+                holds_worker,
             })
             .collect();
         v.sort_by_key(|s| (s.slot.request_id, s.slot.slot_index));
@@ -694,8 +701,7 @@ impl<L: Ledger> Engine<L> {
                         self.queue.release_worker();
                         continue;
                     }
-                    self.insert_sale(sale);
-                    self.workers.insert(slot);
+                    self.insert_sale(sale, true);
                     self.apply(slot, &mut out);
                     self.scratch = out;
                     self.run_inbox();
@@ -705,13 +711,20 @@ impl<L: Ledger> Engine<L> {
         }
     }
 
-    fn insert_sale(&mut self, sale: Sale) {
+    fn insert_sale(&mut self, sale: Sale, holds_worker: bool) {
         let slot = sale.slot();
         self.by_request
             .entry(slot.request_id)
             .or_default()
             .insert(slot.slot_index);
-        self.sales.insert(slot, Some(sale));
+        self.sales.insert(
+            slot,
+            Live {
+                sale: Some(sale),
+                wake: None,
+                holds_worker,
+            },
+        );
     }
 
     fn run_inbox(&mut self) {
@@ -726,12 +739,12 @@ impl<L: Ledger> Engine<L> {
         let Some(entry) = self.sales.get_mut(&id) else {
             return false;
         };
-        let Some(sale) = entry.take() else {
+        let Some(sale) = entry.sale.take() else {
             return true;
         };
         let slot = sale.slot();
         let mut out = std::mem::take(&mut self.scratch);
-        *entry = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
+        entry.sale = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
         self.apply(slot, &mut out);
         self.scratch = out;
         true
@@ -771,10 +784,14 @@ impl<L: Ledger> Engine<L> {
                     }
                 }
                 Output::WakeAt(t) => {
-                    if let Some(old) = self.sale_wakes.insert(slot, t) {
-                        self.timers.remove(&(old, TimerKey::Sale(slot)));
+                    // Only a live sale has outputs to apply (a sale that ended in this
+                    // batch wakes no more).
+                    if let Some(live) = self.sales.get_mut(&slot) {
+                        if let Some(old) = live.wake.replace(t) {
+                            self.timers.remove(&(old, TimerKey::Sale(slot)));
+                        }
+                        self.timers.insert((t, TimerKey::Sale(slot)));
                     }
-                    self.timers.insert((t, TimerKey::Sale(slot)));
                 }
                 Output::WatchRequest {
                     request_id,
@@ -789,8 +806,10 @@ impl<L: Ledger> Engine<L> {
                     }
                 }
                 Output::Filled(s) => {
-                    if self.workers.remove(&s) {
-                        self.queue.release_worker();
+                    if let Some(live) = self.sales.get_mut(&s) {
+                        if std::mem::take(&mut live.holds_worker) {
+                            self.queue.release_worker();
+                        }
                     }
                     self.commands.push_back(Command::Sale(s, Output::Filled(s)));
                 }
@@ -835,7 +854,10 @@ impl<L: Ledger> Engine<L> {
     }
 
     fn remove_sale(&mut self, id: SlotRef) {
-        if let Some(sale) = self.sales.remove(&id).flatten() {
+        let Some(live) = self.sales.remove(&id) else {
+            return;
+        };
+        if let Some(sale) = live.sale {
             let rid = sale.slot().request_id;
             if let Some(set) = self.by_request.get_mut(&rid) {
                 set.remove(&id.slot_index);
@@ -844,10 +866,10 @@ impl<L: Ledger> Engine<L> {
                 }
             }
         }
-        if let Some(t) = self.sale_wakes.remove(&id) {
+        if let Some(t) = live.wake {
             self.timers.remove(&(t, TimerKey::Sale(id)));
         }
-        if self.workers.remove(&id) {
+        if live.holds_worker {
             self.queue.release_worker();
         }
     }
