@@ -102,7 +102,7 @@ fn handle(e: &mut Engine<MemLedger>, id: RequestId, req: &Arc<Request>) {
             };
             // Answers for requests other than the current one never happen here: every
             // command is answered before the next event.
-            e.on_reply(slot.slot_id, input, NOW);
+            e.on_reply(slot, input, NOW);
         }
     }
 }

@@ -8,6 +8,7 @@ use codex::market::{Ask, MarketEvent, RequestState, SlotId, SlotState, U256};
 use codex::sales::engine::{Engine, EngineConfig};
 use codex::sales::ledger::{AvailabilityUpdate, Ledger, Limits, MemLedger};
 use codex::sales::queue::PauseReason;
+use codex::sales::sale::SlotRef;
 use sales_driver::{client, engine_config, post, Node, QUOTA};
 use sim::{account, small_ask, HostPolicy, ScriptedHost, Sim, SimConfig};
 
@@ -589,7 +590,7 @@ fn item_122_sale_list_shows_state_names_and_forgets_ended_sales() {
     node.run_blocks(&mut sim, 10);
     let snap = node.engine.sales_snapshot();
     assert!(snap.iter().all(|s| s.state == "SaleProving"));
-    let slot = SlotId::of(id, 0);
+    let slot = SlotRef::new(id, 0);
     assert!(node.engine.sale(slot).is_some());
     let end = sim.pending().request_end(id).unwrap();
     node.run_until(&mut sim, end + 300);
@@ -837,7 +838,7 @@ fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::R
     while let Some(cmd) = e.poll() {
         if let Command::Sale(slot, Output::ReadSlot(_)) = cmd {
             e.on_reply(
-                slot.slot_id,
+                slot,
                 Input::Slot(Ok(SlotView {
                     request: Some(req.clone()),
                     request_state: Some(RequestState::New),
@@ -984,14 +985,12 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
                     now,
                 ),
                 Command::Sale(slot, Output::ReadSlot(_)) => {
-                    e.on_reply(slot.slot_id, Input::Slot(Ok(view(state, host))), now)
+                    e.on_reply(slot, Input::Slot(Ok(view(state, host))), now)
                 }
                 Command::Sale(slot, Output::CanReserve(_)) => {
-                    e.on_reply(slot.slot_id, Input::CanReserve(Ok(true)), now)
+                    e.on_reply(slot, Input::CanReserve(Ok(true)), now)
                 }
-                Command::Sale(slot, Output::Send(_)) => {
-                    e.on_reply(slot.slot_id, Input::Tx(Ok(())), now)
-                }
+                Command::Sale(slot, Output::Send(_)) => e.on_reply(slot, Input::Tx(Ok(())), now),
                 // The download never finishes in this test.
                 Command::Sale(_, Output::Download { .. }) => downloads += 1,
                 _ => {}
@@ -1007,7 +1006,7 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
         now,
     );
     assert_eq!(answer(&mut e, SlotState::Repair, Address::ZERO), 1);
-    let slot = SlotId::of(id, INDEX);
+    let slot = SlotRef::new(id, INDEX);
     assert_eq!(
         e.sale(slot).map(|s| s.state_name()),
         Some("SaleDownloading"),

@@ -74,7 +74,7 @@ pub struct FreedSlotInfo {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Execute a sale's output and answer with [`Engine::on_reply`] for `slot.slot_id`
+    /// Execute a sale's output and answer with [`Engine::on_reply`] for `slot`
     /// (for [`Output::Filled`]: notify the node, no answer).
     Sale(SlotRef, Output),
     /// Delete the data of a slot whose sale ended (no answer).
@@ -92,7 +92,7 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
-    Sale(SlotId),
+    Sale(SlotRef),
     Watch(RequestId),
 }
 
@@ -162,21 +162,33 @@ pub struct RestoreReport {
     pub ended_reservations: usize,
 }
 
+/// One live sale's entry in the engine.
+struct Live {
+    /// The sale; None only while it is inside [`Sale::on`] (see [`Engine::step`]), so a
+    /// sale is updated in place without leaving the map.
+    sale: Option<Sale>,
+    /// Its pending wake-up (the matching entry of the timer table).
+    wake: Option<u64>,
+    /// Whether it holds a worker.
+    holds_worker: bool,
+}
+
 /// The sales engine. See the module docs.
 pub struct Engine<L: Ledger> {
     cfg: EngineConfig,
     queue: SlotQueue,
-    /// The live sales. An entry is None only while its sale is inside [`Sale::on`] (see
-    /// [`Self::step`]), so a sale is updated in place without leaving the map.
-    sales: IdMap<SlotId, Option<Sale>>,
-    by_request: IdMap<RequestId, IdSet<SlotId>>,
-    workers: IdSet<SlotId>,
+    /// The live sales with their wake-up and worker, keyed by (request, slot index): the
+    /// keccak slot id is computed only where the chain needs it.
+    sales: IdMap<SlotRef, Live>,
+    /// The slot indexes of each request's live sales.
+    by_request: IdMap<RequestId, IdSet<u64>>,
     ledger: L,
     timers: BTreeSet<(u64, TimerKey)>,
-    sale_wakes: IdMap<SlotId, u64>,
     watches: IdMap<RequestId, u64>,
     commands: VecDeque<Command>,
-    inbox: VecDeque<(SlotId, Input)>,
+    inbox: VecDeque<(SlotRef, Input)>,
+    /// Sales due at one wake-up time, put in slot id order (see [`Self::on_time`]).
+    due: Vec<(SlotId, SlotRef)>,
     rng: fastrand::Rng,
     now: u64,
     stats: EngineStats,
@@ -197,13 +209,12 @@ impl<L: Ledger> Engine<L> {
             queue,
             sales: IdMap::default(),
             by_request: IdMap::default(),
-            workers: IdSet::default(),
             ledger,
             timers: BTreeSet::new(),
-            sale_wakes: IdMap::default(),
             watches: IdMap::default(),
             commands: VecDeque::new(),
             inbox: VecDeque::new(),
+            due: Vec::new(),
             rng,
             now: 0,
             stats: EngineStats::default(),
@@ -242,8 +253,8 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// The live sale of a slot.
-    pub fn sale(&self, slot: SlotId) -> Option<&Sale> {
-        self.sales.get(&slot).and_then(Option::as_ref)
+    pub fn sale(&self, slot: SlotRef) -> Option<&Sale> {
+        self.sales.get(&slot).and_then(|l| l.sale.as_ref())
     }
 
     /// Number of live sales.
@@ -251,21 +262,21 @@ impl<L: Ledger> Engine<L> {
         self.sales.len()
     }
 
-    /// Approximate bytes one live proving sale costs the engine: its map entry (slot id and
-    /// the sale), the sale's state data in its own allocation (the reservation inline; a
-    /// malloc chunk: 8 bytes of header, rounded up to 16), its entry in the per-request
-    /// index, one wake-up in the timer table and in the wake map (hash tables counted at
-    /// their 7/8 load with one control byte per bucket; B-tree entries with 50% slack). The
-    /// request itself is shared by the sales of one request and not counted.
+    /// Approximate bytes one live proving sale costs the engine: its map entry (slot
+    /// reference, the sale, its wake-up time and worker flag), the sale's state data in its
+    /// own allocation (the reservation inline; a malloc chunk: 8 bytes of header, rounded up
+    /// to 16), its slot index in the per-request index and one wake-up in the timer table
+    /// (hash tables counted at their 7/8 load with one control byte per bucket; B-tree
+    /// entries with 50% slack). The request itself is shared by the sales of one request and
+    /// not counted.
     pub fn approx_bytes_per_sale() -> usize {
         use std::mem::size_of;
         let hash = |entry: usize| (entry + 1) * 8 / 7;
         let chunk = |size: usize| (size + 8).next_multiple_of(16);
-        hash(size_of::<(SlotId, Option<Sale>)>())
+        hash(size_of::<(SlotRef, Live)>())
             + chunk(size_of::<super::sale::Proving>())
-            + hash(size_of::<SlotId>())
+            + hash(size_of::<u64>())
             + size_of::<(u64, TimerKey)>() * 3 / 2
-            + hash(size_of::<(SlotId, u64)>())
     }
 
     /// Counters.
@@ -309,15 +320,15 @@ impl<L: Ledger> Engine<L> {
         let mut report = RestoreReport::default();
         for &(request_id, slot_index) in my_slots {
             let slot = SlotRef::new(request_id, slot_index);
-            if self.sales.contains_key(&slot.slot_id) {
+            if self.sales.contains_key(&slot) {
                 continue;
             }
-            let reservation = reservations.remove(&slot.slot_id);
+            let reservation = reservations.remove(&slot.slot_id());
             report.resumed += 1;
             report.with_reservation += usize::from(reservation.is_some());
             let mut out = std::mem::take(&mut self.scratch);
             let sale = Sale::restore(slot, reservation, &mut out);
-            self.insert_sale(sale);
+            self.insert_sale(sale, false);
             self.apply(slot, &mut out);
             self.scratch = out;
         }
@@ -379,7 +390,10 @@ impl<L: Ledger> Engine<L> {
                 // Any u64 index (§8.8: the reference drops indexes above 65,535): a freed
                 // slot is one queue item, so the 65,535-slot limit of expanding a whole
                 // request does not apply to it.
-                if !self.sales.contains_key(&SlotId::of(request_id, slot_index)) {
+                if !self
+                    .sales
+                    .contains_key(&SlotRef::new(request_id, slot_index))
+                {
                     self.commands.push_back(Command::LookupFreedSlot {
                         request_id,
                         slot_index,
@@ -393,7 +407,7 @@ impl<L: Ledger> Engine<L> {
                 // Every index reaches the queue and the sale (§8.8: the reference drops
                 // indexes above 65,535 without notifying the sale).
                 self.queue.delete(request_id, slot_index);
-                let id = SlotId::of(request_id, slot_index);
+                let id = SlotRef::new(request_id, slot_index);
                 if self.sales.contains_key(&id) {
                     self.inbox.push_back((id, Input::SlotFilled));
                 }
@@ -426,7 +440,7 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// The driver's answer to a [`Command::Sale`] output of the slot `slot`.
-    pub fn on_reply(&mut self, slot: SlotId, input: Input, now: u64) {
+    pub fn on_reply(&mut self, slot: SlotRef, input: Input, now: u64) {
         self.now = now;
         // The inbox is empty between calls, so stepping at once keeps the order.
         if self.step(slot, input) {
@@ -492,7 +506,11 @@ impl<L: Ledger> Engine<L> {
             RequestState::Started => info.ends_at,
             _ => return,
         };
-        if expiry <= now || self.sales.contains_key(&SlotId::of(request_id, slot_index)) {
+        if expiry <= now
+            || self
+                .sales
+                .contains_key(&SlotRef::new(request_id, slot_index))
+        {
             return;
         }
         let item = SlotQueueItem {
@@ -517,16 +535,26 @@ impl<L: Ledger> Engine<L> {
         self.now = now;
         let purged = self.queue.purge_expired(now);
         self.stats.queue_expired += purged.len() as u64;
+        // Sales due at the same time wake in slot id order (the order of the chain's ids, as
+        // when the timers were keyed by them); the ids are computed here, once per wake-up.
+        let mut due = std::mem::take(&mut self.due);
+        let mut due_at = 0;
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
             }
             self.timers.pop_first();
+            if t != due_at {
+                Self::wake_due(&mut due, &mut self.inbox);
+                due_at = t;
+            }
             match key {
-                TimerKey::Sale(id) => {
-                    if self.sale_wakes.get(&id) == Some(&t) {
-                        self.sale_wakes.remove(&id);
-                        self.inbox.push_back((id, Input::Wake));
+                TimerKey::Sale(slot) => {
+                    if let Some(live) = self.sales.get_mut(&slot) {
+                        if live.wake == Some(t) {
+                            live.wake = None;
+                            due.push((slot.slot_id(), slot));
+                        }
                     }
                 }
                 TimerKey::Watch(rid) => {
@@ -536,6 +564,8 @@ impl<L: Ledger> Engine<L> {
                 }
             }
         }
+        Self::wake_due(&mut due, &mut self.inbox);
+        self.due = due;
         self.run_inbox();
         self.dispatch();
     }
@@ -565,12 +595,12 @@ impl<L: Ledger> Engine<L> {
         let mut v: Vec<SaleSummary> = self
             .sales
             .values()
-            .flatten()
-            .map(|s| SaleSummary {
+            .filter_map(|l| Some((l.sale.as_ref()?, l.holds_worker)))
+            .map(|(s, holds_worker)| SaleSummary {
                 slot: s.slot(),
                 state: s.state_name(),
                 reservation: s.reservation().map(|r| r.id),
-                holds_worker: self.workers.contains(&s.slot().slot_id),
+                holds_worker,
             })
             .collect();
         v.sort_by_key(|s| (s.slot.request_id, s.slot.slot_index));
@@ -596,13 +626,13 @@ impl<L: Ledger> Engine<L> {
                 return;
             }
         };
-        // Only a request we already have sales for needs the (keccak) slot id check.
+        // Only a request we already have sales for needs the per-slot check.
         let known = self.by_request.contains_key(&request_id);
         for item in items {
             if !known
                 || !self
                     .sales
-                    .contains_key(&SlotId::of(item.request_id, item.slot_index))
+                    .contains_key(&SlotRef::new(item.request_id, item.slot_index))
             {
                 self.push(item);
             }
@@ -627,10 +657,17 @@ impl<L: Ledger> Engine<L> {
 
     fn broadcast(&mut self, request_id: RequestId, input: Input) {
         if let Some(ids) = self.by_request.get(&request_id) {
-            let mut ids: Vec<SlotId> = ids.iter().copied().collect();
-            ids.sort();
-            for id in ids {
-                self.inbox.push_back((id, input.clone()));
+            // In slot id order (the chain's ids, computed here for this rare event).
+            let mut ids: Vec<(SlotId, SlotRef)> = ids
+                .iter()
+                .map(|&index| {
+                    let slot = SlotRef::new(request_id, index);
+                    (slot.slot_id(), slot)
+                })
+                .collect();
+            ids.sort_unstable();
+            for (_, slot) in ids {
+                self.inbox.push_back((slot, input.clone()));
             }
         }
     }
@@ -658,14 +695,13 @@ impl<L: Ledger> Engine<L> {
                     let mut out = std::mem::take(&mut self.scratch);
                     let sale = Sale::prepare(item, &mut out);
                     let slot = sale.slot();
-                    if known && self.sales.contains_key(&slot.slot_id) {
+                    if known && self.sales.contains_key(&slot) {
                         out.clear();
                         self.scratch = out;
                         self.queue.release_worker();
                         continue;
                     }
-                    self.insert_sale(sale);
-                    self.workers.insert(slot.slot_id);
+                    self.insert_sale(sale, true);
                     self.apply(slot, &mut out);
                     self.scratch = out;
                     self.run_inbox();
@@ -675,13 +711,20 @@ impl<L: Ledger> Engine<L> {
         }
     }
 
-    fn insert_sale(&mut self, sale: Sale) {
+    fn insert_sale(&mut self, sale: Sale, holds_worker: bool) {
         let slot = sale.slot();
         self.by_request
             .entry(slot.request_id)
             .or_default()
-            .insert(slot.slot_id);
-        self.sales.insert(slot.slot_id, Some(sale));
+            .insert(slot.slot_index);
+        self.sales.insert(
+            slot,
+            Live {
+                sale: Some(sale),
+                wake: None,
+                holds_worker,
+            },
+        );
     }
 
     fn run_inbox(&mut self) {
@@ -692,16 +735,16 @@ impl<L: Ledger> Engine<L> {
 
     /// Feeds one input to the live sale of `id` (if any) and performs its outputs; false
     /// when `id` has no sale.
-    fn step(&mut self, id: SlotId, input: Input) -> bool {
+    fn step(&mut self, id: SlotRef, input: Input) -> bool {
         let Some(entry) = self.sales.get_mut(&id) else {
             return false;
         };
-        let Some(sale) = entry.take() else {
+        let Some(sale) = entry.sale.take() else {
             return true;
         };
         let slot = sale.slot();
         let mut out = std::mem::take(&mut self.scratch);
-        *entry = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
+        entry.sale = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
         self.apply(slot, &mut out);
         self.scratch = out;
         true
@@ -732,7 +775,7 @@ impl<L: Ledger> Engine<L> {
                             Err(other) => Err(ReserveFailure::Other(other.to_string())),
                         }
                     };
-                    self.inbox.push_back((slot.slot_id, Input::Reserved(res)));
+                    self.inbox.push_back((slot, Input::Reserved(res)));
                 }
                 Output::RecordDownload { reservation, bytes } => {
                     if let Err(e) = self.ledger.record_download(reservation, bytes) {
@@ -741,10 +784,14 @@ impl<L: Ledger> Engine<L> {
                     }
                 }
                 Output::WakeAt(t) => {
-                    if let Some(old) = self.sale_wakes.insert(slot.slot_id, t) {
-                        self.timers.remove(&(old, TimerKey::Sale(slot.slot_id)));
+                    // Only a live sale has outputs to apply (a sale that ended in this
+                    // batch wakes no more).
+                    if let Some(live) = self.sales.get_mut(&slot) {
+                        if let Some(old) = live.wake.replace(t) {
+                            self.timers.remove(&(old, TimerKey::Sale(slot)));
+                        }
+                        self.timers.insert((t, TimerKey::Sale(slot)));
                     }
-                    self.timers.insert((t, TimerKey::Sale(slot.slot_id)));
                 }
                 Output::WatchRequest {
                     request_id,
@@ -759,8 +806,10 @@ impl<L: Ledger> Engine<L> {
                     }
                 }
                 Output::Filled(s) => {
-                    if self.workers.remove(&s.slot_id) {
-                        self.queue.release_worker();
+                    if let Some(live) = self.sales.get_mut(&s) {
+                        if std::mem::take(&mut live.holds_worker) {
+                            self.queue.release_worker();
+                        }
                     }
                     self.commands.push_back(Command::Sale(s, Output::Filled(s)));
                 }
@@ -783,7 +832,7 @@ impl<L: Ledger> Engine<L> {
                         self.commands.push_back(Command::ReleaseData(ending.slot));
                     }
                     *self.stats.ended.entry(ending.state).or_default() += 1;
-                    self.remove_sale(ending.slot.slot_id);
+                    self.remove_sale(ending.slot);
                     if let Some(item) = ending.requeue {
                         if self.queue.is_running() {
                             self.push(SlotQueueItem {
@@ -798,20 +847,29 @@ impl<L: Ledger> Engine<L> {
         }
     }
 
-    fn remove_sale(&mut self, id: SlotId) {
-        if let Some(sale) = self.sales.remove(&id).flatten() {
+    /// Queues a wake-up for each sale in `due`, in slot id order, and empties it.
+    fn wake_due(due: &mut Vec<(SlotId, SlotRef)>, inbox: &mut VecDeque<(SlotRef, Input)>) {
+        due.sort_unstable();
+        inbox.extend(due.drain(..).map(|(_, slot)| (slot, Input::Wake)));
+    }
+
+    fn remove_sale(&mut self, id: SlotRef) {
+        let Some(live) = self.sales.remove(&id) else {
+            return;
+        };
+        if let Some(sale) = live.sale {
             let rid = sale.slot().request_id;
             if let Some(set) = self.by_request.get_mut(&rid) {
-                set.remove(&id);
+                set.remove(&id.slot_index);
                 if set.is_empty() {
                     self.by_request.remove(&rid);
                 }
             }
         }
-        if let Some(t) = self.sale_wakes.remove(&id) {
+        if let Some(t) = live.wake {
             self.timers.remove(&(t, TimerKey::Sale(id)));
         }
-        if self.workers.remove(&id) {
+        if live.holds_worker {
             self.queue.release_worker();
         }
     }

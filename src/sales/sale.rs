@@ -113,15 +113,15 @@ impl SaleConfig {
     }
 }
 
-/// Which slot a sale is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which slot a sale is about: the request and the slot's index. The engine keys its sales
+/// by it; the on-chain slot id (a keccak) is computed only where a contract call needs it,
+/// with [`SlotRef::slot_id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotRef {
     /// The request.
     pub request_id: RequestId,
     /// The slot index.
     pub slot_index: u64,
-    /// `SlotId::of(request_id, slot_index)`.
-    pub slot_id: SlotId,
 }
 
 impl SlotRef {
@@ -130,8 +130,12 @@ impl SlotRef {
         SlotRef {
             request_id,
             slot_index,
-            slot_id: SlotId::of(request_id, slot_index),
         }
+    }
+
+    /// `SlotId::of(request_id, slot_index)`: the slot's id on chain (one keccak per call).
+    pub fn slot_id(&self) -> SlotId {
+        SlotId::of(self.request_id, self.slot_index)
     }
 }
 

@@ -200,14 +200,14 @@ impl<L: Reopen> Node<L> {
                 } else {
                     let size = self
                         .engine
-                        .sale(slot.slot_id)
+                        .sale(slot)
                         .and_then(|s| s.reservation().map(|r| r.slot_size))
                         .unwrap_or(0);
                     self.engine
-                        .on_reply(slot.slot_id, Input::DownloadProgress(size), now);
+                        .on_reply(slot, Input::DownloadProgress(size), now);
                     Input::Downloaded(Ok(()))
                 };
-                self.engine.on_reply(slot.slot_id, input, now);
+                self.engine.on_reply(slot, input, now);
                 self.pump(sim);
             }
         }
@@ -328,7 +328,7 @@ impl<L: Reopen> Node<L> {
                 self.trace
                     .push(format!("{}:{:?}", slot.slot_index, kind(&out)));
                 if let Some(input) = self.sale_output(sim, slot, out) {
-                    self.engine.on_reply(slot.slot_id, input, now);
+                    self.engine.on_reply(slot, input, now);
                 }
             }
             Command::ReleaseData(slot) => self.released.push(slot),
@@ -370,11 +370,11 @@ impl<L: Reopen> Node<L> {
                 Some(Input::Slot(Ok(SlotView {
                     request,
                     request_state: p.request_state(s.request_id).ok(),
-                    slot_state: p.slot_state(s.slot_id),
+                    slot_state: p.slot_state(s.slot_id()),
                     expires_at: p.request_expiry(s.request_id),
                     ends_at: p.request_end(s.request_id).unwrap_or(0),
-                    host: p.get_host(s.slot_id),
-                    current_collateral: p.current_collateral(s.slot_id),
+                    host: p.get_host(s.slot_id()),
+                    current_collateral: p.current_collateral(s.slot_id()),
                 })))
             }
             Output::ReadProof(s) => {
@@ -383,11 +383,11 @@ impl<L: Reopen> Node<L> {
                 }
                 let p = sim.pending();
                 Some(Input::Proof(Ok(ProofView {
-                    slot_state: p.slot_state(s.slot_id),
-                    pointer: p.get_pointer(s.slot_id),
-                    required: p.is_proof_required(s.slot_id),
-                    will_be_required: p.will_proof_be_required(s.slot_id),
-                    challenge: p.get_challenge(s.slot_id),
+                    slot_state: p.slot_state(s.slot_id()),
+                    pointer: p.get_pointer(s.slot_id()),
+                    required: p.is_proof_required(s.slot_id()),
+                    will_be_required: p.will_proof_be_required(s.slot_id()),
+                    challenge: p.get_challenge(s.slot_id()),
                 })))
             }
             Output::CanReserve(s) => Some(Input::CanReserve(Ok(sim.pending().can_reserve_slot(
@@ -409,12 +409,12 @@ impl<L: Reopen> Node<L> {
                     }
                     Tx::SubmitProof { slot, proof } => {
                         let period = sim.pending().period();
-                        let r = sim.submit_proof(me, slot.slot_id, proof);
+                        let r = sim.submit_proof(me, slot.slot_id(), proof);
                         self.proofs
-                            .push((slot.slot_id, period, proof.is_zero(), r.is_ok()));
+                            .push((slot.slot_id(), period, proof.is_zero(), r.is_ok()));
                         r
                     }
-                    Tx::FreeSlot { slot } => sim.free_slot(me, slot.slot_id),
+                    Tx::FreeSlot { slot } => sim.free_slot(me, slot.slot_id()),
                 };
                 Some(Input::Tx(res.map_err(|e| TxError::Reverted(map_revert(e)))))
             }
