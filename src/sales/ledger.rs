@@ -804,7 +804,14 @@ struct MatchTerms {
 /// the best-fit order — from the first entry with `free_size >= slot_size`, skipping
 /// entries whose duration, price or until cannot match and deciding with [`mismatch`] (so
 /// the first entry it accepts is [`best_fit`]'s answer). Cost: O(log n) plus the entries
-/// skipped, instead of a scan over all n. Availabilities and reservations by id are hash
+/// skipped, instead of a scan over all n.
+///
+/// A reservation that is created and ended again (a slot the chain then refuses) moves its
+/// availability's free size away and back. So that this costs no index updates, at most one
+/// availability may have an index entry at an older free size (`pending`): it is moved only
+/// when another availability's free size changes, or by `put`/`take`, and moving back to the
+/// indexed size clears it. The walk skips that one stale entry and weighs the availability
+/// at its current free size itself, so its answer stays exactly [`best_fit`]'s. Availabilities and reservations by id are hash
 /// maps; the listings sort by id.
 #[derive(Debug, Clone, Default)]
 pub struct MemLedger {
@@ -812,6 +819,9 @@ pub struct MemLedger {
     reservations: IdMap<ReservationId, Reservation>,
     /// Enabled availabilities by [`FitKey`] (free_size, id); kept in step by `put`/`take`.
     by_free_size: BTreeMap<FitKey, MatchTerms>,
+    /// The one enabled availability whose index entry may be at an older free size, with
+    /// that size (see the type's docs).
+    pending: Option<(AvailabilityId, u64)>,
 }
 
 /// `(free_size, id)` in the best-fit order, with the id's first 8 bytes as a big-endian
@@ -847,8 +857,38 @@ impl MemLedger {
         Self::default()
     }
 
+    /// Moves the pending index entry, if any, to its availability's current free size.
+    fn flush(&mut self) {
+        if let Some((id, indexed_free)) = self.pending.take() {
+            if let Some(a) = self.availabilities.get(&id) {
+                if a.enabled && a.free_size != indexed_free {
+                    reindex(&mut self.by_free_size, a, indexed_free);
+                }
+            }
+        }
+    }
+
+    /// The free size of the enabled availability `id` moved in place from `old_free` to
+    /// `new_free`: records it as pending, or settles it (see the type's docs).
+    fn moved(&mut self, id: AvailabilityId, old_free: u64, new_free: u64) {
+        match self.pending {
+            Some((p, indexed_free)) if p == id => {
+                if new_free == indexed_free {
+                    self.pending = None;
+                }
+            }
+            _ => {
+                self.flush();
+                if new_free != old_free {
+                    self.pending = Some((id, old_free));
+                }
+            }
+        }
+    }
+
     /// Stores `a` (new or changed), keeping the matching index in step.
     fn put(&mut self, a: Availability) {
+        self.flush();
         let old = self.availabilities.get_mut(&a.id);
         if let Some(old) = &old {
             if old.enabled {
@@ -876,6 +916,7 @@ impl MemLedger {
 
     /// Removes an availability and its index entry.
     fn take(&mut self, id: AvailabilityId) -> Option<Availability> {
+        self.flush();
         let a = self.availabilities.remove(&id)?;
         if a.enabled {
             self.by_free_size.remove(&FitKey::new(a.free_size, a.id));
@@ -886,11 +927,26 @@ impl MemLedger {
     /// The best fit for `ask` (the same answer as [`best_fit`] over all availabilities),
     /// found through the index.
     pub fn find_best_fit(&self, ask: &SlotAsk) -> Option<&Availability> {
-        self.by_free_size
+        // The availability whose index entry is stale, if any: skipped by the walk and
+        // weighed here at its current free size.
+        let stale = self.pending.and_then(|(id, indexed_free)| {
+            self.availabilities
+                .get(&id)
+                .filter(|a| a.enabled && a.free_size != indexed_free)
+        });
+        let stale_id = stale.map(|a| a.id);
+        let walked = self
+            .by_free_size
             .range(FitKey(ask.slot_size, 0, AvailabilityId::default())..)
+            .filter(|(FitKey(_, _, id), _)| Some(*id) != stale_id)
             .filter(|(_, t)| terms_may_match(t.duration, &t.min_price, t.until, ask))
             .filter_map(|(FitKey(_, _, id), _)| self.availabilities.get(id))
-            .find(|a| mismatch(a, ask).is_none())
+            .find(|a| mismatch(a, ask).is_none());
+        match (walked, stale.filter(|s| mismatch(s, ask).is_none())) {
+            (Some(w), Some(s)) if (s.free_size, s.id) < (w.free_size, w.id) => Some(s),
+            (None, Some(s)) => Some(s),
+            (w, _) => w,
+        }
     }
 
     fn total_except(&self, id: Option<AvailabilityId>) -> u64 {
@@ -998,8 +1054,9 @@ impl Ledger for MemLedger {
         }
         let old_free = a.free_size;
         let r = reserve_in_place(a, id, ask)?;
-        if a.enabled {
-            reindex(&mut self.by_free_size, a, old_free);
+        let (aid, new_free, enabled) = (a.id, a.free_size, a.enabled);
+        if enabled {
+            self.moved(aid, old_free, new_free);
         }
         self.reservations.insert(id, r.clone());
         Ok(r)
@@ -1041,10 +1098,10 @@ impl Ledger for MemLedger {
             )))?;
         let old_free = a.free_size;
         let (back, lost) = end_in_place(a, r, returned_collateral);
-        if a.enabled {
-            reindex(&mut self.by_free_size, a, old_free);
-        }
         let availability = a.clone();
+        if availability.enabled {
+            self.moved(availability.id, old_free, availability.free_size);
+        }
         let Some(reservation) = self.reservations.remove(&id) else {
             unreachable!("reservation {id} was found above");
         };
@@ -1312,6 +1369,44 @@ mod tests {
             "Until parameter must be greater or equal to the longest currently hosted slot"
         ));
         check(&l);
+    }
+
+    #[test]
+    fn indexed_best_fit_follows_reservations_made_and_ended() {
+        // Reservations created and ended in a random order leave at most one index entry
+        // pending; the indexed walk must still give the linear scan's answer throughout.
+        let mut l = MemLedger::new();
+        let mut rng = fastrand::Rng::with_seed(11);
+        for n in 1..=6u8 {
+            let mut av = new_av(rng.u64(200..1_000), 100_000);
+            av.duration = rng.u64(40..120);
+            l.create_availability(aid(n), av, LIM).unwrap();
+        }
+        let mut live: Vec<ReservationId> = Vec::new();
+        for n in 0..400u64 {
+            let mut s = ask(rng.u64(1..300), 1);
+            s.duration = rng.u64(30..130);
+            let all = l.availabilities().unwrap();
+            let linear = best_fit(&all, &s).map(|a| a.id);
+            assert_eq!(l.find_best_fit(&s).map(|a| a.id), linear, "step {n}");
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            if let Ok(r) = l.reserve_matching(ReservationId(id), &s) {
+                live.push(r.id);
+            }
+            if !live.is_empty() && rng.bool() {
+                let r = live.swap_remove(rng.usize(..live.len()));
+                l.end_reservation(r, U256::ZERO).unwrap();
+            }
+            if n % 97 == 0 {
+                let up = AvailabilityUpdate {
+                    enabled: Some(rng.bool()),
+                    ..Default::default()
+                };
+                l.update_availability(aid(rng.u8(1..=6)), up, LIM).unwrap();
+            }
+            check(&l);
+        }
     }
 
     #[test]
