@@ -797,12 +797,9 @@ fn defect_8_4_data_is_released_on_every_ending_after_a_download() {
 }
 
 /// Drives an engine by hand to a sale waiting in SlotReserving for a request still New.
-fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::RequestId, u64) {
-    use codex::sales::engine::Command;
+/// An engine started at `now` over a ledger with one roomy availability (id 0x0101…).
+fn started_engine_with_one_availability(now: u64) -> Engine<MemLedger> {
     use codex::sales::ledger::{AvailabilityId, NewAvailability};
-    use codex::sales::sale::{Input, Output, SlotView};
-    use std::sync::Arc;
-    let now = 1_000_000;
     let mut ledger = MemLedger::new();
     ledger
         .create_availability(
@@ -820,6 +817,15 @@ fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::R
         .unwrap();
     let mut e = Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
     e.start(now);
+    e
+}
+
+fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::RequestId, u64) {
+    use codex::sales::engine::Command;
+    use codex::sales::sale::{Input, Output, SlotView};
+    use std::sync::Arc;
+    let now = 1_000_000;
+    let mut e = started_engine_with_one_availability(now);
     let ask = Ask {
         slots,
         ..small_ask()
@@ -926,28 +932,12 @@ fn defect_8_17_one_expiry_watch_per_request() {
 fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
     use codex::market::Address;
     use codex::sales::engine::{Command, FreedSlotInfo};
-    use codex::sales::ledger::{AvailabilityId, NewAvailability};
+    use codex::sales::ledger::AvailabilityId;
     use codex::sales::sale::{Input, Output, SlotView};
     use std::sync::Arc;
     const INDEX: u64 = 70_000;
     let now = 1_000_000;
-    let mut ledger = MemLedger::new();
-    ledger
-        .create_availability(
-            AvailabilityId([1; 32]),
-            NewAvailability {
-                total_size: 1 << 20,
-                duration: 1 << 20,
-                min_price_per_byte_per_second: U256::from(1u8),
-                total_collateral: U256::from(1u64 << 30),
-                enabled: true,
-                until: 0,
-            },
-            Limits { quota: QUOTA, now },
-        )
-        .unwrap();
-    let mut e = Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
-    e.start(now);
+    let mut e = started_engine_with_one_availability(now);
     let ask = Ask {
         slots: INDEX + 1,
         ..small_ask()

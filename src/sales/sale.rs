@@ -941,6 +941,17 @@ fn end_hosted(
     end(how, h.base.slot, reason, res, None, true, out)
 }
 
+/// Asks the engine to watch the request's expiry while the chain still reports it New
+/// (Preparing and Unknown both start this watch).
+fn watch_while_new(slot: SlotRef, view: &SlotView, out: &mut Vec<Output>) {
+    if view.request_state == Some(RequestState::New) {
+        out.push(Output::WatchRequest {
+            request_id: slot.request_id,
+            expires_at: view.expires_at,
+        });
+    }
+}
+
 fn base_of(slot: SlotRef, view: &SlotView, request: Arc<Request>) -> Base {
     Base {
         slot,
@@ -1001,12 +1012,7 @@ fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output
                     out,
                 );
             }
-            if view.request_state == Some(RequestState::New) {
-                out.push(Output::WatchRequest {
-                    request_id: slot.request_id,
-                    expires_at: view.expires_at,
-                });
-            }
+            watch_while_new(slot, &view, out);
             let ask = &request.ask;
             out.push(Output::Reserve(SlotAsk {
                 request_id: slot.request_id,
@@ -1655,12 +1661,7 @@ fn unknown(
                     out,
                 );
             };
-            if view.request_state == Some(RequestState::New) {
-                out.push(Output::WatchRequest {
-                    request_id: u.slot.request_id,
-                    expires_at: view.expires_at,
-                });
-            }
+            watch_while_new(u.slot, &view, out);
             let hosted = Hosted {
                 base: base_of(u.slot, &view, request),
                 reservation: u.reservation,
