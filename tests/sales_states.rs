@@ -131,7 +131,7 @@ fn slot_reserving() -> Sale {
         preparing(),
         vec![
             Input::Slot(Ok(view(SlotState::Free, Address::ZERO))),
-            Input::Reserved(Ok(reservation())),
+            Input::Reserved(Ok(Box::new(reservation()))),
         ],
         T0,
     )

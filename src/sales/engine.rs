@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use crate::market::{Ask, MarketEvent, RequestId, RequestState, SlotId, U256};
 
 use super::idhash::{IdBuild, IdMap, IdSet};
-use super::ledger::{Ledger, LedgerError, Reservation, ReservationId};
+use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef};
 
@@ -754,7 +754,16 @@ impl<L: Ledger> Engine<L> {
     fn apply(&mut self, slot: SlotRef, out: &mut Vec<Output>) {
         for o in out.drain(..) {
             match o {
-                Output::Reserve(ask) => {
+                Output::Reserve {
+                    request,
+                    valid_until,
+                } => {
+                    let ask = SlotAsk::for_slot(
+                        slot.request_id,
+                        slot.slot_index,
+                        &request.ask,
+                        valid_until,
+                    );
                     let res = if self.no_match.get(&ask.request_id) == Some(&self.ledger_version) {
                         Err(ReserveFailure::NoMatch)
                     } else {
@@ -762,7 +771,7 @@ impl<L: Ledger> Engine<L> {
                         match self.ledger.reserve_matching(id, &ask) {
                             // Creating a reservation only shrinks an availability, so a
                             // request that matched nothing still matches nothing.
-                            Ok(r) => Ok(r),
+                            Ok(r) => Ok(Box::new(r)),
                             Err(
                                 LedgerError::NoMatch
                                 | LedgerError::BytesOutOfBounds { .. }

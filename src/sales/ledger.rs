@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::market::{RequestId, U256};
+use crate::market::{Ask, RequestId, U256};
 
 use super::idhash::IdMap;
 
@@ -126,6 +126,21 @@ pub struct SlotAsk {
     pub collateral_per_byte: U256,
     /// The request's end (unix seconds).
     pub valid_until: u64,
+}
+
+impl SlotAsk {
+    /// What slot `slot_index` of a request with `ask`, ending at `valid_until`, asks.
+    pub fn for_slot(request_id: RequestId, slot_index: u64, ask: &Ask, valid_until: u64) -> Self {
+        SlotAsk {
+            request_id,
+            slot_index,
+            slot_size: ask.slot_size,
+            duration: ask.duration,
+            price_per_byte_per_second: ask.price_per_byte_per_second,
+            collateral_per_byte: ask.collateral_per_byte,
+            valid_until,
+        }
+    }
 }
 
 /// Limits and the clock an operation is checked against.
@@ -822,6 +837,40 @@ pub struct MemLedger {
     /// The one enabled availability whose index entry may be at an older free size, with
     /// that size (see the type's docs).
     pending: Option<(AvailabilityId, u64)>,
+    /// The duration/price staircase of the enabled availabilities (see [`TermsFrontier`]);
+    /// None after their terms changed, until the next match rebuilds it.
+    frontier: Option<TermsFrontier>,
+}
+
+/// The staircase of the enabled availabilities' (duration, minimum price) terms: entries by
+/// duration descending, each with a lower minimum price than every entry before it. A slot
+/// with duration `d` and price `p` can match only if the entries with duration ≥ `d` (a
+/// prefix) end in one whose price is ≤ `p`: one binary search answers for a request that no
+/// availability's terms admit, instead of a walk over all of them. Free size, collateral and
+/// until are left to the walk; the staircase only depends on terms, which change only when
+/// an availability is created, updated or removed.
+#[derive(Debug, Clone, Default)]
+struct TermsFrontier(Vec<(u64, U256)>);
+
+impl TermsFrontier {
+    fn build<'a>(terms: impl Iterator<Item = &'a MatchTerms>) -> TermsFrontier {
+        let mut all: Vec<(u64, U256)> = terms.map(|t| (t.duration, t.min_price)).collect();
+        // Longest first; among equal durations the cheapest first.
+        all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut stairs: Vec<(u64, U256)> = Vec::new();
+        for (duration, price) in all {
+            if stairs.last().is_none_or(|&(_, lowest)| price < lowest) {
+                stairs.push((duration, price));
+            }
+        }
+        TermsFrontier(stairs)
+    }
+
+    /// False when no availability's duration and price admit `ask`.
+    fn admits(&self, ask: &SlotAsk) -> bool {
+        let longer = self.0.partition_point(|&(d, _)| d >= ask.duration);
+        longer > 0 && self.0[longer - 1].1 <= ask.price_per_byte_per_second
+    }
 }
 
 /// `(free_size, id)` in the best-fit order, with the id's first 8 bytes as a big-endian
@@ -889,6 +938,7 @@ impl MemLedger {
     /// Stores `a` (new or changed), keeping the matching index in step.
     fn put(&mut self, a: Availability) {
         self.flush();
+        self.frontier = None;
         let old = self.availabilities.get_mut(&a.id);
         if let Some(old) = &old {
             if old.enabled {
@@ -917,6 +967,7 @@ impl MemLedger {
     /// Removes an availability and its index entry.
     fn take(&mut self, id: AvailabilityId) -> Option<Availability> {
         self.flush();
+        self.frontier = None;
         let a = self.availabilities.remove(&id)?;
         if a.enabled {
             self.by_free_size.remove(&FitKey::new(a.free_size, a.id));
@@ -927,6 +978,9 @@ impl MemLedger {
     /// The best fit for `ask` (the same answer as [`best_fit`] over all availabilities),
     /// found through the index.
     pub fn find_best_fit(&self, ask: &SlotAsk) -> Option<&Availability> {
+        if self.frontier.as_ref().is_some_and(|f| !f.admits(ask)) {
+            return None;
+        }
         // The availability whose index entry is stale, if any: skipped by the walk and
         // weighed here at its current free size.
         let stale = self.pending.and_then(|(id, indexed_free)| {
@@ -938,8 +992,8 @@ impl MemLedger {
         let walked = self
             .by_free_size
             .range(FitKey(ask.slot_size, 0, AvailabilityId::default())..)
-            .filter(|(FitKey(_, _, id), _)| Some(*id) != stale_id)
             .filter(|(_, t)| terms_may_match(t.duration, &t.min_price, t.until, ask))
+            .filter(|(FitKey(_, _, id), _)| stale_id.is_none_or(|s| s != *id))
             .filter_map(|(FitKey(_, _, id), _)| self.availabilities.get(id))
             .find(|a| mismatch(a, ask).is_none());
         match (walked, stale.filter(|s| mismatch(s, ask).is_none())) {
@@ -1067,6 +1121,9 @@ impl Ledger for MemLedger {
         id: ReservationId,
         ask: &SlotAsk,
     ) -> Result<Reservation, LedgerError> {
+        if self.frontier.is_none() {
+            self.frontier = Some(TermsFrontier::build(self.by_free_size.values()));
+        }
         let a = self.find_best_fit(ask).ok_or(LedgerError::NoMatch)?.id;
         self.create_reservation(id, a, ask)
     }
@@ -1380,12 +1437,14 @@ mod tests {
         for n in 1..=6u8 {
             let mut av = new_av(rng.u64(200..1_000), 100_000);
             av.duration = rng.u64(40..120);
+            av.min_price_per_byte_per_second = U256::from(rng.u64(1..6));
             l.create_availability(aid(n), av, LIM).unwrap();
         }
         let mut live: Vec<ReservationId> = Vec::new();
         for n in 0..400u64 {
             let mut s = ask(rng.u64(1..300), 1);
             s.duration = rng.u64(30..130);
+            s.price_per_byte_per_second = U256::from(rng.u64(1..6));
             let all = l.availabilities().unwrap();
             let linear = best_fit(&all, &s).map(|a| a.id);
             assert_eq!(l.find_best_fit(&s).map(|a| a.id), linear, "step {n}");
@@ -1406,6 +1465,30 @@ mod tests {
                 l.update_availability(aid(rng.u8(1..=6)), up, LIM).unwrap();
             }
             check(&l);
+        }
+    }
+
+    #[test]
+    fn terms_frontier_admits_exactly_what_some_terms_admit() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for round in 0..200 {
+            let terms: Vec<MatchTerms> = (0..rng.usize(0..12))
+                .map(|_| MatchTerms {
+                    duration: rng.u64(1..20),
+                    until: 0,
+                    min_price: U256::from(rng.u64(1..20)),
+                })
+                .collect();
+            let f = TermsFrontier::build(terms.iter());
+            for _ in 0..50 {
+                let mut s = ask(1, 0);
+                s.duration = rng.u64(0..22);
+                s.price_per_byte_per_second = U256::from(rng.u64(0..22));
+                let any = terms
+                    .iter()
+                    .any(|t| terms_may_match(t.duration, &t.min_price, t.until, &s));
+                assert_eq!(f.admits(&s), any, "round {round}: {terms:?} {s:?}");
+            }
         }
     }
 

@@ -13,10 +13,14 @@
 //! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
 //! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Three indexed
 //! binary heaps hold node numbers, and every node records its position in each heap, so any
-//! node can be removed from any heap in O(log n):
+//! node can be removed from any heap in O(log n). Each heap entry carries a u64 key that
+//! agrees with its heap's order wherever two keys differ (see [`order_key`]), so most
+//! comparisons are one integer comparison inside the heap array; equal keys fall back to
+//! the full order on the nodes:
 //! - `BEST`: the order above, root = the next item to process;
 //! - `WORST`: the reverse order, root = the item a full queue evicts;
-//! - `EXPIRY`: by expiry ascending, root = the next item to purge.
+//! - `EXPIRY`: by expiry ascending, root = the next item to purge (items with the same
+//!   expiry are purged together, so their order among themselves is left to the heap).
 //!
 //! The items of one request form a doubly-linked list through their nodes (head kept in a
 //! per-request map), so deleting a request costs O(k log n) for its k items.
@@ -96,7 +100,11 @@ impl SlotQueueItem {
         if ask.slots == 0 || ask.slots > MAX_SLOTS_PER_REQUEST {
             return Err(QueueError::SlotsOutOfRange { slots: ask.slots });
         }
-        let mut items: Vec<SlotQueueItem> = (0..ask.slots)
+        // Shuffle the indexes, not the 136-byte items.
+        let mut order: Vec<u64> = (0..ask.slots).collect();
+        rng.shuffle(&mut order);
+        Ok(order
+            .into_iter()
             .map(|slot_index| SlotQueueItem {
                 request_id,
                 slot_index,
@@ -107,9 +115,7 @@ impl SlotQueueItem {
                 expiry,
                 seen: false,
             })
-            .collect();
-        rng.shuffle(&mut items);
-        Ok(items)
+            .collect())
     }
 
     /// The queue order: `Less` means `self` has priority over `other`.
@@ -210,6 +216,32 @@ pub enum Next {
 }
 
 const NONE: u32 = u32::MAX;
+
+/// A heap entry: the node and its ordering key in that heap.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: u64,
+    id: u32,
+}
+
+/// A u64 that never decreases as `p` grows: `p` itself below 2^55, else a float-like
+/// (exponent, 55 leading bits) pair. Below 2^62 for every U256.
+fn coarse(p: &U256) -> u64 {
+    let bits = p.bit_len();
+    if bits <= 55 {
+        return p.as_limbs()[0];
+    }
+    let e = (bits - 55) as u64;
+    let mantissa = (*p >> (bits - 55)).as_limbs()[0];
+    (e << 54) + mantissa
+}
+
+/// The key of an item in the `BEST` heap: seen in the top bit, then profitability
+/// descending (coarsely). Where two keys differ they order as [`cmp_items`] does; the
+/// `WORST` key is its bitwise complement, the `EXPIRY` key the expiry.
+fn order_key(seen: bool, profit: &U256) -> u64 {
+    (u64::from(seen) << 63) | ((1u64 << 62) - 1 - coarse(profit))
+}
 const BEST: usize = 0;
 const WORST: usize = 1;
 const EXPIRY: usize = 2;
@@ -230,7 +262,7 @@ pub struct SlotQueue {
     free: Vec<u32>,
     index: IdMap<(RequestId, u64), u32>,
     by_request: IdMap<RequestId, u32>,
-    heaps: [Vec<u32>; 3],
+    heaps: [Vec<Entry>; 3],
     /// Queued items with the seen flag set.
     seen: usize,
     capacity: usize,
@@ -333,7 +365,7 @@ impl SlotQueue {
     }
     /// The item a worker would get next, without taking it.
     pub fn peek(&self) -> Option<&SlotQueueItem> {
-        self.heaps[BEST].first().map(|&id| &self.node(id).item)
+        self.heaps[BEST].first().map(|e| &self.node(e.id).item)
     }
 
     /// Pushes one item. Refuses duplicates and pushes to a stopped queue. When the queue is
@@ -357,7 +389,7 @@ impl SlotQueue {
         let profit = item.profitability();
         let mut outcome = PushOutcome::Queued;
         if self.len() >= self.capacity {
-            let worst = self.heaps[WORST][0];
+            let worst = self.heaps[WORST][0].id;
             let w = self.node(worst);
             if cmp_items(&item, &profit, &w.item, &w.profit) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
@@ -371,6 +403,7 @@ impl SlotQueue {
     fn insert(&mut self, item: SlotQueueItem, profit: U256) {
         let key = item.key();
         let request_id = item.request_id;
+        let (seen, expiry) = (item.seen, item.expiry);
         self.seen += usize::from(item.seen);
         let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
         let node = Node {
@@ -395,9 +428,10 @@ impl SlotQueue {
         }
         self.by_request.insert(request_id, id);
         self.index.insert(key, id);
-        for h in 0..3 {
+        let best = order_key(seen, &profit);
+        for (h, key) in [(BEST, best), (WORST, !best), (EXPIRY, expiry)] {
             let i = self.heaps[h].len();
-            self.heaps[h].push(id);
+            self.heaps[h].push(Entry { key, id });
             self.node_mut(id).pos[h] = i as u32;
             self.sift_up(h, i);
         }
@@ -405,7 +439,7 @@ impl SlotQueue {
 
     /// Takes the highest-priority item (no worker accounting; see [`Self::next_for_worker`]).
     pub fn pop(&mut self) -> Option<SlotQueueItem> {
-        let id = *self.heaps[BEST].first()?;
+        let id = self.heaps[BEST].first()?.id;
         Some(self.remove_node(id))
     }
 
@@ -422,7 +456,7 @@ impl SlotQueue {
         if self.busy_workers >= self.max_workers {
             return Next::NoWorker;
         }
-        let Some(&id) = self.heaps[BEST].first() else {
+        let Some(&Entry { id, .. }) = self.heaps[BEST].first() else {
             return Next::Empty;
         };
         if self.node(id).item.seen {
@@ -469,8 +503,8 @@ impl SlotQueue {
     /// and returns them. O(k log n).
     pub fn purge_expired(&mut self, now: u64) -> Vec<SlotQueueItem> {
         let mut out = Vec::new();
-        while let Some(&id) = self.heaps[EXPIRY].first() {
-            if self.node(id).item.expiry > now {
+        while let Some(&Entry { key: expiry, id }) = self.heaps[EXPIRY].first() {
+            if expiry > now {
                 break;
             }
             out.push(self.remove_node(id));
@@ -480,9 +514,7 @@ impl SlotQueue {
 
     /// The earliest expiry of a queued item (when [`Self::purge_expired`] has work next).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.heaps[EXPIRY]
-            .first()
-            .map(|&id| self.node(id).item.expiry)
+        self.heaps[EXPIRY].first().map(|e| e.key)
     }
 
     /// Marks every item unseen and rebuilds the priority heaps. O(n), O(1) when no item is
@@ -494,6 +526,12 @@ impl SlotQueue {
         self.seen = 0;
         for node in self.nodes.iter_mut().flatten() {
             node.item.seen = false;
+        }
+        for e in &mut self.heaps[BEST] {
+            e.key &= !(1 << 63);
+        }
+        for e in &mut self.heaps[WORST] {
+            e.key |= 1 << 63;
         }
         for h in [BEST, WORST] {
             let n = self.heaps[h].len();
@@ -518,7 +556,11 @@ impl SlotQueue {
         // hashbrown: one control byte per bucket plus the entry; buckets ≈ capacity × 8/7.
         let idx = self.index.capacity() * 8 / 7 * (size_of::<((RequestId, u64), u32)>() + 1);
         let req = self.by_request.capacity() * 8 / 7 * (size_of::<(RequestId, u32)>() + 1);
-        let heaps: usize = self.heaps.iter().map(|h| h.capacity() * 4).sum();
+        let heaps: usize = self
+            .heaps
+            .iter()
+            .map(|h| h.capacity() * size_of::<Entry>())
+            .sum();
         slab + idx + req + heaps
     }
 
@@ -538,11 +580,17 @@ impl SlotQueue {
             if self.heaps[h].len() != live {
                 return Err(format!("heap {h} has {} entries", self.heaps[h].len()));
             }
-            for (i, &id) in self.heaps[h].iter().enumerate() {
-                if self.node(id).pos[h] as usize != i {
+            for (i, &e) in self.heaps[h].iter().enumerate() {
+                let n = self.node(e.id);
+                if n.pos[h] as usize != i {
                     return Err(format!("heap {h} position {i} mismatch"));
                 }
-                if i > 0 && self.less(h, id, self.heaps[h][(i - 1) / 2]) {
+                let best = order_key(n.item.seen, &n.profit);
+                let want = [best, !best, n.item.expiry][h];
+                if e.key != want {
+                    return Err(format!("heap {h} key at {i} is stale"));
+                }
+                if i > 0 && self.less(h, e, self.heaps[h][(i - 1) / 2]) {
                     return Err(format!("heap {h} order violated at {i}"));
                 }
             }
@@ -618,39 +666,42 @@ impl SlotQueue {
         node.item
     }
 
-    fn less(&self, h: usize, a: u32, b: u32) -> bool {
-        let (x, y) = (self.node(a), self.node(b));
+    /// Heap order: the keys where they differ, else the full order on the nodes.
+    fn less(&self, h: usize, a: Entry, b: Entry) -> bool {
+        // Items that expire at the same time are purged together: their order is free.
+        if a.key != b.key || h == EXPIRY {
+            return a.key < b.key;
+        }
+        let (x, y) = (self.node(a.id), self.node(b.id));
         match h {
             BEST => cmp_items(&x.item, &x.profit, &y.item, &y.profit) == Ordering::Less,
             WORST => cmp_items(&x.item, &x.profit, &y.item, &y.profit) == Ordering::Greater,
-            _ => (x.item.expiry, x.item.request_id, x.item.slot_index)
-                .cmp(&(y.item.expiry, y.item.request_id, y.item.slot_index))
-                .is_lt(),
+            _ => false,
         }
     }
 
-    fn set(&mut self, h: usize, i: usize, id: u32) {
-        self.heaps[h][i] = id;
-        self.node_mut(id).pos[h] = i as u32;
+    fn set(&mut self, h: usize, i: usize, e: Entry) {
+        self.heaps[h][i] = e;
+        self.node_mut(e.id).pos[h] = i as u32;
     }
 
     fn sift_up(&mut self, h: usize, mut i: usize) {
-        let id = self.heaps[h][i];
+        let e = self.heaps[h][i];
         while i > 0 {
             let parent = (i - 1) / 2;
-            let pid = self.heaps[h][parent];
-            if !self.less(h, id, pid) {
+            let p = self.heaps[h][parent];
+            if !self.less(h, e, p) {
                 break;
             }
-            self.set(h, i, pid);
+            self.set(h, i, p);
             i = parent;
         }
-        self.set(h, i, id);
+        self.set(h, i, e);
     }
 
     fn sift_down(&mut self, h: usize, mut i: usize) {
         let n = self.heaps[h].len();
-        let id = self.heaps[h][i];
+        let e = self.heaps[h][i];
         loop {
             let l = 2 * i + 1;
             if l >= n {
@@ -662,14 +713,14 @@ impl SlotQueue {
             } else {
                 l
             };
-            let cid = self.heaps[h][c];
-            if !self.less(h, cid, id) {
+            let ce = self.heaps[h][c];
+            if !self.less(h, ce, e) {
                 break;
             }
-            self.set(h, i, cid);
+            self.set(h, i, ce);
             i = c;
         }
-        self.set(h, i, id);
+        self.set(h, i, e);
     }
 
     /// Removes heap entry `i`: the last entry takes its place and moves up or down as needed
@@ -682,7 +733,7 @@ impl SlotQueue {
         if i < self.heaps[h].len() {
             self.set(h, i, last);
             self.sift_up(h, i);
-            let i = self.node(last).pos[h] as usize;
+            let i = self.node(last.id).pos[h] as usize;
             self.sift_down(h, i);
         }
     }
@@ -702,6 +753,36 @@ mod tests {
             collateral: U256::from(coll),
             expiry,
             seen: false,
+        }
+    }
+
+    #[test]
+    fn coarse_profit_never_decreases_and_keys_agree_with_the_order() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut values: Vec<U256> = vec![U256::ZERO, U256::MAX];
+        for bits in [1usize, 54, 55, 56, 57, 63, 64, 65, 128, 200, 255, 256] {
+            let top = U256::from(1u8) << (bits - 1);
+            values.extend([top - U256::from(1u8), top, top + U256::from(1u8)]);
+        }
+        for _ in 0..2_000 {
+            let limbs = [rng.u64(..), rng.u64(..), rng.u64(..), rng.u64(..)];
+            values.push(U256::from_limbs(limbs) >> rng.usize(0..256));
+        }
+        values.sort();
+        for w in values.windows(2) {
+            assert!(coarse(&w[0]) <= coarse(&w[1]), "{} {}", w[0], w[1]);
+            assert!(coarse(&w[1]) < 1 << 62);
+        }
+        for _ in 0..2_000 {
+            let a = values[rng.usize(..values.len())];
+            let b = values[rng.usize(..values.len())];
+            let (sa, sb) = (rng.bool(), rng.bool());
+            let (ka, kb) = (order_key(sa, &a), order_key(sb, &b));
+            if ka != kb {
+                // Lower key = higher priority: unseen first, then more profit.
+                let want = sa.cmp(&sb).then(b.cmp(&a));
+                assert_eq!(ka.cmp(&kb), want, "{sa} {a} / {sb} {b}");
+            }
         }
     }
 

@@ -58,7 +58,7 @@ use crate::market::{
     Address, Groth16Proof, Request, RequestId, RequestState, SlotId, SlotState, B256, U256,
 };
 
-use super::ledger::{Reservation, ReservationId, SlotAsk};
+use super::ledger::{Reservation, ReservationId};
 use super::queue::SlotQueueItem;
 
 /// Settings every sale reads.
@@ -293,8 +293,15 @@ pub enum Output {
     CanReserve(SlotRef),
     /// Send a transaction and wait for one confirmation → [`Input::Tx`].
     Send(Tx),
-    /// Reserve bytes and collateral in the ledger (engine) → [`Input::Reserved`].
-    Reserve(SlotAsk),
+    /// Reserve bytes and collateral in the ledger (engine) → [`Input::Reserved`]; the engine
+    /// builds the [`SlotAsk`](super::ledger::SlotAsk) from the slot, the request's ask and `valid_until` (so that an
+    /// output stays small to move).
+    Reserve {
+        /// The request.
+        request: Arc<Request>,
+        /// The request's end (requestEnd as read).
+        valid_until: u64,
+    },
     /// Download the slot's data; progress → [`Input::DownloadProgress`], end →
     /// [`Input::Downloaded`].
     Download {
@@ -359,8 +366,9 @@ pub enum Input {
     CanReserve(Result<bool, ChainError>),
     /// Answer to [`Output::Send`].
     Tx(Result<(), TxError>),
-    /// Answer to [`Output::Reserve`].
-    Reserved(Result<Reservation, ReserveFailure>),
+    /// Answer to [`Output::Reserve`] (the reservation boxed, so that an input stays small
+    /// to move).
+    Reserved(Result<Box<Reservation>, ReserveFailure>),
     /// Bytes stored by the running download.
     DownloadProgress(u64),
     /// The download finished.
@@ -1013,16 +1021,10 @@ fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output
                 );
             }
             watch_while_new(slot, &view, out);
-            let ask = &request.ask;
-            out.push(Output::Reserve(SlotAsk {
-                request_id: slot.request_id,
-                slot_index: slot.slot_index,
-                slot_size: ask.slot_size,
-                duration: ask.duration,
-                price_per_byte_per_second: ask.price_per_byte_per_second,
-                collateral_per_byte: ask.collateral_per_byte,
+            out.push(Output::Reserve {
+                request: request.clone(),
                 valid_until: view.ends_at,
-            }));
+            });
             let repairing = view.slot_state == SlotState::Repair;
             let base = base_of(slot, &view, request);
             p.step = PrepStep::Reserving { base, repairing };
@@ -1034,7 +1036,7 @@ fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output
                 Sale::SlotReserving(Box::new(SlotReserving {
                     held: Reserved {
                         base,
-                        reservation,
+                        reservation: *reservation,
                         repairing,
                     },
                     sent: false,
