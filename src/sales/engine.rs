@@ -162,6 +162,76 @@ pub struct RestoreReport {
     pub ended_reservations: usize,
 }
 
+/// The slot indexes of one request's live sales: a few inline (a host rarely holds many
+/// slots of one request at a time), a hash set beyond that.
+#[derive(Debug)]
+enum SlotSet {
+    Few { len: u8, slots: [u64; 4] },
+    Many(IdSet<u64>),
+}
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet::Few {
+            len: 0,
+            slots: [0; 4],
+        }
+    }
+}
+
+impl SlotSet {
+    fn insert(&mut self, slot: u64) {
+        match self {
+            SlotSet::Few { len, slots } => {
+                let n = usize::from(*len);
+                if slots[..n].contains(&slot) {
+                    return;
+                }
+                if n < slots.len() {
+                    slots[n] = slot;
+                    *len += 1;
+                } else {
+                    let mut set: IdSet<u64> = slots.iter().copied().collect();
+                    set.insert(slot);
+                    *self = SlotSet::Many(set);
+                }
+            }
+            SlotSet::Many(set) => {
+                set.insert(slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: u64) {
+        match self {
+            SlotSet::Few { len, slots } => {
+                let n = usize::from(*len);
+                if let Some(i) = slots[..n].iter().position(|&s| s == slot) {
+                    slots.copy_within(i + 1..n, i);
+                    *len -= 1;
+                }
+            }
+            SlotSet::Many(set) => {
+                set.remove(&slot);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            SlotSet::Few { len, .. } => *len == 0,
+            SlotSet::Many(set) => set.is_empty(),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<u64> {
+        match self {
+            SlotSet::Few { len, slots } => slots[..usize::from(*len)].to_vec(),
+            SlotSet::Many(set) => set.iter().copied().collect(),
+        }
+    }
+}
+
 /// One live sale's entry in the engine.
 struct Live {
     /// The sale; None only while it is inside [`Sale::on`] (see [`Engine::step`]), so a
@@ -181,7 +251,7 @@ pub struct Engine<L: Ledger> {
     /// keccak slot id is computed only where the chain needs it.
     sales: IdMap<SlotRef, Live>,
     /// The slot indexes of each request's live sales.
-    by_request: IdMap<RequestId, IdSet<u64>>,
+    by_request: IdMap<RequestId, SlotSet>,
     ledger: L,
     timers: BTreeSet<(u64, TimerKey)>,
     watches: IdMap<RequestId, u64>,
@@ -265,17 +335,17 @@ impl<L: Ledger> Engine<L> {
     /// Approximate bytes one live proving sale costs the engine: its map entry (slot
     /// reference, the sale, its wake-up time and worker flag), the sale's state data in its
     /// own allocation (the reservation inline; a malloc chunk: 8 bytes of header, rounded up
-    /// to 16), its slot index in the per-request index and one wake-up in the timer table
-    /// (hash tables counted at their 7/8 load with one control byte per bucket; B-tree
-    /// entries with 50% slack). The request itself is shared by the sales of one request and
-    /// not counted.
+    /// to 16), its request's entry in the per-request index (counted whole, as when the host
+    /// holds one slot of each request) and one wake-up in the timer table (hash tables
+    /// counted at their 7/8 load with one control byte per bucket; B-tree entries with 50%
+    /// slack). The request itself is shared by the sales of one request and not counted.
     pub fn approx_bytes_per_sale() -> usize {
         use std::mem::size_of;
         let hash = |entry: usize| (entry + 1) * 8 / 7;
         let chunk = |size: usize| (size + 8).next_multiple_of(16);
         hash(size_of::<(SlotRef, Live)>())
             + chunk(size_of::<super::sale::Proving>())
-            + hash(size_of::<u64>())
+            + hash(size_of::<(RequestId, SlotSet)>())
             + size_of::<(u64, TimerKey)>() * 3 / 2
     }
 
@@ -659,8 +729,9 @@ impl<L: Ledger> Engine<L> {
         if let Some(ids) = self.by_request.get(&request_id) {
             // In slot id order (the chain's ids, computed here for this rare event).
             let mut ids: Vec<(SlotId, SlotRef)> = ids
-                .iter()
-                .map(|&index| {
+                .to_vec()
+                .into_iter()
+                .map(|index| {
                     let slot = SlotRef::new(request_id, index);
                     (slot.slot_id(), slot)
                 })
@@ -869,7 +940,7 @@ impl<L: Ledger> Engine<L> {
         if let Some(sale) = live.sale {
             let rid = sale.slot().request_id;
             if let Some(set) = self.by_request.get_mut(&rid) {
-                set.remove(&id.slot_index);
+                set.remove(id.slot_index);
                 if set.is_empty() {
                     self.by_request.remove(&rid);
                 }
@@ -880,6 +951,34 @@ impl<L: Ledger> Engine<L> {
         }
         if live.holds_worker {
             self.queue.release_worker();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotSet;
+
+    #[test]
+    fn slot_set_spills_from_inline_to_a_set_and_back_to_empty() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..200 {
+            let mut set = SlotSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            for _ in 0..rng.usize(0..40) {
+                let slot = rng.u64(0..12);
+                if rng.bool() {
+                    set.insert(slot);
+                    model.insert(slot);
+                } else {
+                    set.remove(slot);
+                    model.remove(&slot);
+                }
+                let mut got = set.to_vec();
+                got.sort_unstable();
+                assert_eq!(got, model.iter().copied().collect::<Vec<_>>());
+                assert_eq!(set.is_empty(), model.is_empty());
+            }
         }
     }
 }

@@ -11,23 +11,28 @@
 //!
 //! # Structure
 //! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
-//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Three indexed
-//! binary heaps hold node numbers, and every node records its position in each heap, so any
-//! node can be removed from any heap in O(log n). Each heap entry carries a u64 key that
-//! agrees with its heap's order wherever two keys differ (see [`order_key`]), so most
-//! comparisons are one integer comparison inside the heap array; equal keys fall back to
-//! the full order on the nodes:
+//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Two indexed
+//! binary heaps hold node numbers, and every node records its position in each, so any node
+//! can be removed from either in O(log n). Each heap entry carries a u64 key that agrees
+//! with its heap's order wherever two keys differ (see [`order_key`]), so most comparisons
+//! are one integer comparison inside the heap array; equal keys fall back to the full order
+//! on the nodes:
 //! - `BEST`: the order above, root = the next item to process;
-//! - `WORST`: the reverse order, root = the item a full queue evicts;
-//! - `EXPIRY`: by expiry ascending, root = the next item to purge (items with the same
-//!   expiry are purged together, so their order among themselves is left to the heap).
+//! - `WORST`: the reverse order, root = the item a full queue evicts.
+//!
+//! Expiry only needs its minimum, so it is a plain heap of `(expiry, node, generation)`
+//! with lazy deletion: an item leaving the queue leaves its entry behind, recognised as
+//! stale because the node is gone or holds a newer generation. Stale entries are dropped
+//! whenever they reach the root (so the root is always live) and the heap is rebuilt from
+//! the live nodes when stale entries outnumber them.
 //!
 //! The items of one request form a doubly-linked list through their nodes (head kept in a
 //! per-request map), so deleting a request costs O(k log n) for its k items.
 //!
 //! Invariants (checked by [`SlotQueue::validate`] in tests): every heap satisfies its order,
-//! every node's recorded positions point back at it, the position map and the request lists
-//! cover exactly the live nodes, and `len() <= capacity()`.
+//! every node's recorded positions point back at it, every live node has exactly one live
+//! expiry entry and the expiry root is live, the position map and the request lists cover
+//! exactly the live nodes, and `len() <= capacity()`.
 //!
 //! Differences from the reference (§8.5–§8.8): duplicate checks, deletes and finding a
 //! request's items are not linear scans; a full queue evicts the lowest-priority item (or
@@ -36,7 +41,8 @@
 //!
 //! Pure: `now` and the random generator are parameters.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::fmt;
 
 use crate::market::{Ask, RequestId, U256};
@@ -238,19 +244,18 @@ fn coarse(p: &U256) -> u64 {
 
 /// The key of an item in the `BEST` heap: seen in the top bit, then profitability
 /// descending (coarsely). Where two keys differ they order as [`cmp_items`] does; the
-/// `WORST` key is its bitwise complement, the `EXPIRY` key the expiry.
+/// `WORST` key is its bitwise complement.
 fn order_key(seen: bool, profit: &U256) -> u64 {
     (u64::from(seen) << 63) | ((1u64 << 62) - 1 - coarse(profit))
 }
 const BEST: usize = 0;
 const WORST: usize = 1;
-const EXPIRY: usize = 2;
 
 #[derive(Debug, Clone)]
 struct Node {
     item: SlotQueueItem,
     profit: U256,
-    pos: [u32; 3],
+    pos: [u32; 2],
     prev: u32,
     next: u32,
 }
@@ -262,7 +267,11 @@ pub struct SlotQueue {
     free: Vec<u32>,
     index: IdMap<(RequestId, u64), u32>,
     by_request: IdMap<RequestId, u32>,
-    heaps: [Vec<Entry>; 3],
+    heaps: [Vec<Entry>; 2],
+    /// `(expiry, node, generation)`, smallest first, with lazy deletion (see the module docs).
+    expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// The generation of each slab slot, bumped whenever an item is put in it.
+    generations: Vec<u32>,
     /// Queued items with the seen flag set.
     seen: usize,
     capacity: usize,
@@ -300,7 +309,9 @@ impl SlotQueue {
             free: Vec::new(),
             index: IdMap::default(),
             by_request: IdMap::default(),
-            heaps: [Vec::new(), Vec::new(), Vec::new()],
+            heaps: [Vec::new(), Vec::new()],
+            expiries: BinaryHeap::new(),
+            generations: Vec::new(),
             seen: 0,
             capacity,
             max_workers,
@@ -409,7 +420,7 @@ impl SlotQueue {
         let node = Node {
             item,
             profit,
-            pos: [NONE; 3],
+            pos: [NONE; 2],
             prev: NONE,
             next: head,
         };
@@ -429,7 +440,13 @@ impl SlotQueue {
         self.by_request.insert(request_id, id);
         self.index.insert(key, id);
         let best = order_key(seen, &profit);
-        for (h, key) in [(BEST, best), (WORST, !best), (EXPIRY, expiry)] {
+        if self.generations.len() <= id as usize {
+            self.generations.resize(id as usize + 1, 0);
+        }
+        let generation = self.generations[id as usize].wrapping_add(1);
+        self.generations[id as usize] = generation;
+        self.expiries.push(Reverse((expiry, id, generation)));
+        for (h, key) in [(BEST, best), (WORST, !best)] {
             let i = self.heaps[h].len();
             self.heaps[h].push(Entry { key, id });
             self.node_mut(id).pos[h] = i as u32;
@@ -503,7 +520,8 @@ impl SlotQueue {
     /// and returns them. O(k log n).
     pub fn purge_expired(&mut self, now: u64) -> Vec<SlotQueueItem> {
         let mut out = Vec::new();
-        while let Some(&Entry { key: expiry, id }) = self.heaps[EXPIRY].first() {
+        // The root is always live (see the module docs).
+        while let Some(&Reverse((expiry, id, _))) = self.expiries.peek() {
             if expiry > now {
                 break;
             }
@@ -514,7 +532,7 @@ impl SlotQueue {
 
     /// The earliest expiry of a queued item (when [`Self::purge_expired`] has work next).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.heaps[EXPIRY].first().map(|e| e.key)
+        self.expiries.peek().map(|Reverse((expiry, _, _))| *expiry)
     }
 
     /// Marks every item unseen and rebuilds the priority heaps. O(n), O(1) when no item is
@@ -560,7 +578,9 @@ impl SlotQueue {
             .heaps
             .iter()
             .map(|h| h.capacity() * size_of::<Entry>())
-            .sum();
+            .sum::<usize>()
+            + self.expiries.capacity() * size_of::<Reverse<(u64, u32, u32)>>()
+            + self.generations.capacity() * 4;
         slab + idx + req + heaps
     }
 
@@ -576,7 +596,7 @@ impl SlotQueue {
         if live > self.capacity {
             return Err(format!("{live} items exceed capacity {}", self.capacity));
         }
-        for h in 0..3 {
+        for h in [BEST, WORST] {
             if self.heaps[h].len() != live {
                 return Err(format!("heap {h} has {} entries", self.heaps[h].len()));
             }
@@ -586,13 +606,30 @@ impl SlotQueue {
                     return Err(format!("heap {h} position {i} mismatch"));
                 }
                 let best = order_key(n.item.seen, &n.profit);
-                let want = [best, !best, n.item.expiry][h];
+                let want = [best, !best][h];
                 if e.key != want {
                     return Err(format!("heap {h} key at {i} is stale"));
                 }
                 if i > 0 && self.less(h, e, self.heaps[h][(i - 1) / 2]) {
                     return Err(format!("heap {h} order violated at {i}"));
                 }
+            }
+        }
+        let mut expiry_entries = 0;
+        for Reverse((expiry, id, generation)) in self.expiries.iter() {
+            if self.expiry_entry_live(*id, *generation) {
+                expiry_entries += 1;
+                if self.node(*id).item.expiry != *expiry {
+                    return Err(format!("expiry entry of node {id} is wrong"));
+                }
+            }
+        }
+        if expiry_entries != live {
+            return Err(format!("{expiry_entries} live expiry entries for {live} items"));
+        }
+        if let Some(Reverse((_, id, generation))) = self.expiries.peek() {
+            if !self.expiry_entry_live(*id, *generation) {
+                return Err("the expiry root is stale".into());
             }
         }
         let mut listed = 0;
@@ -642,7 +679,7 @@ impl SlotQueue {
     }
 
     fn remove_node(&mut self, id: u32) -> SlotQueueItem {
-        for h in 0..3 {
+        for h in [BEST, WORST] {
             let i = self.node(id).pos[h] as usize;
             self.heap_remove(h, i);
         }
@@ -663,20 +700,50 @@ impl SlotQueue {
             self.node_mut(node.next).prev = node.prev;
         }
         self.index.remove(&node.item.key());
+        self.drop_stale_expiries();
         node.item
+    }
+
+    fn expiry_entry_live(&self, id: u32, generation: u32) -> bool {
+        self.nodes.get(id as usize).is_some_and(Option::is_some)
+            && self.generations[id as usize] == generation
+    }
+
+    /// Keeps the expiry root live, and the stale entries fewer than the live ones (plus a
+    /// little slack, so that small queues do not rebuild all the time).
+    fn drop_stale_expiries(&mut self) {
+        if self.expiries.len() > 2 * self.index.len() + 32 {
+            let live: Vec<Reverse<(u64, u32, u32)>> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(id, n)| {
+                    let n = n.as_ref()?;
+                    Some(Reverse((n.item.expiry, id as u32, self.generations[id])))
+                })
+                .collect();
+            self.expiries = BinaryHeap::from(live);
+            return;
+        }
+        while let Some(&Reverse((_, id, generation))) = self.expiries.peek() {
+            if self.expiry_entry_live(id, generation) {
+                break;
+            }
+            self.expiries.pop();
+        }
     }
 
     /// Heap order: the keys where they differ, else the full order on the nodes.
     fn less(&self, h: usize, a: Entry, b: Entry) -> bool {
-        // Items that expire at the same time are purged together: their order is free.
-        if a.key != b.key || h == EXPIRY {
+        if a.key != b.key {
             return a.key < b.key;
         }
         let (x, y) = (self.node(a.id), self.node(b.id));
-        match h {
-            BEST => cmp_items(&x.item, &x.profit, &y.item, &y.profit) == Ordering::Less,
-            WORST => cmp_items(&x.item, &x.profit, &y.item, &y.profit) == Ordering::Greater,
-            _ => false,
+        let order = cmp_items(&x.item, &x.profit, &y.item, &y.profit);
+        if h == BEST {
+            order == Ordering::Less
+        } else {
+            order == Ordering::Greater
         }
     }
 
