@@ -11,14 +11,18 @@
 //!
 //! # Structure
 //! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
-//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Two indexed
-//! binary heaps hold node numbers, and every node records its position in each, so any node
-//! can be removed from either in O(log n). Each heap entry carries a u64 key that agrees
-//! with its heap's order wherever two keys differ (see [`order_key`]), so most comparisons
-//! are one integer comparison inside the heap array; equal keys fall back to the full order
-//! on the nodes:
-//! - `BEST`: the order above, root = the next item to process;
-//! - `WORST`: the reverse order, root = the item a full queue evicts.
+//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Indexed binary
+//! heaps hold node numbers, and every node records its position in its heaps, so any node
+//! can be removed in O(log n). Each heap entry carries a u64 key that agrees with its heap's
+//! order wherever two keys differ (see [`order_key`]), so most comparisons are one integer
+//! comparison inside the heap array; equal keys fall back to the full order on the nodes.
+//! Since rule 1 puts every unseen item before every seen one, unseen and seen items have
+//! heaps of their own (a new item then climbs only past the few unseen ones, not past a
+//! queue full of seen items), each pair with:
+//! - `BEST`: the order above, root = the next item to process (the unseen root, else the
+//!   seen root);
+//! - `WORST`: the reverse order, root = the item a full queue evicts (the seen root, else
+//!   the unseen root).
 //!
 //! Expiry only needs its minimum, so it is a plain heap of `(expiry, node, generation)`
 //! with lazy deletion: an item leaving the queue leaves its entry behind, recognised as
@@ -250,6 +254,10 @@ fn order_key(seen: bool, profit: &U256) -> u64 {
 }
 const BEST: usize = 0;
 const WORST: usize = 1;
+/// The heap of kind `BEST` or `WORST` for unseen (`seen == false`) or seen items.
+const fn heap(kind: usize, seen: bool) -> usize {
+    2 * seen as usize + kind
+}
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -267,7 +275,8 @@ pub struct SlotQueue {
     free: Vec<u32>,
     index: IdMap<(RequestId, u64), u32>,
     by_request: IdMap<RequestId, u32>,
-    heaps: [Vec<Entry>; 2],
+    /// `[BEST, WORST]` of the unseen items, then of the seen items (see [`heap`]).
+    heaps: [Vec<Entry>; 4],
     /// `(expiry, node, generation)`, smallest first, with lazy deletion (see the module docs).
     expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// The generation of each slab slot, bumped whenever an item is put in it.
@@ -309,7 +318,7 @@ impl SlotQueue {
             free: Vec::new(),
             index: IdMap::default(),
             by_request: IdMap::default(),
-            heaps: [Vec::new(), Vec::new()],
+            heaps: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
             expiries: BinaryHeap::new(),
             generations: Vec::new(),
             seen: 0,
@@ -376,7 +385,8 @@ impl SlotQueue {
     }
     /// The item a worker would get next, without taking it.
     pub fn peek(&self) -> Option<&SlotQueueItem> {
-        self.heaps[BEST].first().map(|e| &self.node(e.id).item)
+        let e = self.best_entry()?;
+        Some(&self.node(e.id).item)
     }
 
     /// Pushes one item. Refuses duplicates and pushes to a stopped queue. When the queue is
@@ -400,7 +410,10 @@ impl SlotQueue {
         let profit = item.profitability();
         let mut outcome = PushOutcome::Queued;
         if self.len() >= self.capacity {
-            let worst = self.heaps[WORST][0].id;
+            let worst = match self.heaps[heap(WORST, true)].first() {
+                Some(e) => e.id,
+                None => self.heaps[heap(WORST, false)][0].id,
+            };
             let w = self.node(worst);
             if cmp_items(&item, &profit, &w.item, &w.profit) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
@@ -446,17 +459,18 @@ impl SlotQueue {
         let generation = self.generations[id as usize].wrapping_add(1);
         self.generations[id as usize] = generation;
         self.expiries.push(Reverse((expiry, id, generation)));
-        for (h, key) in [(BEST, best), (WORST, !best)] {
+        for (kind, key) in [(BEST, best), (WORST, !best)] {
+            let h = heap(kind, seen);
             let i = self.heaps[h].len();
             self.heaps[h].push(Entry { key, id });
-            self.node_mut(id).pos[h] = i as u32;
+            self.node_mut(id).pos[kind] = i as u32;
             self.sift_up(h, i);
         }
     }
 
     /// Takes the highest-priority item (no worker accounting; see [`Self::next_for_worker`]).
     pub fn pop(&mut self) -> Option<SlotQueueItem> {
-        let id = self.heaps[BEST].first()?.id;
+        let id = self.best_entry()?.id;
         Some(self.remove_node(id))
     }
 
@@ -473,13 +487,13 @@ impl SlotQueue {
         if self.busy_workers >= self.max_workers {
             return Next::NoWorker;
         }
-        let Some(&Entry { id, .. }) = self.heaps[BEST].first() else {
-            return Next::Empty;
-        };
-        if self.node(id).item.seen {
+        let Some(&Entry { id, .. }) = self.heaps[heap(BEST, false)].first() else {
+            if self.heaps[heap(BEST, true)].is_empty() {
+                return Next::Empty;
+            }
             self.paused = Some(PauseReason::OnlySeenItems);
             return Next::Paused(PauseReason::OnlySeenItems);
-        }
+        };
         self.busy_workers += 1;
         Next::Item(self.remove_node(id))
     }
@@ -535,8 +549,8 @@ impl SlotQueue {
         self.expiries.peek().map(|Reverse((expiry, _, _))| *expiry)
     }
 
-    /// Marks every item unseen and rebuilds the priority heaps. O(n), O(1) when no item is
-    /// seen (the heaps are already in order then).
+    /// Marks every item unseen, moving the seen heaps' entries into the unseen heaps and
+    /// rebuilding those. O(n), O(1) when no item is seen.
     pub fn clear_seen_flags(&mut self) {
         if self.seen == 0 {
             return;
@@ -545,13 +559,22 @@ impl SlotQueue {
         for node in self.nodes.iter_mut().flatten() {
             node.item.seen = false;
         }
-        for e in &mut self.heaps[BEST] {
-            e.key &= !(1 << 63);
-        }
-        for e in &mut self.heaps[WORST] {
-            e.key |= 1 << 63;
-        }
-        for h in [BEST, WORST] {
+        for kind in [BEST, WORST] {
+            let moved = std::mem::take(&mut self.heaps[heap(kind, true)]);
+            let h = heap(kind, false);
+            self.heaps[h].extend(moved.into_iter().map(|e| Entry {
+                // The seen bit is the top bit of the BEST key, so the WORST key's inverse.
+                key: if kind == BEST {
+                    e.key & !(1 << 63)
+                } else {
+                    e.key | 1 << 63
+                },
+                id: e.id,
+            }));
+            for i in 0..self.heaps[h].len() {
+                let e = self.heaps[h][i];
+                self.set(h, i, e);
+            }
             let n = self.heaps[h].len();
             for i in (0..n / 2).rev() {
                 self.sift_down(h, i);
@@ -596,17 +619,28 @@ impl SlotQueue {
         if live > self.capacity {
             return Err(format!("{live} items exceed capacity {}", self.capacity));
         }
-        for h in [BEST, WORST] {
-            if self.heaps[h].len() != live {
-                return Err(format!("heap {h} has {} entries", self.heaps[h].len()));
+        for kind in [BEST, WORST] {
+            let (unseen, seen) = (
+                self.heaps[heap(kind, false)].len(),
+                self.heaps[heap(kind, true)].len(),
+            );
+            if unseen + seen != live || seen != self.seen {
+                return Err(format!(
+                    "heaps of kind {kind} hold {unseen} unseen and {seen} seen entries"
+                ));
             }
+        }
+        for h in 0..4 {
             for (i, &e) in self.heaps[h].iter().enumerate() {
                 let n = self.node(e.id);
-                if n.pos[h] as usize != i {
+                if heap(h & 1, n.item.seen) != h {
+                    return Err(format!("heap {h} holds an item of the wrong seen flag"));
+                }
+                if n.pos[h & 1] as usize != i {
                     return Err(format!("heap {h} position {i} mismatch"));
                 }
                 let best = order_key(n.item.seen, &n.profit);
-                let want = [best, !best][h];
+                let want = [best, !best][h & 1];
                 if e.key != want {
                     return Err(format!("heap {h} key at {i} is stale"));
                 }
@@ -625,7 +659,9 @@ impl SlotQueue {
             }
         }
         if expiry_entries != live {
-            return Err(format!("{expiry_entries} live expiry entries for {live} items"));
+            return Err(format!(
+                "{expiry_entries} live expiry entries for {live} items"
+            ));
         }
         if let Some(Reverse((_, id, generation))) = self.expiries.peek() {
             if !self.expiry_entry_live(*id, *generation) {
@@ -679,9 +715,12 @@ impl SlotQueue {
     }
 
     fn remove_node(&mut self, id: u32) -> SlotQueueItem {
-        for h in [BEST, WORST] {
-            let i = self.node(id).pos[h] as usize;
-            self.heap_remove(h, i);
+        let (pos, seen) = {
+            let n = self.node(id);
+            (n.pos, n.item.seen)
+        };
+        for kind in [BEST, WORST] {
+            self.heap_remove(heap(kind, seen), pos[kind] as usize);
         }
         let node = match self.nodes[id as usize].take() {
             Some(n) => n,
@@ -702,6 +741,14 @@ impl SlotQueue {
         self.index.remove(&node.item.key());
         self.drop_stale_expiries();
         node.item
+    }
+
+    /// The root of the BEST order: the best unseen item, else the best seen one.
+    fn best_entry(&self) -> Option<Entry> {
+        self.heaps[heap(BEST, false)]
+            .first()
+            .or_else(|| self.heaps[heap(BEST, true)].first())
+            .copied()
     }
 
     fn expiry_entry_live(&self, id: u32, generation: u32) -> bool {
@@ -739,8 +786,19 @@ impl SlotQueue {
             return a.key < b.key;
         }
         let (x, y) = (self.node(a.id), self.node(b.id));
-        let order = cmp_items(&x.item, &x.profit, &y.item, &y.profit);
-        if h == BEST {
+        // Equal keys mostly mean two slots of one request, equal in every field before the
+        // slot index: four equality tests decide that faster than the ordered comparison.
+        let order = if x.item.request_id == y.item.request_id
+            && x.item.expiry == y.item.expiry
+            && x.item.collateral == y.item.collateral
+            && x.profit == y.profit
+            && x.item.seen == y.item.seen
+        {
+            x.item.slot_index.cmp(&y.item.slot_index)
+        } else {
+            cmp_items(&x.item, &x.profit, &y.item, &y.profit)
+        };
+        if h & 1 == BEST {
             order == Ordering::Less
         } else {
             order == Ordering::Greater
@@ -749,7 +807,7 @@ impl SlotQueue {
 
     fn set(&mut self, h: usize, i: usize, e: Entry) {
         self.heaps[h][i] = e;
-        self.node_mut(e.id).pos[h] = i as u32;
+        self.node_mut(e.id).pos[h & 1] = i as u32;
     }
 
     fn sift_up(&mut self, h: usize, mut i: usize) {
@@ -800,7 +858,7 @@ impl SlotQueue {
         if i < self.heaps[h].len() {
             self.set(h, i, last);
             self.sift_up(h, i);
-            let i = self.node(last.id).pos[h] as usize;
+            let i = self.node(last.id).pos[h & 1] as usize;
             self.sift_down(h, i);
         }
     }
