@@ -312,7 +312,7 @@ fn p99_and_memory() {
     );
     let q = ours(n);
     println!(
-        "queue memory: {} bytes per queued item at 10^6 items (slab, position map, request heads, 3 heaps)",
+        "queue memory: {} bytes per queued item at 10^6 items (slab, position map, request heads, heaps)",
         q.approx_bytes() / q.len()
     );
 }
