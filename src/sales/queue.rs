@@ -28,7 +28,7 @@
 //! with lazy deletion: an item leaving the queue leaves its entry behind, recognised as
 //! stale because the node is gone or holds a newer generation. Stale entries are dropped
 //! whenever they reach the root (so the root is always live) and the heap is rebuilt from
-//! the live nodes when stale entries outnumber them.
+//! the live nodes when stale entries outnumber them by more than 32.
 //!
 //! The items of one request form a doubly-linked list through their nodes (head kept in a
 //! per-request map), so deleting a request costs O(k log n) for its k items.
