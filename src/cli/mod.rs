@@ -2,7 +2,7 @@
 //! over the library.
 //!
 //! Adding a subcommand: write `src/cli/<name>.rs` with its argh struct (`#[argh(subcommand,
-//! name = "...")]`) and `impl Run for ThatStruct`, then add one line to [`commands!`]
+//! name = "...")]`) and `impl Run for ThatStruct`, then add one line to `commands!`
 //! below. Groups (`availability`, `reservation`) are a directory with the same pattern.
 //!
 //! Exit codes ([`exit`]): 0 success, 1 runtime failure (the environment: files, database,

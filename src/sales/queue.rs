@@ -14,7 +14,7 @@
 //! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Indexed binary
 //! heaps hold node numbers, and every node records its position in its heaps, so any node
 //! can be removed in O(log n). Each heap entry carries a u64 key that agrees with its heap's
-//! order wherever two keys differ (see [`order_key`]), so most comparisons are one integer
+//! order wherever two keys differ (see `order_key`), so most comparisons are one integer
 //! comparison inside the heap array; equal keys fall back to the full order on the nodes.
 //! Since rule 1 puts every unseen item before every seen one, unseen and seen items have
 //! heaps of their own (a new item then climbs only past the few unseen ones, not past a
