@@ -246,11 +246,11 @@ fn coarse(p: &U256) -> u64 {
     (e << 54) + mantissa
 }
 
-/// The key of an item in the `BEST` heap: seen in the top bit, then profitability
-/// descending (coarsely). Where two keys differ they order as [`cmp_items`] does; the
-/// `WORST` key is its bitwise complement.
-fn order_key(seen: bool, profit: &U256) -> u64 {
-    (u64::from(seen) << 63) | ((1u64 << 62) - 1 - coarse(profit))
+/// The key of an item in a `BEST` heap: profitability descending, coarsely (a heap holds
+/// only unseen or only seen items, so rule 1 needs no bit). Where two keys of one heap
+/// differ they order as [`cmp_items`] does; the `WORST` key is its bitwise complement.
+fn order_key(profit: &U256) -> u64 {
+    (1u64 << 62) - 1 - coarse(profit)
 }
 const BEST: usize = 0;
 const WORST: usize = 1;
@@ -452,7 +452,7 @@ impl SlotQueue {
         }
         self.by_request.insert(request_id, id);
         self.index.insert(key, id);
-        let best = order_key(seen, &profit);
+        let best = order_key(&profit);
         if self.generations.len() <= id as usize {
             self.generations.resize(id as usize + 1, 0);
         }
@@ -562,15 +562,7 @@ impl SlotQueue {
         for kind in [BEST, WORST] {
             let moved = std::mem::take(&mut self.heaps[heap(kind, true)]);
             let h = heap(kind, false);
-            self.heaps[h].extend(moved.into_iter().map(|e| Entry {
-                // The seen bit is the top bit of the BEST key, so the WORST key's inverse.
-                key: if kind == BEST {
-                    e.key & !(1 << 63)
-                } else {
-                    e.key | 1 << 63
-                },
-                id: e.id,
-            }));
+            self.heaps[h].extend(moved);
             for i in 0..self.heaps[h].len() {
                 let e = self.heaps[h][i];
                 self.set(h, i, e);
@@ -639,7 +631,7 @@ impl SlotQueue {
                 if n.pos[h & 1] as usize != i {
                     return Err(format!("heap {h} position {i} mismatch"));
                 }
-                let best = order_key(n.item.seen, &n.profit);
+                let best = order_key(&n.profit);
                 let want = [best, !best][h & 1];
                 if e.key != want {
                     return Err(format!("heap {h} key at {i} is stale"));
@@ -901,12 +893,10 @@ mod tests {
         for _ in 0..2_000 {
             let a = values[rng.usize(..values.len())];
             let b = values[rng.usize(..values.len())];
-            let (sa, sb) = (rng.bool(), rng.bool());
-            let (ka, kb) = (order_key(sa, &a), order_key(sb, &b));
+            let (ka, kb) = (order_key(&a), order_key(&b));
             if ka != kb {
-                // Lower key = higher priority: unseen first, then more profit.
-                let want = sa.cmp(&sb).then(b.cmp(&a));
-                assert_eq!(ka.cmp(&kb), want, "{sa} {a} / {sb} {b}");
+                // Lower key = higher priority: more profit.
+                assert_eq!(ka.cmp(&kb), b.cmp(&a), "{a} / {b}");
             }
         }
     }
