@@ -4,6 +4,10 @@
 //! so the reservation ends again), and the memory of a proving sale.
 //! Run: `cargo bench --bench engine`.
 
+// The allocator the node links (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,6 +4,10 @@
 //! p99 latency of a push at 10^6 items (per-op timings in a custom loop) and the memory per
 //! queued item. Run: `cargo bench --bench queue`.
 
+// The allocator the node links (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cmp::Ordering;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -6,15 +6,21 @@
 //! Driving it (sans-IO): feed each input with the chain time `now` (the latest block's
 //! timestamp), drain [`Engine::poll`] until it returns None, execute the commands, and call
 //! [`Engine::on_time`] when [`Engine::next_deadline`] has passed (typically on each new
-//! block). Timers are data: one table of `(time, key)` entries; proving sales wake at the
-//! same period boundary, so one block fires them all and no sale has a loop of its own.
+//! block). Timers are data: one min-heap of `(time, key)` entries; proving sales wake at the
+//! same period boundary, so one block fires them all and no sale has a loop of its own. A
+//! timer that is no longer wanted (a sale ended or re-armed its wake-up, a watch ended) is
+//! left in the heap and recognised when it comes up: a sale's entry counts only while it
+//! is the sale's recorded wake-up, a watch's only while the request is watched. Stale
+//! entries are dropped whenever they reach the root (so [`Engine::next_deadline`] is exact)
+//! and the heap is rebuilt from the live entries when stale ones outnumber them.
 //!
 //! Invariants: a slot has at most one sale; a sale holds a worker from Preparing until it
 //! is filled or ends; every ending ends its reservation in the ledger with the collateral the
 //! sale says comes back (see the table in [`super::sale`]); the queue never holds an item for
 //! a slot that has a live sale when the item was pushed.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use crate::market::{Ask, MarketEvent, RequestId, RequestState, SlotId, U256};
 
@@ -253,7 +259,8 @@ pub struct Engine<L: Ledger> {
     /// The slot indexes of each request's live sales.
     by_request: IdMap<RequestId, SlotSet>,
     ledger: L,
-    timers: BTreeSet<(u64, TimerKey)>,
+    /// `(time, key)`, earliest first, with lazy deletion (see the module docs).
+    timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
     watches: IdMap<RequestId, u64>,
     commands: VecDeque<Command>,
     inbox: VecDeque<(SlotRef, Input)>,
@@ -280,7 +287,7 @@ impl<L: Ledger> Engine<L> {
             sales: IdMap::default(),
             by_request: IdMap::default(),
             ledger,
-            timers: BTreeSet::new(),
+            timers: BinaryHeap::new(),
             watches: IdMap::default(),
             commands: VecDeque::new(),
             inbox: VecDeque::new(),
@@ -336,9 +343,9 @@ impl<L: Ledger> Engine<L> {
     /// reference, the sale, its wake-up time and worker flag), the sale's state data in its
     /// own allocation (the reservation inline; a malloc chunk: 8 bytes of header, rounded up
     /// to 16), its request's entry in the per-request index (counted whole, as when the host
-    /// holds one slot of each request) and one wake-up in the timer table (hash tables
-    /// counted at their 7/8 load with one control byte per bucket; B-tree entries with 50%
-    /// slack). The request itself is shared by the sales of one request and not counted.
+    /// holds one slot of each request) and one wake-up in the timer heap (hash tables
+    /// counted at their 7/8 load with one control byte per bucket; the heap's vector with
+    /// 50% growth slack). The request itself is shared by the sales of one request and not counted.
     pub fn approx_bytes_per_sale() -> usize {
         use std::mem::size_of;
         let hash = |entry: usize| (entry + 1) * 8 / 7;
@@ -362,7 +369,7 @@ impl<L: Ledger> Engine<L> {
     /// The earliest time [`Self::on_time`] has work (a sale's wake-up, a request watch, or a
     /// queue item's expiry).
     pub fn next_deadline(&self) -> Option<u64> {
-        let t = self.timers.first().map(|(t, _)| *t);
+        let t = self.timers.peek().map(|Reverse((t, _))| *t);
         let q = self.queue.next_expiry();
         match (t, q) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -543,7 +550,8 @@ impl<L: Ledger> Engine<L> {
             }
             // The chain lags local time, or the read failed: ask again at the next block.
             Ok(Some(RequestState::New)) | Err(_) => {
-                self.timers.insert((now + 1, TimerKey::Watch(request_id)));
+                self.timers
+                    .push(Reverse((now + 1, TimerKey::Watch(request_id))));
             }
             Ok(Some(RequestState::Started | RequestState::Finished)) | Ok(None) => {
                 self.unwatch(request_id);
@@ -609,11 +617,16 @@ impl<L: Ledger> Engine<L> {
         // when the timers were keyed by them); the ids are computed here, once per wake-up.
         let mut due = std::mem::take(&mut self.due);
         let mut due_at = 0;
-        while let Some(&(t, key)) = self.timers.first() {
+        let mut last = None;
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
             if t > now {
                 break;
             }
-            self.timers.pop_first();
+            self.timers.pop();
+            // Equal entries come out one after the other: the first one fires.
+            if last.replace((t, key)) == Some((t, key)) {
+                continue;
+            }
             if t != due_at {
                 Self::wake_due(&mut due, &mut self.inbox);
                 due_at = t;
@@ -636,6 +649,7 @@ impl<L: Ledger> Engine<L> {
         }
         Self::wake_due(&mut due, &mut self.inbox);
         self.due = due;
+        self.settle_timers();
         self.run_inbox();
         self.dispatch();
     }
@@ -744,9 +758,39 @@ impl<L: Ledger> Engine<L> {
     }
 
     fn unwatch(&mut self, request_id: RequestId) {
-        if let Some(exp) = self.watches.remove(&request_id) {
-            self.timers
-                .remove(&(exp.saturating_add(1), TimerKey::Watch(request_id)));
+        if self.watches.remove(&request_id).is_some() {
+            self.settle_timers();
+        }
+    }
+
+    /// Whether a timer entry is still wanted (see the module docs).
+    fn timer_live(
+        sales: &IdMap<SlotRef, Live>,
+        watches: &IdMap<RequestId, u64>,
+        t: u64,
+        key: &TimerKey,
+    ) -> bool {
+        match key {
+            TimerKey::Sale(slot) => sales.get(slot).is_some_and(|l| l.wake == Some(t)),
+            TimerKey::Watch(rid) => watches.contains_key(rid),
+        }
+    }
+
+    /// Drops stale timer entries from the root, and rebuilds the heap from its live entries
+    /// when the stale ones outnumber them (plus slack, so small tables do not rebuild often).
+    fn settle_timers(&mut self) {
+        let (sales, watches) = (&self.sales, &self.watches);
+        if self.timers.len() > 2 * (sales.len() + watches.len()) + 64 {
+            let mut live = std::mem::take(&mut self.timers).into_vec();
+            live.retain(|Reverse((t, key))| Self::timer_live(sales, watches, *t, key));
+            self.timers = BinaryHeap::from(live);
+            return;
+        }
+        while let Some(Reverse((t, key))) = self.timers.peek() {
+            if Self::timer_live(sales, watches, *t, key) {
+                break;
+            }
+            self.timers.pop();
         }
     }
 
@@ -867,10 +911,11 @@ impl<L: Ledger> Engine<L> {
                     // Only a live sale has outputs to apply (a sale that ended in this
                     // batch wakes no more).
                     if let Some(live) = self.sales.get_mut(&slot) {
-                        if let Some(old) = live.wake.replace(t) {
-                            self.timers.remove(&(old, TimerKey::Sale(slot)));
+                        let old = live.wake.replace(t);
+                        self.timers.push(Reverse((t, TimerKey::Sale(slot))));
+                        if old.is_some_and(|o| o != t) {
+                            self.settle_timers();
                         }
-                        self.timers.insert((t, TimerKey::Sale(slot)));
                     }
                 }
                 Output::WatchRequest {
@@ -881,8 +926,10 @@ impl<L: Ledger> Engine<L> {
                         self.watches.entry(request_id)
                     {
                         e.insert(expires_at);
-                        self.timers
-                            .insert((expires_at.saturating_add(1), TimerKey::Watch(request_id)));
+                        self.timers.push(Reverse((
+                            expires_at.saturating_add(1),
+                            TimerKey::Watch(request_id),
+                        )));
                     }
                 }
                 Output::Filled(s) => {
@@ -946,8 +993,8 @@ impl<L: Ledger> Engine<L> {
                 }
             }
         }
-        if let Some(t) = live.wake {
-            self.timers.remove(&(t, TimerKey::Sale(id)));
+        if live.wake.is_some() {
+            self.settle_timers();
         }
         if live.holds_worker {
             self.queue.release_worker();

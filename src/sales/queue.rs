@@ -24,6 +24,12 @@
 //! - `WORST`: the reverse order, root = the item a full queue evicts (the seen root, else
 //!   the unseen root).
 //!
+//! Only an eviction reads a `WORST` heap, so each is built (O(n), from its `BEST` heap) on
+//! the first eviction that needs it and then kept in step until its part of the queue
+//! empties. A host whose workers keep up never fills its queue with unseen items and so
+//! never pays for their `WORST` heap; a rebuild costs no more than the pushes since that
+//! part was last empty.
+//!
 //! Expiry only needs its minimum, so it is a plain heap of `(expiry, node, generation)`
 //! with lazy deletion: an item leaving the queue leaves its entry behind, recognised as
 //! stale because the node is gone or holds a newer generation. Stale entries are dropped
@@ -34,6 +40,7 @@
 //! per-request map), so deleting a request costs O(k log n) for its k items.
 //!
 //! Invariants (checked by [`SlotQueue::validate`] in tests): every heap satisfies its order,
+//! a kept `WORST` heap holds exactly the entries of its `BEST` heap and one not kept is empty,
 //! every node's recorded positions point back at it, every live node has exactly one live
 //! expiry entry and the expiry root is live, the position map and the request lists cover
 //! exactly the live nodes, and `len() <= capacity()`.
@@ -86,10 +93,19 @@ pub struct SlotQueueItem {
 
 impl SlotQueueItem {
     /// Profitability: `duration × pricePerBytePerSecond × slotSize` (the slot's total payout).
+    /// Saturates at `U256::MAX`.
     pub fn profitability(&self) -> U256 {
+        // size × duration always fits 128 bits; with a price below 2^64 the whole product
+        // usually does too, and one u128 multiply replaces two 256-bit ones.
+        let byte_seconds = u128::from(self.slot_size) * u128::from(self.duration);
+        let price = self.price_per_byte_per_second.as_limbs();
+        if price[1..] == [0, 0, 0] {
+            if let Some(p) = byte_seconds.checked_mul(u128::from(price[0])) {
+                return U256::from(p);
+            }
+        }
         self.price_per_byte_per_second
-            .saturating_mul(U256::from(self.slot_size))
-            .saturating_mul(U256::from(self.duration))
+            .saturating_mul(U256::from(byte_seconds))
     }
 
     /// The item's identity.
@@ -277,6 +293,9 @@ pub struct SlotQueue {
     by_request: IdMap<RequestId, u32>,
     /// `[BEST, WORST]` of the unseen items, then of the seen items (see [`heap`]).
     heaps: [Vec<Entry>; 4],
+    /// Whether the `WORST` heap of the unseen (`[0]`) and seen (`[1]`) items is kept; when
+    /// not, it is empty and built on the next eviction that needs it (see the module docs).
+    worst_kept: [bool; 2],
     /// `(expiry, node, generation)`, smallest first, with lazy deletion (see the module docs).
     expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// The generation of each slab slot, bumped whenever an item is put in it.
@@ -319,6 +338,7 @@ impl SlotQueue {
             index: IdMap::default(),
             by_request: IdMap::default(),
             heaps: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
+            worst_kept: [false; 2],
             expiries: BinaryHeap::new(),
             generations: Vec::new(),
             seen: 0,
@@ -410,10 +430,10 @@ impl SlotQueue {
         let profit = item.profitability();
         let mut outcome = PushOutcome::Queued;
         if self.len() >= self.capacity {
-            let worst = match self.heaps[heap(WORST, true)].first() {
-                Some(e) => e.id,
-                None => self.heaps[heap(WORST, false)][0].id,
-            };
+            // Rule 1: the worst item is the worst seen one while any is queued.
+            let seen = self.seen > 0;
+            self.keep_worst(seen);
+            let worst = self.heaps[heap(WORST, seen)][0].id;
             let w = self.node(worst);
             if cmp_items(&item, &profit, &w.item, &w.profit) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
@@ -460,11 +480,44 @@ impl SlotQueue {
         self.generations[id as usize] = generation;
         self.expiries.push(Reverse((expiry, id, generation)));
         for (kind, key) in [(BEST, best), (WORST, !best)] {
+            if kind == WORST && !self.worst_kept[usize::from(seen)] {
+                continue;
+            }
             let h = heap(kind, seen);
             let i = self.heaps[h].len();
             self.heaps[h].push(Entry { key, id });
             self.node_mut(id).pos[kind] = i as u32;
             self.sift_up(h, i);
+        }
+    }
+
+    /// Builds the `WORST` heap of the unseen or seen items from their `BEST` heap, unless it
+    /// is kept already; from then on it is kept until that part of the queue empties.
+    fn keep_worst(&mut self, seen: bool) {
+        if std::mem::replace(&mut self.worst_kept[usize::from(seen)], true) {
+            return;
+        }
+        let h = heap(WORST, seen);
+        let entries: Vec<Entry> = self.heaps[heap(BEST, seen)]
+            .iter()
+            .map(|e| Entry {
+                key: !e.key,
+                id: e.id,
+            })
+            .collect();
+        self.heaps[h] = entries;
+        self.heapify(h);
+    }
+
+    /// Records every entry's position in heap `h` and restores its order. O(n).
+    fn heapify(&mut self, h: usize) {
+        for i in 0..self.heaps[h].len() {
+            let e = self.heaps[h][i];
+            self.set(h, i, e);
+        }
+        let n = self.heaps[h].len();
+        for i in (0..n / 2).rev() {
+            self.sift_down(h, i);
         }
     }
 
@@ -559,19 +612,14 @@ impl SlotQueue {
         for node in self.nodes.iter_mut().flatten() {
             node.item.seen = false;
         }
-        for kind in [BEST, WORST] {
-            let moved = std::mem::take(&mut self.heaps[heap(kind, true)]);
-            let h = heap(kind, false);
-            self.heaps[h].extend(moved);
-            for i in 0..self.heaps[h].len() {
-                let e = self.heaps[h][i];
-                self.set(h, i, e);
-            }
-            let n = self.heaps[h].len();
-            for i in (0..n / 2).rev() {
-                self.sift_down(h, i);
-            }
+        let moved = std::mem::take(&mut self.heaps[heap(BEST, true)]);
+        self.heaps[heap(BEST, false)].extend(moved);
+        self.heapify(heap(BEST, false));
+        // The WORST heaps are built again when an eviction needs one.
+        for seen in [false, true] {
+            self.heaps[heap(WORST, seen)].clear();
         }
+        self.worst_kept = [false; 2];
     }
 
     /// The queued items in priority order (for `codex queue show`). O(n log n).
@@ -611,14 +659,29 @@ impl SlotQueue {
         if live > self.capacity {
             return Err(format!("{live} items exceed capacity {}", self.capacity));
         }
-        for kind in [BEST, WORST] {
-            let (unseen, seen) = (
-                self.heaps[heap(kind, false)].len(),
-                self.heaps[heap(kind, true)].len(),
+        let (unseen, seen) = (
+            self.heaps[heap(BEST, false)].len(),
+            self.heaps[heap(BEST, true)].len(),
+        );
+        if unseen + seen != live || seen != self.seen {
+            return Err(format!(
+                "the BEST heaps hold {unseen} unseen and {seen} seen entries"
+            ));
+        }
+        for class in [false, true] {
+            let (best, worst) = (
+                self.heaps[heap(BEST, class)].len(),
+                self.heaps[heap(WORST, class)].len(),
             );
-            if unseen + seen != live || seen != self.seen {
+            let want = if self.worst_kept[usize::from(class)] {
+                best
+            } else {
+                0
+            };
+            if worst != want || (best == 0 && self.worst_kept[usize::from(class)]) {
                 return Err(format!(
-                    "heaps of kind {kind} hold {unseen} unseen and {seen} seen entries"
+                    "WORST heap (seen = {class}) holds {worst} entries for {best} items, kept: {}",
+                    self.worst_kept[usize::from(class)]
                 ));
             }
         }
@@ -711,8 +774,13 @@ impl SlotQueue {
             let n = self.node(id);
             (n.pos, n.item.seen)
         };
-        for kind in [BEST, WORST] {
-            self.heap_remove(heap(kind, seen), pos[kind] as usize);
+        self.heap_remove(heap(BEST, seen), pos[BEST] as usize);
+        let class = usize::from(seen);
+        if self.worst_kept[class] {
+            self.heap_remove(heap(WORST, seen), pos[WORST] as usize);
+            if self.heaps[heap(WORST, seen)].is_empty() {
+                self.worst_kept[class] = false;
+            }
         }
         let node = match self.nodes[id as usize].take() {
             Some(n) => n,
@@ -859,6 +927,28 @@ impl SlotQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profitability_is_the_saturating_256_bit_product() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..20_000 {
+            // Prices of every width: small, near 2^64, wide, and near U256::MAX.
+            let price = match rng.u8(0..4) {
+                0 => U256::from(rng.u64(..1 << 20)),
+                1 => U256::from(u64::MAX - rng.u64(..4)),
+                2 => U256::from(rng.u128(..)) << rng.usize(..140),
+                _ => U256::MAX - U256::from(rng.u64(..)),
+            };
+            let mut it = item(1, 0, 1, 1, 1);
+            it.price_per_byte_per_second = price;
+            it.slot_size = rng.u64(..);
+            it.duration = [rng.u64(..), rng.u64(..1 << 40)][rng.usize(..2)];
+            let want = price
+                .saturating_mul(U256::from(it.slot_size))
+                .saturating_mul(U256::from(it.duration));
+            assert_eq!(it.profitability(), want, "{it:?}");
+        }
+    }
 
     fn item(r: u8, idx: u64, price: u64, coll: u64, expiry: u64) -> SlotQueueItem {
         SlotQueueItem {

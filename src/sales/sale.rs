@@ -982,8 +982,8 @@ fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output
             false,
             out,
         ),
-        (PrepStep::Reading, Input::Slot(Ok(view))) => {
-            let Some(request) = view.request.clone() else {
+        (PrepStep::Reading, Input::Slot(Ok(mut view))) => {
+            let Some(request) = view.request.take() else {
                 return end(
                     Closing::Errored,
                     slot,
