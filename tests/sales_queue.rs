@@ -216,6 +216,51 @@ fn item_11_expansion_covers_every_index_once() {
         .all(|i| i.expiry == 99 && i.collateral == U256::from(64u8) && !i.seen));
 }
 
+/// §1.5: the shuffle exists so that hosts seeing one request try different slots first. A
+/// total order that ranked a request's equal slots by index would send every host to the
+/// same slot whatever the shuffle; each queue's salt gives each host its own order.
+#[test]
+fn item_11_hosts_seeing_one_request_try_different_slots_first() {
+    let mut firsts = std::collections::BTreeSet::new();
+    for host in 0..8u64 {
+        let mut q = running(64, 1);
+        assert!(q.set_salt(host.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        let mut rng = fastrand::Rng::with_seed(host);
+        for it in SlotQueueItem::expand(rid(1), &ask(10), 99, U256::from(64u8), &mut rng).unwrap() {
+            q.push(it).unwrap();
+        }
+        let order: Vec<u64> = drain(&mut q).iter().map(|i| i.slot_index).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "host {host}");
+        firsts.insert(order[0]);
+    }
+    assert!(firsts.len() >= 4, "eight hosts start at slots {firsts:?}");
+}
+
+/// The salted order is still one total order: the queue pops what sorting by its
+/// `priority_cmp` gives, and the salt cannot change under queued items.
+#[test]
+fn salted_order_is_the_queues_priority_cmp() {
+    let mut q = running(512, 1);
+    assert!(q.set_salt(0xdead_beef));
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut all = Vec::new();
+    for n in 0..300u64 {
+        let it = SlotQueueItem {
+            expiry: rng.u64(1..4),
+            ..priced(rng.u8(0..3), n, rng.u64(1..3))
+        };
+        q.push(it.clone()).unwrap();
+        all.push(it);
+    }
+    assert!(!q.set_salt(1), "salt changed with items queued");
+    all.sort_by(|a, b| q.priority_cmp(a, b));
+    assert_eq!(q.items_in_order(), all);
+    q.validate().unwrap();
+    assert_eq!(drain(&mut q), all);
+}
+
 #[test]
 fn item_12_pushed_items_are_all_processed() {
     let mut q = running(10, 2);

@@ -278,9 +278,11 @@ pub struct Engine<L: Ledger> {
 }
 
 impl<L: Ledger> Engine<L> {
-    /// A stopped engine with an empty queue.
-    pub fn new(cfg: EngineConfig, ledger: L, rng: fastrand::Rng) -> Result<Self, EngineError> {
-        let queue = SlotQueue::new(cfg.queue_capacity, cfg.max_workers)?;
+    /// A stopped engine with an empty queue, whose order of a request's slots is this
+    /// host's own (the queue's salt is drawn from `rng`).
+    pub fn new(cfg: EngineConfig, ledger: L, mut rng: fastrand::Rng) -> Result<Self, EngineError> {
+        let mut queue = SlotQueue::new(cfg.queue_capacity, cfg.max_workers)?;
+        queue.set_salt(rng.u64(..));
         Ok(Engine {
             cfg,
             queue,

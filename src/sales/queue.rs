@@ -7,7 +7,13 @@
 //! 2. profitability `duration × pricePerBytePerSecond × slotSize`, descending;
 //! 3. collateral, ascending;
 //! 4. expiry, descending (always an absolute unix time, also for items from `SlotFreed`);
-//! 5. `(requestId, slotIndex)` ascending, so that no two distinct items compare equal.
+//! 5. `requestId` ascending, then the slot's rank: a bijective mix of the slot index with
+//!    the request id and the queue's salt, ascending, so that no two distinct items compare
+//!    equal. The reference shuffles a request's slots before pushing them so that hosts
+//!    seeing the same request try different slots first; a total order would undo that
+//!    shuffle if it ranked a request's otherwise equal slots by index, so the rank stands in
+//!    for the shuffle: each host draws its own salt ([`SlotQueue::set_salt`]), and with it
+//!    its own order of every request's slots.
 //!
 //! # Structure
 //! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
@@ -144,20 +150,68 @@ impl SlotQueueItem {
             .collect())
     }
 
-    /// The queue order: `Less` means `self` has priority over `other`.
+    /// The order of a queue with salt 0 (a new queue's): `Less` means `self` has priority
+    /// over `other`. [`SlotQueue::priority_cmp`] gives any queue's order.
     pub fn priority_cmp(&self, other: &SlotQueueItem) -> Ordering {
-        cmp_items(self, &self.profitability(), other, &other.profitability())
+        self.ranked(0).cmp_with(&other.ranked(0))
+    }
+
+    fn ranked(&self, salt: u64) -> Ranked<'_> {
+        Ranked {
+            item: self,
+            profit: self.profitability(),
+            rank: slot_rank(&self.request_id, self.slot_index, salt),
+        }
     }
 }
 
-fn cmp_items(a: &SlotQueueItem, pa: &U256, b: &SlotQueueItem, pb: &U256) -> Ordering {
+/// An item with what the order derives from it.
+struct Ranked<'a> {
+    item: &'a SlotQueueItem,
+    profit: U256,
+    rank: u64,
+}
+
+impl Ranked<'_> {
+    fn cmp_with(&self, other: &Ranked<'_>) -> Ordering {
+        cmp_items(
+            self.item,
+            &self.profit,
+            self.rank,
+            other.item,
+            &other.profit,
+            other.rank,
+        )
+    }
+}
+
+/// Rule 5's rank of a slot among its request's slots: for one request and salt, a
+/// bijection of the slot index (xor with constants, then xorshift-multiply steps, each
+/// invertible), so distinct slots of a request never tie.
+fn slot_rank(request_id: &RequestId, slot_index: u64, salt: u64) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&request_id.0[..8]);
+    let mut x = slot_index ^ u64::from_le_bytes(head) ^ salt;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn cmp_items(
+    a: &SlotQueueItem,
+    pa: &U256,
+    ra: u64,
+    b: &SlotQueueItem,
+    pb: &U256,
+    rb: u64,
+) -> Ordering {
     a.seen
         .cmp(&b.seen)
         .then_with(|| pb.cmp(pa))
         .then_with(|| a.collateral.cmp(&b.collateral))
         .then_with(|| b.expiry.cmp(&a.expiry))
         .then_with(|| a.request_id.cmp(&b.request_id))
-        .then_with(|| a.slot_index.cmp(&b.slot_index))
+        .then_with(|| ra.cmp(&rb))
 }
 
 /// Why a queue operation was refused.
@@ -279,6 +333,8 @@ const fn heap(kind: usize, seen: bool) -> usize {
 struct Node {
     item: SlotQueueItem,
     profit: U256,
+    /// Rule 5's rank ([`slot_rank`]).
+    rank: u64,
     pos: [u32; 2],
     prev: u32,
     next: u32,
@@ -296,6 +352,8 @@ pub struct SlotQueue {
     /// Whether the `WORST` heap of the unseen (`[0]`) and seen (`[1]`) items is kept; when
     /// not, it is empty and built on the next eviction that needs it (see the module docs).
     worst_kept: [bool; 2],
+    /// Rule 5's salt (see the module docs).
+    salt: u64,
     /// `(expiry, node, generation)`, smallest first, with lazy deletion (see the module docs).
     expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// The generation of each slab slot, bumped whenever an item is put in it.
@@ -339,6 +397,7 @@ impl SlotQueue {
             by_request: IdMap::default(),
             heaps: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
             worst_kept: [false; 2],
+            salt: 0,
             expiries: BinaryHeap::new(),
             generations: Vec::new(),
             seen: 0,
@@ -348,6 +407,21 @@ impl SlotQueue {
             running: false,
             paused: Some(PauseReason::Startup),
         })
+    }
+
+    /// Sets the salt of rule 5 (see the module docs); only while the queue is empty, so that
+    /// the order of queued items never changes under them. False when items are queued.
+    pub fn set_salt(&mut self, salt: u64) -> bool {
+        if !self.is_empty() {
+            return false;
+        }
+        self.salt = salt;
+        true
+    }
+
+    /// The queue order (`Less`: `a` has priority over `b`), with this queue's salt.
+    pub fn priority_cmp(&self, a: &SlotQueueItem, b: &SlotQueueItem) -> Ordering {
+        a.ranked(self.salt).cmp_with(&b.ranked(self.salt))
     }
 
     /// Starts processing (idempotent).
@@ -435,7 +509,8 @@ impl SlotQueue {
             self.keep_worst(seen);
             let worst = self.heaps[heap(WORST, seen)][0].id;
             let w = self.node(worst);
-            if cmp_items(&item, &profit, &w.item, &w.profit) != Ordering::Less {
+            let rank = slot_rank(&item.request_id, item.slot_index, self.salt);
+            if cmp_items(&item, &profit, rank, &w.item, &w.profit, w.rank) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
             }
             outcome = PushOutcome::QueuedEvicting(self.remove_node(worst));
@@ -451,6 +526,7 @@ impl SlotQueue {
         self.seen += usize::from(item.seen);
         let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
         let node = Node {
+            rank: slot_rank(&request_id, item.slot_index, self.salt),
             item,
             profit,
             pos: [NONE; 2],
@@ -625,7 +701,7 @@ impl SlotQueue {
     /// The queued items in priority order (for `codex queue show`). O(n log n).
     pub fn items_in_order(&self) -> Vec<SlotQueueItem> {
         let mut v: Vec<&Node> = self.nodes.iter().flatten().collect();
-        v.sort_by(|a, b| cmp_items(&a.item, &a.profit, &b.item, &b.profit));
+        v.sort_by(|a, b| cmp_items(&a.item, &a.profit, a.rank, &b.item, &b.profit, b.rank));
         v.into_iter().map(|n| n.item.clone()).collect()
     }
 
@@ -854,9 +930,9 @@ impl SlotQueue {
             && x.profit == y.profit
             && x.item.seen == y.item.seen
         {
-            x.item.slot_index.cmp(&y.item.slot_index)
+            x.rank.cmp(&y.rank)
         } else {
-            cmp_items(&x.item, &x.profit, &y.item, &y.profit)
+            cmp_items(&x.item, &x.profit, x.rank, &y.item, &y.profit, y.rank)
         };
         if h & 1 == BEST {
             order == Ordering::Less
