@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use codex::market::{Ask, RequestId, U256};
 use codex::sales::queue::{
     Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem, DEFAULT_CAPACITY,
-    DEFAULT_MAX_WORKERS,
+    DEFAULT_MAX_WORKERS, LAZY_WORST_MAX,
 };
 
 fn rid(n: u8) -> RequestId {
@@ -651,6 +651,46 @@ fn defect_8_9_expired_items_are_purged_by_time() {
     assert_eq!(gone[0].request_id, rid(1));
     assert_eq!(q.next_expiry(), Some(200));
     q.validate().unwrap();
+}
+
+/// A queue above LAZY_WORST_MAX keeps its WORST heaps always: evictions, seen flags and their
+/// clearing behave as in a small queue.
+#[test]
+fn large_queue_evicts_the_worst_item_with_its_worst_heaps_kept() {
+    let cap = LAZY_WORST_MAX + 1;
+    let mut q = running(cap, 1);
+    let mut rng = fastrand::Rng::with_seed(8);
+    let mut model: Vec<SlotQueueItem> = Vec::new();
+    for n in 0..(cap as u64 + 300) {
+        let it = SlotQueueItem {
+            seen: rng.bool(),
+            ..priced(rng.u8(0..4), n, rng.u64(1..1000))
+        };
+        let res = q.push(it.clone()).unwrap();
+        model.push(it.clone());
+        model.sort_by(|a, b| a.priority_cmp(b));
+        if model.len() > cap {
+            let worst = model.pop().unwrap();
+            if worst == it {
+                assert_eq!(res, PushOutcome::Dropped(it));
+            } else {
+                assert_eq!(res, PushOutcome::QueuedEvicting(worst));
+            }
+        }
+        if n % 250 == 0 {
+            q.validate().unwrap();
+        }
+        if n == cap as u64 + 100 {
+            q.clear_seen_flags();
+            for m in &mut model {
+                m.seen = false;
+            }
+            model.sort_by(|a, b| a.priority_cmp(b));
+            q.validate().unwrap();
+        }
+    }
+    q.validate().unwrap();
+    assert_eq!(q.items_in_order(), model);
 }
 
 /// Randomized model check against a sorted Vec (the reference-like baseline).
