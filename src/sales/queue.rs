@@ -507,6 +507,7 @@ impl SlotQueue {
             self.paused = None;
         }
         let profit = item.profitability();
+        let rank = slot_rank(&item.request_id, item.slot_index, self.salt);
         let mut outcome = PushOutcome::Queued;
         if self.len() >= self.capacity {
             // Rule 1: the worst item is the worst seen one while any is queued.
@@ -514,24 +515,23 @@ impl SlotQueue {
             self.keep_worst(seen);
             let worst = self.heaps[heap(WORST, seen)][0].id;
             let w = self.node(worst);
-            let rank = slot_rank(&item.request_id, item.slot_index, self.salt);
             if cmp_items(&item, &profit, rank, &w.item, &w.profit, w.rank) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
             }
             outcome = PushOutcome::QueuedEvicting(self.remove_node(worst));
         }
-        self.insert(item, profit);
+        self.insert(item, profit, rank);
         Ok(outcome)
     }
 
-    fn insert(&mut self, item: SlotQueueItem, profit: U256) {
+    fn insert(&mut self, item: SlotQueueItem, profit: U256, rank: u64) {
         let key = item.key();
         let request_id = item.request_id;
         let (seen, expiry) = (item.seen, item.expiry);
         self.seen += usize::from(item.seen);
         let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
         let node = Node {
-            rank: slot_rank(&request_id, item.slot_index, self.salt),
+            rank,
             item,
             profit,
             pos: [NONE; 2],
