@@ -907,6 +907,41 @@ fn item_80_fulfilled_ends_the_expiry_watch() {
     assert_eq!(e.sales_len(), 3);
 }
 
+/// A request's expiry watch serves only its live sales: when the last one ends (here every
+/// slot is ignored because `canReserveSlot` says no), the watch ends with it and no chain read
+/// is made at the expiry, so watches do not pile up over the requests a host passes on.
+#[test]
+fn the_expiry_watch_ends_with_the_requests_last_sale() {
+    use codex::sales::engine::Command;
+    use codex::sales::sale::{Input, Output};
+    let (mut e, _, expires) = engine_with_waiting_sales(3);
+    assert_eq!(e.sales_len(), 3);
+    assert_eq!(
+        e.next_deadline(),
+        Some(expires + 1),
+        "watched while sales live"
+    );
+    let slots: Vec<_> = e.sales_snapshot().iter().map(|s| s.slot).collect();
+    let now = expires - 300;
+    for slot in slots {
+        e.on_reply(slot, Input::CanReserve(Ok(false)), now);
+        // The next slot of the request may take the freed worker: decline it too.
+        while let Some(cmd) = e.poll() {
+            if let Command::Sale(s, Output::CanReserve(_)) = cmd {
+                e.on_reply(s, Input::CanReserve(Ok(false)), now);
+            }
+        }
+    }
+    assert_eq!(e.sales_len(), 0);
+    assert_eq!(e.next_deadline(), None, "no watch and nothing queued");
+    e.on_time(expires + 1);
+    assert_eq!(
+        e.poll(),
+        None,
+        "no requestState read for a request without sales"
+    );
+}
+
 /// §8.17: one expiry watch per request, not one polling timer per sale.
 #[test]
 fn defect_8_17_one_expiry_watch_per_request() {

@@ -17,7 +17,8 @@
 //! Invariants: a slot has at most one sale; a sale holds a worker from Preparing until it
 //! is filled or ends; every ending ends its reservation in the ledger with the collateral the
 //! sale says comes back (see the table in [`super::sale`]); the queue never holds an item for
-//! a slot that has a live sale when the item was pushed.
+//! a slot that has a live sale when the item was pushed; a request is watched only while it
+//! has a live sale (its queued items are purged by their expiry without a watch).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -924,6 +925,10 @@ impl<L: Ledger> Engine<L> {
                     request_id,
                     expires_at,
                 } => {
+                    // Only while the request has a live sale (see the invariants).
+                    if !self.by_request.contains_key(&request_id) {
+                        continue;
+                    }
                     if let std::collections::hash_map::Entry::Vacant(e) =
                         self.watches.entry(request_id)
                     {
@@ -986,16 +991,20 @@ impl<L: Ledger> Engine<L> {
         let Some(live) = self.sales.remove(&id) else {
             return;
         };
+        let mut unwatched = false;
         if let Some(sale) = live.sale {
             let rid = sale.slot().request_id;
             if let Some(set) = self.by_request.get_mut(&rid) {
                 set.remove(id.slot_index);
                 if set.is_empty() {
                     self.by_request.remove(&rid);
+                    // The watch only serves the request's sales: with none left it ends
+                    // (queued items go by their expiry), so watches never outlive them.
+                    unwatched = self.watches.remove(&rid).is_some();
                 }
             }
         }
-        if live.wake.is_some() {
+        if live.wake.is_some() || unwatched {
             self.settle_timers();
         }
         if live.holds_worker {
