@@ -114,13 +114,10 @@ fn feed(mut sale: Sale, inputs: Vec<Input>, now: u64) -> (Sale, Vec<Output>) {
     (sale, out)
 }
 
-fn ending(out: &[Output]) -> Ending {
-    out.iter()
-        .find_map(|o| match o {
-            Output::Ended(e) => Some((**e).clone()),
-            _ => None,
-        })
-        .expect("the sale ended")
+/// The ending of a sale that has just ended: its step's last output says so.
+fn ending(sale: &Sale, out: &[Output]) -> Ending {
+    assert_eq!(out.last(), Some(&Output::Ended), "the sale ended");
+    sale.ending().expect("a final sale has its ending").clone()
 }
 
 fn preparing() -> Sale {
@@ -256,7 +253,7 @@ fn item_82_preparing_transitions() {
     ] {
         let (s, out) = feed(preparing(), vec![i], T0);
         assert_eq!(s.state_name(), name);
-        assert_eq!(ending(&out).reservation, None);
+        assert_eq!(ending(&s, &out).reservation, None);
     }
     // slot filled by someone else: ends without work.
     let (s, _) = feed(preparing(), vec![Input::SlotFilled], T0);
@@ -266,7 +263,7 @@ fn item_82_preparing_transitions() {
     v.request = None;
     let (s, out) = feed(preparing(), vec![Input::Slot(Ok(v))], T0);
     assert_eq!(s.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reason, "request could not be retrieved");
+    assert_eq!(ending(&s, &out).reason, "request could not be retrieved");
     // no availability: ignored, requeued as seen.
     let (s, out) = feed(
         preparing(),
@@ -278,7 +275,7 @@ fn item_82_preparing_transitions() {
     );
     assert_eq!(s.state_name(), "SaleIgnored");
     assert_eq!(
-        ending(&out).requeue,
+        ending(&s, &out).requeue,
         Some(Box::new(SlotQueueItem {
             seen: true,
             ..item()
@@ -296,7 +293,7 @@ fn item_82_preparing_transitions() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleErrored");
-    assert!(ending(&out).reason.contains("disk"));
+    assert!(ending(&s, &out).reason.contains("disk"));
     // slot not free: ignored, not requeued.
     let (s, out) = feed(
         preparing(),
@@ -304,7 +301,7 @@ fn item_82_preparing_transitions() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleIgnored");
-    assert_eq!(ending(&out).requeue, None);
+    assert_eq!(ending(&s, &out).requeue, None);
 }
 
 #[test]
@@ -318,7 +315,7 @@ fn item_83_slot_reserving_transitions() {
     assert!(out.contains(&Output::Send(Tx::ReserveSlot { slot: slot() })));
     let (s, out) = feed(slot_reserving(), vec![Input::CanReserve(Ok(false))], T0);
     assert_eq!(s.state_name(), "SaleIgnored");
-    assert_eq!(ending(&out).reservation, held());
+    assert_eq!(ending(&s, &out).reservation, held());
     let (s, out) = feed(
         slot_reserving(),
         vec![
@@ -328,7 +325,7 @@ fn item_83_slot_reserving_transitions() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleIgnored");
-    assert_eq!(ending(&out).requeue, None);
+    assert_eq!(ending(&s, &out).requeue, None);
     let (s, out) = feed(
         slot_reserving(),
         vec![
@@ -338,14 +335,22 @@ fn item_83_slot_reserving_transitions() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reservation, held(), "§8.3: collateral back");
+    assert_eq!(
+        ending(&s, &out).reservation,
+        held(),
+        "§8.3: collateral back"
+    );
     for (i, name) in [
         (Input::Cancelled, "SaleCancelled"),
         (Input::Failed, "SaleFailed"),
     ] {
         let (s, out) = feed(slot_reserving(), vec![i], T0);
         assert_eq!(s.state_name(), name);
-        assert_eq!(ending(&out).reservation, held(), "§8.3: collateral back");
+        assert_eq!(
+            ending(&s, &out).reservation,
+            held(),
+            "§8.3: collateral back"
+        );
     }
 }
 
@@ -357,7 +362,7 @@ fn item_84_downloading_transitions() {
     ] {
         let (s, out) = feed(downloading(), vec![i], T0);
         assert_eq!(s.state_name(), name);
-        assert_eq!(ending(&out).reservation, held());
+        assert_eq!(ending(&s, &out).reservation, held());
     }
     let (s, out) = feed(downloading(), vec![Input::SlotFilled], T0);
     assert_eq!(s.state_name(), "SaleFilled");
@@ -365,8 +370,8 @@ fn item_84_downloading_transitions() {
     // Another host: Errored, but everything held comes back (§8.3 HostMismatch).
     let (s, out) = feed(s, vec![Input::Slot(Ok(view(SlotState::Filled, OTHER)))], T0);
     assert_eq!(s.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reservation, held());
-    assert!(ending(&out).release_data);
+    assert_eq!(ending(&s, &out).reservation, held());
+    assert!(ending(&s, &out).release_data);
 }
 
 #[test]
@@ -400,7 +405,7 @@ fn item_85_initial_proving_waits_for_a_stable_challenge() {
     assert_eq!(ok.state_name(), "SaleFilling");
     let (err, out) = feed(s, vec![Input::Proved(Err("boom".into()))], 1201);
     assert_eq!(err.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reservation, held());
+    assert_eq!(ending(&err, &out).reservation, held());
     for (i, name) in [
         (Input::Cancelled, "SaleCancelled"),
         (Input::Failed, "SaleFailed"),
@@ -428,15 +433,15 @@ fn item_86_filling_transitions() {
         T0,
     );
     assert_eq!(s2.state_name(), "SaleIgnored");
-    assert_eq!(ending(&out).reservation, held());
-    assert_eq!(ending(&out).requeue, None);
+    assert_eq!(ending(&s2, &out).reservation, held());
+    assert_eq!(ending(&s2, &out).requeue, None);
     let (s3, out) = feed(
         s,
         vec![Input::Tx(Err(TxError::Transient("rpc".into())))],
         T0,
     );
     assert_eq!(s3.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reservation, held());
+    assert_eq!(ending(&s3, &out).reservation, held());
     // A repair posts the discounted collateral.
     let (_, out) = feed(
         filling(),
@@ -459,7 +464,7 @@ fn item_86_filling_transitions() {
     );
     assert_eq!(s.state_name(), "SaleCancelled");
     assert_eq!(
-        ending(&out).reservation,
+        ending(&s, &out).reservation,
         held(),
         "not filled: all comes back"
     );
@@ -486,7 +491,7 @@ fn item_87_filled_checks_the_host() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reason, "Slot filled by other host");
+    assert_eq!(ending(&s, &out).reason, "Slot filled by other host");
 }
 
 #[test]
@@ -618,7 +623,7 @@ fn item_90_payout_returns_current_collateral_read_before_free_slot() {
     assert_eq!(out, vec![Output::Send(Tx::FreeSlot { slot: slot() })]);
     let (s, out) = feed(s, vec![Input::Tx(Ok(()))], 200_000);
     assert_eq!(s.state_name(), "SaleFinished");
-    let e = ending(&out);
+    let e = ending(&s, &out);
     assert_eq!(
         e.reservation,
         Some((ReservationId([9; 32]), U256::from(1000u32)))
@@ -658,17 +663,17 @@ fn item_92_cancelled_pays_our_collateral_or_returns_what_was_held() {
     );
     assert_eq!(s.state_name(), "SaleCancelled");
     assert_eq!(
-        ending(&out).reservation,
+        ending(&s, &out).reservation,
         Some((ReservationId([9; 32]), U256::from(1000u32)))
     );
     // Filled by another host before our fill: all held comes back.
     let (s, _) = feed(filled(), vec![Input::Cancelled], 5000);
-    let (_, out) = feed(
+    let (s, out) = feed(
         s,
         vec![Input::Slot(Ok(view(SlotState::Cancelled, OTHER)))],
         5000,
     );
-    assert_eq!(ending(&out).reservation, held());
+    assert_eq!(ending(&s, &out).reservation, held());
     // A read error is retried (the reference ends in Errored).
     let (s, _) = feed(proving(), vec![Input::Cancelled], 5000);
     let (s, out) = feed(s, vec![Input::Slot(Err(ChainError("rpc".into())))], 5000);
@@ -680,15 +685,15 @@ fn item_92_cancelled_pays_our_collateral_or_returns_what_was_held() {
 
 #[test]
 fn item_93_errored_does_not_reprocess() {
-    let (_, out) = feed(downloading(), vec![Input::Downloaded(Err("x".into()))], T0);
-    let e = ending(&out);
-    assert_eq!(e.state, "SaleErrored");
+    let (s, out) = feed(downloading(), vec![Input::Downloaded(Err("x".into()))], T0);
+    let e = ending(&s, &out);
+    assert_eq!(s.state_name(), "SaleErrored");
     assert_eq!(e.requeue, None);
 }
 
 #[test]
 fn item_94_ignored_reprocesses_as_configured_and_returns_collateral() {
-    let (_, out) = feed(
+    let (s, out) = feed(
         preparing(),
         vec![
             Input::Slot(Ok(view(SlotState::Free, Address::ZERO))),
@@ -696,11 +701,11 @@ fn item_94_ignored_reprocesses_as_configured_and_returns_collateral() {
         ],
         T0,
     );
-    assert!(ending(&out).requeue.is_some());
-    assert_eq!(ending(&out).reservation, None);
-    let (_, out) = feed(slot_reserving(), vec![Input::CanReserve(Ok(false))], T0);
-    assert_eq!(ending(&out).requeue, None);
-    assert_eq!(ending(&out).reservation, held());
+    assert!(ending(&s, &out).requeue.is_some());
+    assert_eq!(ending(&s, &out).reservation, None);
+    let (s, out) = feed(slot_reserving(), vec![Input::CanReserve(Ok(false))], T0);
+    assert_eq!(ending(&s, &out).requeue, None);
+    assert_eq!(ending(&s, &out).reservation, held());
 }
 
 fn unknown() -> Sale {
@@ -713,7 +718,7 @@ fn item_95_unknown_resumes_from_the_slot_state() {
     v.request = None;
     let (s, out) = feed(unknown(), vec![Input::Slot(Ok(v))], T0);
     assert_eq!(s.state_name(), "SaleErrored");
-    assert_eq!(ending(&out).reason, "request could not be retrieved");
+    assert_eq!(ending(&s, &out).reason, "request could not be retrieved");
     let (s, out) = feed(
         unknown(),
         vec![Input::Slot(Ok(view(SlotState::Free, Address::ZERO)))],
@@ -721,11 +726,11 @@ fn item_95_unknown_resumes_from_the_slot_state() {
     );
     assert_eq!(s.state_name(), "SaleErrored");
     assert_eq!(
-        ending(&out).reason,
+        ending(&s, &out).reason,
         "Slot state on chain should not be 'free'"
     );
     assert_eq!(
-        ending(&out).reservation,
+        ending(&s, &out).reservation,
         held(),
         "§8.2: the reservation ends with it"
     );
@@ -754,7 +759,7 @@ fn item_95_unknown_resumes_from_the_slot_state() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleFinished");
-    assert_eq!(ending(&out).reservation, held());
+    assert_eq!(ending(&s, &out).reservation, held());
     let (s, _) = feed(
         unknown(),
         vec![Input::Slot(Ok(view(SlotState::Failed, ME)))],
@@ -783,15 +788,15 @@ fn item_95_unknown_resumes_from_the_slot_state() {
 /// fill everything held comes back; the reference returned nothing on both.
 #[test]
 fn defect_8_3_failed_before_fill_returns_collateral() {
-    let (_, out) = feed(initial_proving(), vec![Input::Failed], T0);
-    assert_eq!(ending(&out).reservation, held());
+    let (s, out) = feed(initial_proving(), vec![Input::Failed], T0);
+    assert_eq!(ending(&s, &out).reservation, held());
     let (s, _) = feed(proving(), vec![Input::Failed], 5000);
     let (s, out) = feed(s, vec![Input::Slot(Ok(view(SlotState::Failed, ME)))], 5000);
     assert_eq!(out, vec![Output::Send(Tx::FreeSlot { slot: slot() })]);
     let (s, out) = feed(s, vec![Input::Tx(Ok(()))], 5000);
     assert_eq!(s.state_name(), "SaleFailed");
     assert_eq!(
-        ending(&out).reservation,
+        ending(&s, &out).reservation,
         Some((ReservationId([9; 32]), U256::ZERO))
     );
 }
@@ -829,7 +834,7 @@ fn defect_8_13_payout_retries_with_backoff() {
     let (s, out) = feed(s, vec![Input::Tx(Ok(()))], now);
     assert_eq!(s.state_name(), "SaleFinished");
     assert_eq!(
-        ending(&out).reservation,
+        ending(&s, &out).reservation,
         Some((ReservationId([9; 32]), U256::from(1000u32)))
     );
 }

@@ -947,8 +947,15 @@ impl<L: Ledger> Engine<L> {
                     }
                     self.commands.push_back(Command::Sale(s, Output::Filled(s)));
                 }
-                Output::Ended(ending) => {
-                    let ending = *ending;
+                Output::Ended => {
+                    // The step that ended the sale stored its final state: take it out.
+                    let Some(sale) = self.remove_sale(slot) else {
+                        continue;
+                    };
+                    let state = sale.state_name();
+                    let Some(ending) = sale.into_ending() else {
+                        unreachable!("a sale announced its end in state {state}");
+                    };
                     if let Some((rid, returned)) = ending.reservation {
                         self.ledger_changed();
                         match self.ledger.end_reservation(rid, returned) {
@@ -965,8 +972,7 @@ impl<L: Ledger> Engine<L> {
                     if ending.release_data {
                         self.commands.push_back(Command::ReleaseData(ending.slot));
                     }
-                    *self.stats.ended.entry(ending.state).or_default() += 1;
-                    self.remove_sale(ending.slot);
+                    *self.stats.ended.entry(state).or_default() += 1;
                     if let Some(item) = ending.requeue {
                         if self.queue.is_running() {
                             self.push(SlotQueueItem {
@@ -987,21 +993,19 @@ impl<L: Ledger> Engine<L> {
         inbox.extend(due.drain(..).map(|(_, slot)| (slot, Input::Wake)));
     }
 
-    fn remove_sale(&mut self, id: SlotRef) {
-        let Some(live) = self.sales.remove(&id) else {
-            return;
-        };
+    /// Removes the live sale of `id` with its request index entry, watch (when it was the
+    /// request's last sale), wake-up and worker; returns the sale.
+    fn remove_sale(&mut self, id: SlotRef) -> Option<Sale> {
+        let live = self.sales.remove(&id)?;
+        let rid = id.request_id;
         let mut unwatched = false;
-        if let Some(sale) = live.sale {
-            let rid = sale.slot().request_id;
-            if let Some(set) = self.by_request.get_mut(&rid) {
-                set.remove(id.slot_index);
-                if set.is_empty() {
-                    self.by_request.remove(&rid);
-                    // The watch only serves the request's sales: with none left it ends
-                    // (queued items go by their expiry), so watches never outlive them.
-                    unwatched = self.watches.remove(&rid).is_some();
-                }
+        if let Some(set) = self.by_request.get_mut(&rid) {
+            set.remove(id.slot_index);
+            if set.is_empty() {
+                self.by_request.remove(&rid);
+                // The watch only serves the request's sales: with none left it ends
+                // (queued items go by their expiry), so watches never outlive them.
+                unwatched = self.watches.remove(&rid).is_some();
             }
         }
         if live.wake.is_some() || unwatched {
@@ -1010,6 +1014,7 @@ impl<L: Ledger> Engine<L> {
         if live.holds_worker {
             self.queue.release_worker();
         }
+        live.sale
     }
 }
 

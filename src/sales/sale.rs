@@ -265,13 +265,12 @@ pub enum Tx {
     },
 }
 
-/// How a sale ended, for the engine's cleanup.
+/// How a sale ended: the data of every final state, and what the engine cleans up when
+/// [`Output::Ended`] tells it the sale reached one (see [`Sale::ending`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ending {
     /// The slot.
     pub slot: SlotRef,
-    /// The final state's name.
-    pub state: &'static str,
     /// Why (a fixed text for the common endings, so ending costs no string allocation).
     pub reason: Cow<'static, str>,
     /// The reservation to end, with the collateral that comes back.
@@ -350,9 +349,9 @@ pub enum Output {
     },
     /// We host the slot now (releases the worker; the node's onSale).
     Filled(SlotRef),
-    /// The sale ended; the engine cleans up (ledger, data, requeue, worker). Boxed, so
-    /// that every output stays small to move.
-    Ended(Box<Ending>),
+    /// The sale reached a final state, whose [`Ending`] ([`Sale::ending`]) says what the
+    /// engine cleans up (ledger, data, requeue, worker). Always the last output of its step.
+    Ended,
 }
 
 /// Everything that moves a sale.
@@ -587,15 +586,6 @@ pub struct Freeing {
     pub step: FreeStep,
 }
 
-/// Cancelled or Failed before any fill of ours: nothing to free.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Final {
-    /// The slot.
-    pub slot: SlotRef,
-    /// Why it ended.
-    pub reason: Cow<'static, str>,
-}
-
 /// Unknown (restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unknown {
@@ -637,13 +627,13 @@ pub enum Sale {
     /// The request failed; leaving our slot if we host it.
     Failed(Box<Freeing>, FreeCause),
     /// Ended after payout.
-    Finished(Box<Final>),
+    Finished(Box<Ending>),
     /// Ended without payout: cancelled or failed, all cleaned up.
-    Closed(Box<Final>, &'static str),
+    Closed(Box<Ending>, &'static str),
     /// Ended by an error.
-    Errored(Box<Final>),
+    Errored(Box<Ending>),
     /// Ended because the slot was not for us.
-    Ignored(Box<Final>),
+    Ignored(Box<Ending>),
     /// Restored at startup; reading the slot to learn where it is.
     Unknown(Box<Unknown>),
 }
@@ -715,6 +705,22 @@ impl Sale {
             self,
             Sale::Finished(_) | Sale::Closed(..) | Sale::Errored(_) | Sale::Ignored(_)
         )
+    }
+
+    /// How the sale ended; None while it is not final.
+    pub fn ending(&self) -> Option<&Ending> {
+        match self {
+            Sale::Finished(f) | Sale::Closed(f, _) | Sale::Errored(f) | Sale::Ignored(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The ending of a final sale, taken out of it.
+    pub(crate) fn into_ending(self) -> Option<Box<Ending>> {
+        match self {
+            Sale::Finished(f) | Sale::Closed(f, _) | Sale::Errored(f) | Sale::Ignored(f) => Some(f),
+            _ => None,
+        }
     }
 
     /// The reservation the sale holds, if any.
@@ -871,26 +877,20 @@ fn end(
     release_data: bool,
     out: &mut Vec<Output>,
 ) -> Sale {
-    let reason = reason.into();
-    let fin = Box::new(Final {
+    let fin = Box::new(Ending {
         slot,
-        reason: reason.clone(),
+        reason: reason.into(),
+        reservation,
+        requeue,
+        release_data,
     });
-    let sale = match how {
+    out.push(Output::Ended);
+    match how {
         Closing::Finished => Sale::Finished(fin),
         Closing::Closed(name) => Sale::Closed(fin, name),
         Closing::Errored => Sale::Errored(fin),
         Closing::Ignored => Sale::Ignored(fin),
-    };
-    out.push(Output::Ended(Box::new(Ending {
-        slot,
-        state: sale.state_name(),
-        reason,
-        reservation,
-        requeue,
-        release_data,
-    })));
-    sale
+    }
 }
 
 fn end_closed(
