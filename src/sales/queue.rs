@@ -994,19 +994,37 @@ impl SlotQueue {
         self.set(h, i, e);
     }
 
-    /// Removes heap entry `i`: the last entry takes its place and moves up or down as needed
-    /// (the reference only moved it down, §8.5).
+    /// Removes heap entry `i`. The hole moves down to a leaf along the better children (one
+    /// comparison per level), the last entry fills it and climbs as far as it must, past `i`
+    /// if it outranks `i`'s parent (the reference only moved it down, §8.5). The last entry
+    /// comes from the bottom and mostly stays there, so this compares about half as often as
+    /// putting it at `i` and sifting it down.
     fn heap_remove(&mut self, h: usize, i: usize) {
-        let last = match self.heaps[h].pop() {
-            Some(l) => l,
-            None => return,
+        let Some(last) = self.heaps[h].pop() else {
+            return;
         };
-        if i < self.heaps[h].len() {
-            self.set(h, i, last);
-            self.sift_up(h, i);
-            let i = self.node(last.id).pos[h & 1] as usize;
-            self.sift_down(h, i);
+        let n = self.heaps[h].len();
+        if i >= n {
+            return;
         }
+        let mut hole = i;
+        loop {
+            let l = 2 * hole + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && self.less(h, self.heaps[h][r], self.heaps[h][l]) {
+                r
+            } else {
+                l
+            };
+            let ce = self.heaps[h][c];
+            self.set(h, hole, ce);
+            hole = c;
+        }
+        self.set(h, hole, last);
+        self.sift_up(h, hole);
     }
 }
 
