@@ -190,6 +190,60 @@ fn availability_lifecycle() {
     assert!(v.starts_with("codex "), "{v}");
 }
 
+/// Commands that read, or change only what exists, create no files: against a data
+/// directory that does not exist (a typo, a host not set up yet) they answer as an empty
+/// store does and leave the directory absent. Only `availability add` creates the database.
+#[test]
+fn read_commands_create_no_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let d = home.join("not-yet").join("data");
+    let ds = d.to_str().unwrap();
+    let env = [("CODEX_DATA_DIR", ds)];
+    assert_eq!(
+        ok(&codex(home, &env, &["availability", "list", "--json"])),
+        ""
+    );
+    assert_eq!(
+        ok(&codex(home, &env, &["reservation", "list", "--json"])),
+        ""
+    );
+    for (args, message) in [
+        (
+            &["availability", "show", "abcd"][..],
+            "no availability with id 0xabcd",
+        ),
+        (
+            &["availability", "remove", "abcd"][..],
+            "no availability with id 0xabcd",
+        ),
+        (
+            &["availability", "update", "abcd", "--total-size", "1GiB"][..],
+            "no availability with id 0xabcd",
+        ),
+        (
+            &["reservation", "list", "--availability", "abcd"][..],
+            "no availability with id 0xabcd",
+        ),
+    ] {
+        let o = codex(home, &env, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    assert!(
+        !home.join("not-yet").exists(),
+        "no directory or file was created"
+    );
+    // Adding creates it, and the readers then see what was added.
+    ok(&add(home, &env, "1GiB"));
+    assert!(d.join(codex::store::DB_FILE).is_file());
+    assert_eq!(
+        json_lines(&ok(&codex(home, &env, &["availability", "list", "--json"]))).len(),
+        1
+    );
+}
+
 #[test]
 fn configuration_precedence_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
@@ -264,12 +318,20 @@ fn json_logs_are_one_object_per_line_on_stderr() {
             "--log-level",
             "warn;debug:cli,store;trace:nosuchtopic",
             "availability",
-            "list",
+            "add",
+            "--total-size",
+            "1GiB",
+            "--duration",
+            "1d",
+            "--min-price-per-byte-per-second",
+            "1",
+            "--total-collateral",
+            "1",
             "--json",
         ],
     );
-    assert!(o.status.success());
-    assert!(o.stdout.is_empty());
+    // Logs go to stderr only: stdout holds just the new availability.
+    assert_eq!(json_lines(&ok(&o)).len(), 1);
     let err = String::from_utf8(o.stderr).unwrap();
     let lines = json_lines(&err);
     assert!(lines.len() >= 2, "{err}");
@@ -294,7 +356,7 @@ fn json_logs_are_one_object_per_line_on_stderr() {
     assert_eq!(e[0]["level"], "ERROR");
     assert_eq!(e[0]["msg"], "no availability with id 0xbeef");
     // the global level (warn) silences info elsewhere: the migration note of codex::store
-    // shows only because `store` was set to debug
+    // (the database was created by this `add`) shows only because `store` was set to debug
     assert!(lines.iter().any(|l| l["topic"] == "codex::store"));
 }
 

@@ -200,13 +200,32 @@ impl Context {
         }
     }
 
-    /// The store, opened (and migrated) on first use.
+    /// The store, created if needed, opened (and migrated) on first use: for commands
+    /// that add.
     pub fn store(&mut self) -> Result<&mut Store, CliError> {
         let s = match self.store.take() {
             Some(s) => s,
             None => {
                 let s = Store::open(&self.config.data_dir, Options::cli())?;
                 log::debug!("opened {}", s.path().display());
+                s
+            }
+        };
+        Ok(self.store.insert(s))
+    }
+
+    /// The store for commands that only read, or change only what exists: the database
+    /// when it exists, else an empty one in memory, so that no files are created.
+    pub fn existing_store(&mut self) -> Result<&mut Store, CliError> {
+        let s = match self.store.take() {
+            Some(s) => s,
+            None => {
+                let s = Store::open_existing(&self.config.data_dir, Options::cli())?;
+                if s.is_in_memory() {
+                    log::debug!("no database at {}: nothing stored yet", s.path().display());
+                } else {
+                    log::debug!("opened {}", s.path().display());
+                }
                 s
             }
         };

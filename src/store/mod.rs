@@ -107,6 +107,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The data directory cannot be read (a part of its path is not a directory, or
+    /// access is denied).
+    #[error("cannot read data directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// SQLite cannot open or use the file (permissions, I/O, locked too long).
     #[error("cannot use database {path}: {source}")]
     Open {
@@ -424,6 +431,34 @@ impl Store {
         Store::open_file(&data_dir.join(DB_FILE), options)
     }
 
+    /// Opens `<data_dir>/codex.sqlite` when it exists, and otherwise an empty database in
+    /// memory: for commands that only read, or change only what exists, so that running
+    /// one against a mistyped `--data-dir` creates no files. A path that cannot be
+    /// examined (a part of it is a file, access denied) is an error, not an empty store.
+    pub fn open_existing(data_dir: &Path, options: Options) -> Result<Store, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        match std::fs::metadata(&path) {
+            Ok(_) => Store::open_file(&path, options),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let open_err = |source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                };
+                let conn = Connection::open_in_memory().map_err(open_err)?;
+                Store::setup(conn, path.clone(), options)
+            }
+            Err(source) => Err(StoreError::ReadDir {
+                path: data_dir.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Whether this store is the empty in-memory one of [`Self::open_existing`].
+    pub fn is_in_memory(&self) -> bool {
+        self.conn.path().is_none_or(str::is_empty)
+    }
+
     /// Opens a database file directly.
     pub fn open_file(path: &Path, options: Options) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
@@ -431,24 +466,33 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
+        Store::setup(conn, path.to_path_buf(), options)
+    }
+
+    /// Checks the schema version, configures the connection and migrates.
+    fn setup(conn: Connection, path: PathBuf, options: Options) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
         conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
         let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
             Ok(v) => v,
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) => {
-                return Err(StoreError::NotADatabase(path.to_path_buf()))
+                return Err(StoreError::NotADatabase(path.clone()))
             }
             Err(e) => return Err(open_err(e)),
         };
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 found: version,
                 supported: SCHEMA_VERSION,
             });
         }
         let mut store = Store {
             conn,
-            path: path.to_path_buf(),
+            path: path.clone(),
             options,
         };
         store.configure().map_err(open_err)?;
@@ -476,6 +520,8 @@ impl Store {
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
+        // The empty in-memory store is built afresh each time: nothing worth a note.
+        let note = !self.is_in_memory();
         self.immediate(|tx| {
             let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version > SCHEMA_VERSION {
@@ -488,11 +534,13 @@ impl Store {
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 tx.execute_batch(sql)?;
                 tx.pragma_update(None, "user_version", i as i64 + 1)?;
-                log::info!(
-                    "database {}: migrated to schema version {}",
-                    path.display(),
-                    i + 1
-                );
+                if note {
+                    log::info!(
+                        "database {}: migrated to schema version {}",
+                        path.display(),
+                        i + 1
+                    );
+                }
             }
             Ok(())
         })

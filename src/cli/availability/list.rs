@@ -17,7 +17,7 @@ pub struct ListArgs {
 
 impl Run for ListArgs {
     fn run(self, ctx: &mut Context) -> Result<(), CliError> {
-        let all = ctx.store()?.availabilities()?;
+        let all = ctx.existing_store()?.availabilities()?;
         if self.json {
             let out = ctx.out();
             for a in &all {

@@ -20,7 +20,7 @@ pub struct RemoveArgs {
 
 impl Run for RemoveArgs {
     fn run(self, ctx: &mut Context) -> Result<(), CliError> {
-        let store = ctx.store()?;
+        let store = ctx.existing_store()?;
         let id = store.resolve_availability(&self.id)?;
         let a = store.remove_availability(id)?;
         log::debug!("removed availability {id}");

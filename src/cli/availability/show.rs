@@ -18,7 +18,7 @@ pub struct ShowArgs {
 
 impl Run for ShowArgs {
     fn run(self, ctx: &mut Context) -> Result<(), CliError> {
-        let store = ctx.store()?;
+        let store = ctx.existing_store()?;
         let id = store.resolve_availability(&self.id)?;
         let a = store.availability(id)?;
         let n = store.reservations_of(id)?.len();

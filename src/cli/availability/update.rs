@@ -64,7 +64,7 @@ impl Run for UpdateArgs {
             ));
         }
         let limits = ctx.limits();
-        let store = ctx.store()?;
+        let store = ctx.existing_store()?;
         let id = store.resolve_availability(&self.id)?;
         let change = store.update_availability(id, update, limits)?;
         let n = store.reservations_of(id)?.len();

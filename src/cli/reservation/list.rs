@@ -20,7 +20,7 @@ pub struct ListArgs {
 
 impl Run for ListArgs {
     fn run(self, ctx: &mut Context) -> Result<(), CliError> {
-        let store = ctx.store()?;
+        let store = ctx.existing_store()?;
         let all = match &self.availability {
             Some(prefix) => {
                 let id = store.resolve_availability(prefix)?;
