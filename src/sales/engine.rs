@@ -30,6 +30,9 @@ use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef};
 
+/// Entries `no_match` may hold beyond twice those it kept at its last pruning.
+const NO_MATCH_SLACK: usize = 64;
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -276,6 +279,9 @@ pub struct Engine<L: Ledger> {
     /// Requests for which no availability matched at this ledger version: their other
     /// slots (same ask, same end) cannot match either until the ledger changes.
     no_match: IdMap<RequestId, u64>,
+    /// When `no_match` reaches this size, it keeps only requests with queued slots (see
+    /// [`Self::note_no_match`]).
+    no_match_limit: usize,
 }
 
 impl<L: Ledger> Engine<L> {
@@ -301,6 +307,7 @@ impl<L: Ledger> Engine<L> {
             scratch: Vec::new(),
             ledger_version: 0,
             no_match: IdMap::default(),
+            no_match_limit: NO_MATCH_SLACK,
         })
     }
 
@@ -896,7 +903,7 @@ impl<L: Ledger> Engine<L> {
                                 | LedgerError::InsufficientCollateral { .. }
                                 | LedgerError::Unsuitable { .. },
                             ) => {
-                                self.no_match.insert(ask.request_id, self.ledger_version);
+                                self.note_no_match(ask.request_id);
                                 Err(ReserveFailure::NoMatch)
                             }
                             Err(other) => Err(ReserveFailure::Other(other.to_string())),
@@ -987,6 +994,20 @@ impl<L: Ledger> Engine<L> {
         }
     }
 
+    /// Remembers that `request_id` matched nothing at this ledger version. An entry only
+    /// serves the request's slots still queued, so when the map reaches its limit it keeps
+    /// just the requests with queued slots: its size follows the queue, not every request
+    /// seen since the ledger last changed (a host whose availabilities match nothing for
+    /// months would otherwise collect them all).
+    fn note_no_match(&mut self, request_id: RequestId) {
+        if self.no_match.len() >= self.no_match_limit {
+            let queue = &self.queue;
+            self.no_match.retain(|rid, _| queue.has_request(rid));
+            self.no_match_limit = 2 * self.no_match.len() + NO_MATCH_SLACK;
+        }
+        self.no_match.insert(request_id, self.ledger_version);
+    }
+
     /// Queues a wake-up for each sale in `due`, in slot id order, and empties it.
     fn wake_due(due: &mut Vec<(SlotId, SlotRef)>, inbox: &mut VecDeque<(SlotRef, Input)>) {
         due.sort_unstable();
@@ -1020,7 +1041,94 @@ impl<L: Ledger> Engine<L> {
 
 #[cfg(test)]
 mod tests {
-    use super::SlotSet;
+    use super::{Command, Engine, EngineConfig, SlotSet, NO_MATCH_SLACK};
+    use crate::market::{
+        Address, Ask, Content, MarketEvent, Request, RequestState, SlotState, B256, U256,
+    };
+    use crate::sales::ledger::{AvailabilityId, Ledger, Limits, MemLedger, NewAvailability};
+    use crate::sales::sale::{Input, Output, SlotView};
+    use std::sync::Arc;
+
+    /// A host whose one availability matches nothing sees request after request: the
+    /// no-match memory keeps only requests with queued slots, so it stays near the queue's
+    /// size instead of holding every request seen since the ledger last changed.
+    #[test]
+    fn no_match_memory_follows_the_queue_not_the_requests_seen() {
+        const NOW: u64 = 1_000_000;
+        let mut ledger = MemLedger::new();
+        ledger
+            .create_availability(
+                AvailabilityId([1; 32]),
+                NewAvailability {
+                    total_size: 1 << 30,
+                    duration: 3_600,
+                    min_price_per_byte_per_second: U256::from(1u8),
+                    total_collateral: U256::from(1u64 << 40),
+                    enabled: true,
+                    until: 0,
+                },
+                Limits {
+                    quota: u64::MAX,
+                    now: NOW,
+                },
+            )
+            .unwrap();
+        let mut e =
+            Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
+        e.start(NOW);
+        let requests = 2_000u64;
+        for n in 0..requests {
+            let req = Arc::new(Request {
+                client: Address::repeat_byte(1),
+                ask: Ask {
+                    proof_probability: U256::from(5u8),
+                    price_per_byte_per_second: U256::from(10u8),
+                    collateral_per_byte: U256::from(1u8),
+                    slots: 3,
+                    slot_size: 1 << 20,
+                    // Longer than the availability offers: never matches.
+                    duration: 86_400,
+                    max_slot_loss: 1,
+                },
+                content: Content {
+                    cid: b"bafy-test".to_vec(),
+                    merkle_root: B256::repeat_byte(2),
+                },
+                expiry: 600,
+                nonce: B256::from(U256::from(n)),
+            });
+            e.on_event(
+                MarketEvent::StorageRequested {
+                    request_id: req.id(),
+                    ask: req.ask.clone(),
+                    expiry: NOW + 600,
+                },
+                NOW,
+            );
+            while let Some(cmd) = e.poll() {
+                if let Command::Sale(slot, Output::ReadSlot(_)) = cmd {
+                    let view = SlotView {
+                        request: Some(req.clone()),
+                        request_state: Some(RequestState::New),
+                        slot_state: SlotState::Free,
+                        expires_at: NOW + 600,
+                        ends_at: NOW + 86_400,
+                        host: Address::ZERO,
+                        current_collateral: U256::ZERO,
+                    };
+                    e.on_reply(slot, Input::Slot(Ok(view)), NOW);
+                }
+            }
+        }
+        // Every slot was tried (three workers take a request's three slots at once).
+        assert_eq!(e.stats().ended.get("SaleIgnored"), Some(&(3 * requests)));
+        let bound = 2 * e.queue().capacity() + NO_MATCH_SLACK;
+        assert!(
+            e.no_match.len() <= bound,
+            "{} entries, more than {bound}",
+            e.no_match.len()
+        );
+    }
 
     #[test]
     fn slot_set_spills_from_inline_to_a_set_and_back_to_empty() {

@@ -473,6 +473,11 @@ impl SlotQueue {
     pub fn busy_workers(&self) -> usize {
         self.busy_workers
     }
+    /// Whether any slot of the request is queued. O(1).
+    pub fn has_request(&self, request_id: &RequestId) -> bool {
+        self.by_request.contains_key(request_id)
+    }
+
     /// True when an item with this identity is queued.
     pub fn contains(&self, request_id: RequestId, slot_index: u64) -> bool {
         self.index.contains_key(&(request_id, slot_index))
