@@ -203,32 +203,32 @@ impl Context {
     /// The store, created if needed, opened (and migrated) on first use: for commands
     /// that add.
     pub fn store(&mut self) -> Result<&mut Store, CliError> {
-        let s = match self.store.take() {
-            Some(s) => s,
-            None => {
-                let s = Store::open(&self.config.data_dir, Options::cli())?;
-                log::debug!("opened {}", s.path().display());
-                s
-            }
-        };
-        Ok(self.store.insert(s))
+        self.opened(true)
     }
 
     /// The store for commands that only read, or change only what exists: the database
     /// when it exists, else an empty one in memory, so that no files are created.
     pub fn existing_store(&mut self) -> Result<&mut Store, CliError> {
-        let s = match self.store.take() {
-            Some(s) => s,
-            None => {
-                let s = Store::open_existing(&self.config.data_dir, Options::cli())?;
-                if s.is_in_memory() {
-                    log::debug!("no database at {}: nothing stored yet", s.path().display());
-                } else {
-                    log::debug!("opened {}", s.path().display());
-                }
-                s
-            }
+        self.opened(false)
+    }
+
+    /// Opens the store on first use; `create` replaces an empty in-memory one with the
+    /// database file, made if needed.
+    fn opened(&mut self, create: bool) -> Result<&mut Store, CliError> {
+        if let Some(s) = self.store.take().filter(|s| !(create && s.is_in_memory())) {
+            return Ok(self.store.insert(s));
+        }
+        let (dir, options) = (&self.config.data_dir, Options::cli());
+        let s = if create {
+            Store::open(dir, options)?
+        } else {
+            Store::open_existing(dir, options)?
         };
+        if s.is_in_memory() {
+            log::debug!("no database at {}: nothing stored yet", s.path().display());
+        } else {
+            log::debug!("opened {}", s.path().display());
+        }
         Ok(self.store.insert(s))
     }
 

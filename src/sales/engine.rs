@@ -1019,17 +1019,16 @@ impl<L: Ledger> Engine<L> {
     fn remove_sale(&mut self, id: SlotRef) -> Option<Sale> {
         let live = self.sales.remove(&id)?;
         let rid = id.request_id;
-        let mut unwatched = false;
         if let Some(set) = self.by_request.get_mut(&rid) {
             set.remove(id.slot_index);
             if set.is_empty() {
                 self.by_request.remove(&rid);
                 // The watch only serves the request's sales: with none left it ends
                 // (queued items go by their expiry), so watches never outlive them.
-                unwatched = self.watches.remove(&rid).is_some();
+                self.unwatch(rid);
             }
         }
-        if live.wake.is_some() || unwatched {
+        if live.wake.is_some() {
             self.settle_timers();
         }
         if live.holds_worker {

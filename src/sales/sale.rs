@@ -701,10 +701,7 @@ impl Sale {
 
     /// True for end states (the engine removes the sale).
     pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            Sale::Finished(_) | Sale::Closed(..) | Sale::Errored(_) | Sale::Ignored(_)
-        )
+        self.ending().is_some()
     }
 
     /// How the sale ended; None while it is not final.
