@@ -31,6 +31,13 @@ pub const FILE_KEYS: &[&str] = &[
     "eth-timeout",
     "eth-confirmations",
     "eth-ca-file",
+    // The options of `codex run` (crate::cli::run).
+    "queue-size",
+    "max-workers",
+    "data-source",
+    "simulate-proof-failures",
+    "reward-recipient",
+    "from-block",
 ];
 
 /// The default storage quota: 20 GiB.

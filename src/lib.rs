@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod market;
+pub mod node;
 pub mod sales;
 pub mod store;
 pub mod units;

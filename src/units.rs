@@ -198,7 +198,7 @@ pub fn format_size(n: u64) -> String {
         ("KiB", 1 << 10),
     ];
     for (u, m) in UNITS {
-        if n >= m && n % m == 0 {
+        if n >= m && n.is_multiple_of(m) {
             return format!("{}{u}", n / m);
         }
     }
@@ -209,7 +209,7 @@ pub fn format_size(n: u64) -> String {
 pub fn format_duration(n: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)];
     for (u, m) in UNITS {
-        if n >= m && n % m == 0 {
+        if n >= m && n.is_multiple_of(m) {
             return format!("{}{u}", n / m);
         }
     }

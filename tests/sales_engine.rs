@@ -924,7 +924,8 @@ fn the_expiry_watch_ends_with_the_requests_last_sale() {
     let slots: Vec<_> = e.sales_snapshot().iter().map(|s| s.slot).collect();
     let now = expires - 300;
     for slot in slots {
-        e.on_reply(slot, Input::CanReserve(Ok(false)), now);
+        let ticket = e.ticket(slot).expect("the sale waits for canReserveSlot");
+        e.on_reply(ticket, Input::CanReserve(Ok(false)), now);
         // The next slot of the request may take the freed worker: decline it too.
         while let Some(cmd) = e.poll() {
             if let Command::Sale(s, Output::CanReserve(_)) = cmd {
@@ -1010,12 +1011,14 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
                     now,
                 ),
                 Command::Sale(slot, Output::ReadSlot(_)) => {
-                    e.on_reply(slot, Input::Slot(Ok(view(state, host))), now)
+                    e.on_reply(slot, Input::Slot(Ok(view(state, host))), now);
                 }
                 Command::Sale(slot, Output::CanReserve(_)) => {
-                    e.on_reply(slot, Input::CanReserve(Ok(true)), now)
+                    e.on_reply(slot, Input::CanReserve(Ok(true)), now);
                 }
-                Command::Sale(slot, Output::Send(_)) => e.on_reply(slot, Input::Tx(Ok(())), now),
+                Command::Sale(slot, Output::Send(_)) => {
+                    e.on_reply(slot, Input::Tx(Ok(())), now);
+                }
                 // The download never finishes in this test.
                 Command::Sale(_, Output::Download { .. }) => downloads += 1,
                 _ => {}
@@ -1060,5 +1063,108 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
         U256::from(1u64 << 30),
         "collateral back"
     );
+    assert!(e.ledger().reservations().unwrap().is_empty());
+}
+
+/// A late answer is not taken for a newer one: the `fillSlot` receipt that arrives after a
+/// cancellation moved the sale on to `freeSlot` is dropped (its ticket is no longer the one
+/// the sale waits for), so the sale ends only when the `freeSlot` answer comes.
+#[test]
+fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
+    use codex::market::{Address, Groth16Proof};
+    use codex::sales::engine::{Command, Ticket};
+    use codex::sales::sale::{Input, Output, ProofView, SlotView, Tx};
+    use std::sync::Arc;
+    let now = 1_000_000;
+    let me = Address::ZERO;
+    let mut e = started_engine_with_one_availability(now);
+    let ask = Ask {
+        slots: 1,
+        ..small_ask()
+    };
+    let req = Arc::new(sim::World::make_request(account(9), ask.clone(), 600, 1));
+    let id = req.id();
+    let view = |state: SlotState, rs: RequestState| SlotView {
+        request: Some(req.clone()),
+        request_state: Some(rs),
+        slot_state: state,
+        expires_at: now + 600,
+        ends_at: now + 86_400,
+        host: if state == SlotState::Free {
+            Address::repeat_byte(0)
+        } else {
+            me
+        },
+        current_collateral: U256::from(1024u64),
+    };
+    e.on_event(
+        MarketEvent::StorageRequested {
+            request_id: id,
+            ask,
+            expiry: now + 600,
+        },
+        now,
+    );
+    // Answer everything up to the fillSlot transaction, which stays in flight.
+    let mut t = now;
+    let fill: Ticket = loop {
+        let Some(cmd) = e.poll() else {
+            let at = e.next_deadline().expect("the sale waits for a period");
+            t = at;
+            e.on_time(t);
+            continue;
+        };
+        let Command::Sale(ticket, out) = cmd else {
+            continue;
+        };
+        let input = match out {
+            Output::ReadSlot(_) => Input::Slot(Ok(view(SlotState::Free, RequestState::New))),
+            Output::CanReserve(_) => Input::CanReserve(Ok(true)),
+            Output::Send(Tx::ReserveSlot { .. }) => Input::Tx(Ok(())),
+            Output::Send(Tx::FillSlot { .. }) => break ticket,
+            Output::Download { .. } => Input::Downloaded(Ok(())),
+            Output::ReadProof(_) => Input::Proof(Ok(ProofView {
+                slot_state: SlotState::Free,
+                pointer: 10,
+                required: false,
+                will_be_required: false,
+                challenge: codex::market::B256::repeat_byte(3),
+            })),
+            Output::Prove { .. } => Input::Proved(Ok(Box::new(Groth16Proof([U256::from(1u8); 8])))),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(e.on_reply(ticket, input, t));
+    };
+    // The request is cancelled while fillSlot is in flight; the fill landed, so the sale
+    // frees the slot to collect what it is owed.
+    e.on_event(MarketEvent::RequestCancelled { request_id: id }, t);
+    let mut free = None;
+    while let Some(cmd) = e.poll() {
+        match cmd {
+            Command::Sale(ticket, Output::ReadSlot(_)) => {
+                e.on_reply(
+                    ticket,
+                    Input::Slot(Ok(view(SlotState::Cancelled, RequestState::Cancelled))),
+                    t,
+                );
+            }
+            Command::Sale(ticket, Output::Send(Tx::FreeSlot { .. })) => free = Some(ticket),
+            _ => {}
+        }
+    }
+    let free = free.expect("freeSlot sent");
+    let slot = SlotRef::new(id, 0);
+    assert_eq!(e.ticket(slot), Some(free));
+    // The fillSlot receipt arrives late: dropped.
+    assert!(!e.on_reply(fill, Input::Tx(Ok(())), t));
+    assert!(
+        e.sale(slot).is_some(),
+        "the sale still waits for freeSlot: {:?}",
+        e.sales_snapshot()
+    );
+    assert_eq!(e.ledger().reservations().unwrap().len(), 1);
+    // The freeSlot answer ends it.
+    assert!(e.on_reply(free, Input::Tx(Ok(())), t));
+    assert!(e.sale(slot).is_none());
     assert!(e.ledger().reservations().unwrap().is_empty());
 }

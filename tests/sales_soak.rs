@@ -90,7 +90,7 @@ fn soak_months_of_random_requests_events_and_restarts() {
             requests.push(id);
         }
         node.step(&mut sim);
-        if std::env::var("SOAK_DEBUG").is_ok() && sim.block_number() % 1000 == 0 {
+        if std::env::var("SOAK_DEBUG").is_ok() && sim.block_number().is_multiple_of(1000) {
             let q = node.engine.queue_snapshot();
             eprintln!(
                 "day {} sales {} busy {} paused {:?} queued {} ended {:?} free {:?}",
@@ -111,7 +111,7 @@ fn soak_months_of_random_requests_events_and_restarts() {
         }
         // Every ~5 days the operator tops up the collateral lost to slashing and failures
         // (otherwise the availabilities dry up and the node stops selling).
-        if sim.block_number() % 1440 == 0 {
+        if sim.block_number().is_multiple_of(1440) {
             let now = sim.now();
             for a in node.engine.ledger().availabilities().unwrap() {
                 if a.collateral_lost.is_zero() {

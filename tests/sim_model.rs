@@ -1466,7 +1466,7 @@ fn model_soak_two_thousand_requests_over_two_months() {
             ids.push(sim.request_storage(c, r).unwrap());
         }
         events += sim.mine().logs.len();
-        if sim.block_number() % 4_320 == 0 {
+        if sim.block_number().is_multiple_of(4_320) {
             sim.check_accounting().unwrap();
         }
     }

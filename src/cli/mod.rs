@@ -23,6 +23,7 @@ pub mod events;
 pub mod json;
 pub mod request;
 pub mod reservation;
+pub mod run;
 pub mod table;
 pub mod version;
 
@@ -117,6 +118,7 @@ commands! {
     Events(events::EventsArgs),
     Request(request::RequestArgs),
     Reservation(reservation::ReservationArgs),
+    Run(run::RunArgs),
     Version(version::VersionArgs),
 }
 
@@ -149,6 +151,9 @@ pub enum CliError {
     /// The SIGINT/SIGTERM handlers of `--follow` could not be installed.
     #[error("cannot install the signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The node (`codex run`) stopped with an error.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
 }
 
 impl From<crate::sales::ledger::LedgerError> for CliError {
@@ -169,6 +174,9 @@ impl CliError {
             CliError::Chain(_) => exit::FAILURE,
             CliError::Transaction { .. } => exit::FAILURE,
             CliError::Output(_) | CliError::Signals(_) => exit::FAILURE,
+            CliError::Node(crate::node::NodeError::Chain(e)) if e.is_unreachable() => exit::CHAIN,
+            CliError::Node(crate::node::NodeError::Store(e)) => e.exit_code(),
+            CliError::Node(_) => exit::FAILURE,
         }
     }
 

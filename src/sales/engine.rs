@@ -78,15 +78,28 @@ pub struct FreedSlotInfo {
     pub ends_at: u64,
 }
 
+/// Names one answer a sale waits for: the slot, and the number the engine gave the command
+/// that asks for it. The engine accepts an answer ([`Engine::on_reply`]) only with the ticket
+/// of the command the sale is waiting on now, so a late answer to an earlier command (a
+/// `fillSlot` receipt that arrives after a cancellation moved the sale on to `freeSlot`) is
+/// dropped instead of being taken for the answer to the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket {
+    /// The sale's slot.
+    pub slot: SlotRef,
+    /// The command's number (unique per engine; 0 for outputs that expect no answer).
+    pub seq: u64,
+}
+
 /// What the engine asks the driver to do.
 // Commands are short-lived values moved once from the engine to the driver; boxing the
 // large variant would cost an allocation per command for no gain.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Execute a sale's output and answer with [`Engine::on_reply`] for `slot`
+    /// Execute a sale's output and answer with [`Engine::on_reply`] with this ticket
     /// (for [`Output::Filled`]: notify the node, no answer).
-    Sale(SlotRef, Output),
+    Sale(Ticket, Output),
     /// Delete the data of a slot whose sale ended (no answer).
     ReleaseData(SlotRef),
     /// Read `requestState` at `pending`; answer with [`Engine::on_request_state`].
@@ -251,6 +264,8 @@ struct Live {
     wake: Option<u64>,
     /// Whether it holds a worker.
     holds_worker: bool,
+    /// The ticket number of the command whose answer the sale waits for (0: none).
+    ticket: u64,
 }
 
 /// The sales engine. See the module docs.
@@ -282,6 +297,8 @@ pub struct Engine<L: Ledger> {
     /// When `no_match` reaches this size, it keeps only requests with queued slots (see
     /// [`Self::note_no_match`]).
     no_match_limit: usize,
+    /// The last ticket number handed out.
+    last_ticket: u64,
 }
 
 impl<L: Ledger> Engine<L> {
@@ -308,6 +325,7 @@ impl<L: Ledger> Engine<L> {
             ledger_version: 0,
             no_match: IdMap::default(),
             no_match_limit: NO_MATCH_SLACK,
+            last_ticket: 0,
         })
     }
 
@@ -331,6 +349,12 @@ impl<L: Ledger> Engine<L> {
     /// The ledger, for availability changes; call [`Self::availability_changed`] after one.
     pub fn ledger_mut(&mut self) -> &mut L {
         self.ledger_changed();
+        &mut self.ledger
+    }
+
+    /// The ledger, for writes that cannot change what matches (the node's chain cursor,
+    /// kept in the same store): unlike [`Self::ledger_mut`] this keeps the no-match memory.
+    pub fn ledger_port(&mut self) -> &mut L {
         &mut self.ledger
     }
 
@@ -526,14 +550,45 @@ impl<L: Ledger> Engine<L> {
         self.dispatch();
     }
 
-    /// The driver's answer to a [`Command::Sale`] output of the slot `slot`.
-    pub fn on_reply(&mut self, slot: SlotRef, input: Input, now: u64) {
+    /// The ticket of the answer the live sale of `slot` waits for, if it waits for one.
+    pub fn ticket(&self, slot: SlotRef) -> Option<Ticket> {
+        self.sales
+            .get(&slot)
+            .filter(|l| l.ticket != 0)
+            .map(|l| Ticket {
+                slot,
+                seq: l.ticket,
+            })
+    }
+
+    /// The driver's answer to the [`Command::Sale`] output that carried `ticket`. An answer
+    /// whose ticket is not the one the sale waits for (the sale moved on, or ended) is
+    /// dropped; returns whether it was taken.
+    pub fn on_reply(&mut self, ticket: Ticket, input: Input, now: u64) -> bool {
         self.now = now;
+        match self.sales.get(&ticket.slot) {
+            Some(live) if live.ticket == ticket.seq && ticket.seq != 0 => {}
+            _ => {
+                log::debug!(
+                    "dropping a stale answer for slot {} of {}",
+                    ticket.slot.slot_index,
+                    ticket.slot.request_id
+                );
+                return false;
+            }
+        }
+        // A download reports progress before its end: its ticket stays valid until then.
+        if !matches!(input, Input::DownloadProgress(_)) {
+            if let Some(live) = self.sales.get_mut(&ticket.slot) {
+                live.ticket = 0;
+            }
+        }
         // The inbox is empty between calls, so stepping at once keeps the order.
-        if self.step(slot, input) {
+        if self.step(ticket.slot, input) {
             self.run_inbox();
             self.dispatch();
         }
+        true
     }
 
     /// Answer to [`Command::ReadRequestState`] (None: the request is unknown).
@@ -848,6 +903,7 @@ impl<L: Ledger> Engine<L> {
                 sale: Some(sale),
                 wake: None,
                 holds_worker,
+                ticket: 0,
             },
         );
     }
@@ -952,7 +1008,8 @@ impl<L: Ledger> Engine<L> {
                             self.queue.release_worker();
                         }
                     }
-                    self.commands.push_back(Command::Sale(s, Output::Filled(s)));
+                    self.commands
+                        .push_back(Command::Sale(Ticket { slot: s, seq: 0 }, Output::Filled(s)));
                 }
                 Output::Ended => {
                     // The step that ended the sale stored its final state: take it out.
@@ -963,6 +1020,12 @@ impl<L: Ledger> Engine<L> {
                     let Some(ending) = sale.into_ending() else {
                         unreachable!("a sale announced its end in state {state}");
                     };
+                    log::info!(
+                        "slot {} of {}: sale ended in {state}: {}",
+                        slot.slot_index,
+                        slot.request_id,
+                        ending.reason
+                    );
                     if let Some((rid, returned)) = ending.reservation {
                         self.ledger_changed();
                         match self.ledger.end_reservation(rid, returned) {
@@ -989,7 +1052,15 @@ impl<L: Ledger> Engine<L> {
                         }
                     }
                 }
-                other => self.commands.push_back(Command::Sale(slot, other)),
+                other => {
+                    self.last_ticket += 1;
+                    let seq = self.last_ticket;
+                    if let Some(live) = self.sales.get_mut(&slot) {
+                        live.ticket = seq;
+                    }
+                    self.commands
+                        .push_back(Command::Sale(Ticket { slot, seq }, other));
+                }
             }
         }
     }

@@ -1335,7 +1335,7 @@ fn proving(
                     if due && p.last_proved != Some(period) {
                         p.sim_counter += 1;
                         let n = cfg.simulate_proof_failures;
-                        if n > 0 && p.sim_counter % n == 0 {
+                        if n > 0 && p.sim_counter.is_multiple_of(n) {
                             p.sim_counter = 0;
                             let proof = Box::<Groth16Proof>::default();
                             out.push(Output::Send(Tx::SubmitProof {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use codex::market::{Address, MarketEvent, Request, RequestId, SlotId, U256};
-use codex::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo};
+use codex::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, Ticket};
 use codex::sales::ledger::{
     check_invariant, AvailabilityId, Ledger, Limits, MemLedger, NewAvailability,
 };
@@ -65,7 +65,7 @@ pub struct Node<L: Reopen = MemLedger> {
     /// Events the node never sees (a lossy subscription).
     pub drop_events: Option<fn(&MarketEvent) -> bool>,
     /// Download completions due: block number → slots.
-    downloads: BTreeMap<u64, Vec<SlotRef>>,
+    downloads: BTreeMap<u64, Vec<Ticket>>,
     /// Every command executed, as text (for assertions on what was asked).
     pub trace: Vec<String>,
     /// Proofs submitted: (slot, period, all-zero?, accepted?).
@@ -194,7 +194,8 @@ impl<L: Reopen> Node<L> {
             .map(|(k, _)| *k)
             .collect();
         for k in due {
-            for slot in self.downloads.remove(&k).unwrap_or_default() {
+            for ticket in self.downloads.remove(&k).unwrap_or_default() {
+                let slot = ticket.slot;
                 let input = if self.faults.download {
                     Input::Downloaded(Err("simulated download failure".into()))
                 } else {
@@ -204,10 +205,10 @@ impl<L: Reopen> Node<L> {
                         .and_then(|s| s.reservation().map(|r| r.slot_size))
                         .unwrap_or(0);
                     self.engine
-                        .on_reply(slot, Input::DownloadProgress(size), now);
+                        .on_reply(ticket, Input::DownloadProgress(size), now);
                     Input::Downloaded(Ok(()))
                 };
-                self.engine.on_reply(slot, input, now);
+                self.engine.on_reply(ticket, input, now);
                 self.pump(sim);
             }
         }
@@ -324,11 +325,11 @@ impl<L: Reopen> Node<L> {
     fn execute(&mut self, sim: &mut Sim, cmd: Command) {
         let now = sim.now();
         match cmd {
-            Command::Sale(slot, out) => {
+            Command::Sale(ticket, out) => {
                 self.trace
-                    .push(format!("{}:{:?}", slot.slot_index, kind(&out)));
-                if let Some(input) = self.sale_output(sim, slot, out) {
-                    self.engine.on_reply(slot, input, now);
+                    .push(format!("{}:{:?}", ticket.slot.slot_index, kind(&out)));
+                if let Some(input) = self.sale_output(sim, ticket, out) {
+                    self.engine.on_reply(ticket, input, now);
                 }
             }
             Command::ReleaseData(slot) => self.released.push(slot),
@@ -359,7 +360,7 @@ impl<L: Reopen> Node<L> {
         }
     }
 
-    fn sale_output(&mut self, sim: &mut Sim, slot: SlotRef, out: Output) -> Option<Input> {
+    fn sale_output(&mut self, sim: &mut Sim, ticket: Ticket, out: Output) -> Option<Input> {
         match out {
             Output::ReadSlot(s) => {
                 if self.read_fails() {
@@ -421,7 +422,7 @@ impl<L: Reopen> Node<L> {
             Output::Download { slot, request, .. } => {
                 self.downloads_started.push((slot, request));
                 let at = sim.block_number() + self.download_blocks;
-                self.downloads.entry(at).or_default().push(slot);
+                self.downloads.entry(at).or_default().push(ticket);
                 None
             }
             Output::Prove {
@@ -440,7 +441,7 @@ impl<L: Reopen> Node<L> {
                 None
             }
             other => {
-                panic!("engine passed an internal output to the driver: {other:?} for {slot:?}")
+                panic!("engine passed an internal output to the driver: {other:?} for {ticket:?}")
             }
         }
     }

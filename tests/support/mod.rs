@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod anvil;
+pub mod dataserver;
 pub mod proxy;
 
 pub mod codex;

@@ -1,0 +1,135 @@
+//! `codex run`: the host node in the foreground (see [`crate::node`]).
+//!
+//! Every option is validated before anything is opened or connected: a bad value is a usage
+//! error (exit 2) that names it, and leaves the data directory untouched.
+use std::sync::Arc;
+
+use argh::FromArgs;
+
+use super::{CliError, Context, Run};
+use crate::chain::key::EthPrivateKey;
+use crate::node::data::DataSource;
+use crate::node::{self, NodeConfig};
+
+/// Run the host: sell storage from the availabilities, fill and prove slots, collect
+/// payouts; stops cleanly on SIGINT or SIGTERM.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArgs {
+    /// most slots waiting in the queue (default 128; env CODEX_QUEUE_SIZE)
+    #[argh(option, arg_name = "N")]
+    pub queue_size: Option<String>,
+    /// most slots prepared at once: read, reserved, downloaded and filled (default 3; env
+    /// CODEX_MAX_WORKERS)
+    #[argh(option, arg_name = "N")]
+    pub max_workers: Option<String>,
+    /// where slot data is downloaded from: a URL with {cid} and optionally {slot}; without
+    /// {slot} the slot's byte range is asked for (env CODEX_DATA_SOURCE)
+    #[argh(option, arg_name = "URL_TEMPLATE")]
+    pub data_source: Option<String>,
+    /// make every Nth proof fail on purpose, for testing (default 0: never; env
+    /// CODEX_SIMULATE_PROOF_FAILURES)
+    #[argh(option, arg_name = "N")]
+    pub simulate_proof_failures: Option<String>,
+    /// address that receives the payouts (default: the host's own; env
+    /// CODEX_REWARD_RECIPIENT)
+    #[argh(option, arg_name = "ADDRESS")]
+    pub reward_recipient: Option<String>,
+    /// first block to read Marketplace events from on a first start (default: the block
+    /// from which every still open request is found; env CODEX_FROM_BLOCK)
+    #[argh(option, arg_name = "N")]
+    pub from_block: Option<String>,
+}
+
+fn positive(what: &str) -> impl Fn(&str) -> Result<usize, String> + '_ {
+    move |v| match v.parse::<usize>() {
+        Ok(0) => Err(format!("{what} must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
+impl Run for RunArgs {
+    fn run(self, ctx: &mut Context) -> Result<(), CliError> {
+        let sources = &ctx.config.sources;
+        let queue_size = sources.parse(
+            "queue-size",
+            self.queue_size.as_deref(),
+            || crate::sales::queue::DEFAULT_CAPACITY,
+            positive("the queue size"),
+        )?;
+        let max_workers = sources.parse(
+            "max-workers",
+            self.max_workers.as_deref(),
+            || crate::sales::queue::DEFAULT_MAX_WORKERS,
+            positive("the worker budget"),
+        )?;
+        let data_source = sources.parse(
+            "data-source",
+            self.data_source.as_deref(),
+            || None,
+            |v| DataSource::parse(v).map(Some).map_err(|e| e.to_string()),
+        )?;
+        let data_source = data_source.ok_or_else(|| {
+            CliError::Usage(
+                "codex run needs --data-source URL_TEMPLATE (where slot data is downloaded from, e.g. http://host/data/{cid})".into(),
+            )
+        })?;
+        let simulate_proof_failures = sources.parse(
+            "simulate-proof-failures",
+            self.simulate_proof_failures.as_deref(),
+            || 0u32,
+            |v| v.parse::<u32>().map_err(|_| "not a whole number".into()),
+        )?;
+        let reward_recipient = sources.parse(
+            "reward-recipient",
+            self.reward_recipient.as_deref(),
+            || None,
+            |v| {
+                v.parse::<alloy_primitives::Address>()
+                    .map(Some)
+                    .map_err(|_| "not a 20-byte 0x-hex address".to_string())
+            },
+        )?;
+        let from_block = sources.parse(
+            "from-block",
+            self.from_block.as_deref(),
+            || None,
+            |v| {
+                v.parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| "not a block number".into())
+            },
+        )?;
+        let settings = ctx.chain_settings()?;
+        let key_path = settings.private_key.clone().ok_or_else(|| {
+            CliError::Usage(
+                "codex run needs --eth-private-key FILE (the key that signs the host's transactions)".into(),
+            )
+        })?;
+        let key = EthPrivateKey::load(&key_path).map_err(|e| CliError::Usage(e.to_string()))?;
+        let data_dir = &ctx.config.data_dir;
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(CliError::Usage(format!(
+                "--data-dir {} is not a directory",
+                data_dir.display()
+            )));
+        }
+        node::run(NodeConfig {
+            data_dir: data_dir.clone(),
+            provider: settings.provider,
+            timeout: settings.timeout,
+            confirmations: settings.confirmations,
+            marketplace: settings.marketplace,
+            key,
+            quota: ctx.config.storage_quota,
+            queue_size,
+            max_workers,
+            data_source: Arc::new(data_source),
+            simulate_proof_failures,
+            reward_recipient,
+            from_block,
+        })?;
+        Ok(())
+    }
+}

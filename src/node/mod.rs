@@ -1,0 +1,1126 @@
+//! The node (`codex run`): one thread runs a mio loop that owns all state and drives the
+//! sales engine (see `docs/architecture.md`).
+//!
+//! What the loop owns:
+//! - the [`ChainClient`] (one WebSocket: Marketplace log and `newHeads` subscriptions,
+//!   backfill from the persisted cursor after every (re)connect, and every view call and
+//!   transaction, pipelined);
+//! - the [`Engine`] over the SQLite [`Store`] (the ledger is a synchronous port: a
+//!   reservation is committed inside the engine's step);
+//! - the [`TxBook`] (transactions in flight, sans-IO);
+//! - the pending view batches (one engine question = a few `eth_call`s at `pending`);
+//! - the [`Workers`] (downloads and proofs on threads; results come back through a channel
+//!   and a [`Waker`]);
+//! - SIGINT/SIGTERM through `signal-hook-mio`, and a one-second wall-clock tick that checks
+//!   `PRAGMA data_version` so that an availability changed by the CLI is seen.
+//!
+//! Chain time is the latest block's timestamp: the engine's timers fire on new heads.
+//!
+//! The loop: wait for readiness until the earliest wall-clock deadline (the client's, or the
+//! tick), feed what arrived (frames, worker results, signals) to the core, execute what the
+//! core asks for, repeat. Nothing in the loop waits on the network or a disk other than the
+//! SQLite commits of the ledger.
+
+pub mod data;
+pub mod prover;
+pub mod txs;
+pub mod workers;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::{json, Value};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
+use crate::chain::key::EthPrivateKey;
+use crate::chain::rpc::{parse_logs, CallId, Log};
+use crate::chain::tx::GasCall;
+use crate::chain::ws::Endpoint;
+use crate::chain::ChainError;
+use crate::market::events::{decode_log, RpcLog};
+use crate::market::{calls, MarketEvent, Request, RequestId, RequestState};
+use crate::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, Ticket};
+use crate::sales::sale::{
+    ChainError as SaleChainError, Input, Output, ProofView, SlotRef, SlotView, Tx,
+};
+use crate::store::{Options, Store, StoreError};
+
+use data::{DataSource, DownloadJob};
+use prover::{ProofJob, SimulatedProver};
+use txs::{TxAction, TxBook, TxCall, TxRequest};
+use workers::{Done, Job, Workers};
+
+const CHAIN: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+
+/// Blocks per `eth_getLogs` query.
+const MAX_RANGE: u64 = 1000;
+/// Wall-clock tick: availability changes made by the CLI are noticed within it.
+const TICK: Duration = Duration::from_secs(1);
+/// Requests kept in the view cache (a request never changes once posted).
+const REQUEST_CACHE: usize = 4096;
+/// How long a download may receive nothing before it fails.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `codex run` was given, validated.
+pub struct NodeConfig {
+    /// The data directory (database and slot data).
+    pub data_dir: PathBuf,
+    /// The Ethereum node.
+    pub provider: Endpoint,
+    /// Call timeout.
+    pub timeout: Duration,
+    /// Confirmations a transaction needs.
+    pub confirmations: u64,
+    /// The Marketplace, if configured.
+    pub marketplace: Option<Address>,
+    /// The host's key.
+    pub key: EthPrivateKey,
+    /// The storage quota.
+    pub quota: u64,
+    /// Queue capacity.
+    pub queue_size: usize,
+    /// Worker budget.
+    pub max_workers: usize,
+    /// Where slot data comes from.
+    pub data_source: Arc<DataSource>,
+    /// Every Nth proof fails on purpose (0: off).
+    pub simulate_proof_failures: u32,
+    /// Where payouts go (default: the host).
+    pub reward_recipient: Option<Address>,
+    /// The first block to read on a first start.
+    pub from_block: Option<u64>,
+}
+
+/// Why the node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The chain is not what it should be (wrong chain, no contract), or unreachable.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another `codex run` holds the data directory.
+    #[error("another codex run is using the data directory {0} (it holds {0}/node.lock)")]
+    Locked(String),
+    /// The engine refused its configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The operating system refused something (poll, threads, signals, files).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Io { what, source }
+}
+
+/// What a call answers.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Batch(u64, usize),
+    Tx(TxCall),
+    RequestState(RequestId),
+    FeeHistory,
+}
+
+#[derive(Debug)]
+enum BatchKind {
+    Slot(Ticket),
+    Proof(Ticket),
+    CanReserve(Ticket),
+    Freed(RequestId, u64),
+}
+
+struct Batch {
+    kind: BatchKind,
+    results: Vec<Option<Result<Bytes, ChainError>>>,
+    missing: usize,
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    // Signals first, so that an interrupt while connecting is not lost.
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(io("installing signal handlers"))?;
+    let mut poll = Poll::new().map_err(io("creating the event loop"))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(io("registering signals"))?;
+    // Connect first (retrying while the provider is down) and verify the chain, so that a
+    // wrong chain or address leaves no files behind.
+    let Some(rpc) = connect(&cfg, &mut poll, &mut signals)? else {
+        log::info!(target: "codex::node", "stopped before the node started");
+        return Ok(());
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
+        NodeError::Store(StoreError::CreateDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })
+    })?;
+    let lock_path = cfg.data_dir.join("node.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(format!("opening {}", lock_path.display())))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(NodeError::Locked(cfg.data_dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(io(format!("locking {}", lock_path.display()))(e))
+        }
+    }
+    let store = Store::open(&cfg.data_dir, Options::node())?;
+    let start = start_up(&cfg, rpc, &store)?;
+    let mut engine = Engine::new(
+        EngineConfig {
+            queue_capacity: cfg.queue_size,
+            max_workers: cfg.max_workers,
+            sale: crate::sales::sale::SaleConfig {
+                period: start.config.period,
+                downtime: start.config.downtime,
+                repair_reward_percentage: start.config.repair_reward_percentage,
+                signer: cfg.key.address(),
+                simulate_proof_failures: cfg.simulate_proof_failures,
+                ..Default::default()
+            },
+        },
+        store,
+        fastrand::Rng::new(),
+    )
+    .map_err(|e| NodeError::Config(e.to_string()))?;
+    let report = engine
+        .restore(&start.my_slots, start.now)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    log::info!(
+        target: "codex::sales",
+        "restored {} hosted slots ({} with their reservation); ended {} reservations no slot holds",
+        report.resumed,
+        report.with_reservation,
+        report.ended_reservations
+    );
+    engine.start(start.now);
+    for ev in start.open_requests {
+        engine.on_event(ev, start.now);
+    }
+
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io("creating the waker"))?);
+    let workers = Workers::start(cfg.max_workers, Arc::new(SimulatedProver), waker.clone())
+        .map_err(io("starting worker threads"))?;
+
+    let mut client_cfg = ClientConfig::new(cfg.provider.clone());
+    client_cfg.call_timeout = cfg.timeout;
+    client_cfg.connect_timeout = cfg.timeout;
+    client_cfg.keepalive = cfg.timeout;
+    client_cfg.backoff_max = Duration::from_secs(30).max(cfg.timeout);
+    client_cfg.follow = Some(Follow {
+        address: start.marketplace,
+        from_block: start.from_block,
+        to_block: None,
+        max_range: MAX_RANGE,
+    });
+    let client = ChainClient::new(client_cfg, CHAIN, Instant::now(), fastrand::Rng::new());
+    let data_version = data_version(engine.ledger());
+    let mut node = Node {
+        cfg,
+        engine,
+        client,
+        txs: TxBook::new(start.key, start.chain_id, start.confirmations, start.head),
+        marketplace: start.marketplace,
+        token: start.token,
+        now: start.now,
+        head: start.head,
+        calls: HashMap::new(),
+        batches: HashMap::new(),
+        next_batch: 0,
+        requests: HashMap::new(),
+        workers,
+        downloads: HashMap::new(),
+        open: HashMap::new(),
+        data_version,
+        next_tick: Instant::now() + TICK,
+        hashes: HashMap::new(),
+        tx_actions: Vec::new(),
+    };
+    node.pump(&poll);
+    let mut events = Events::with_capacity(256);
+    loop {
+        let now = Instant::now();
+        let deadline = [node.client.next_deadline(), Some(node.next_tick)]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("waiting for events")(e));
+            }
+        }
+        let mut signalled = false;
+        for ev in events.iter() {
+            match ev.token() {
+                CHAIN => node.client.on_ready(poll.registry(), Instant::now()),
+                SIGNALS => signalled = true,
+                _ => {}
+            }
+        }
+        node.client.on_timer(poll.registry(), Instant::now());
+        node.pump(&poll);
+        if Instant::now() >= node.next_tick {
+            node.next_tick = Instant::now() + TICK;
+            node.check_availabilities();
+            node.pump(&poll);
+        }
+        if signalled {
+            let mut got = None;
+            for s in signals.pending() {
+                got = Some(s);
+            }
+            if let Some(s) = got {
+                let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
+                log::info!(target: "codex::node", "{name} received; stopping (live sales resume on the next start)");
+                node.engine.stop();
+                node.workers.shutdown();
+                node.client.shutdown(poll.registry());
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What start-up found.
+struct Start {
+    key: EthPrivateKey,
+    chain_id: u64,
+    confirmations: u64,
+    marketplace: Address,
+    token: Address,
+    config: crate::market::MarketplaceConfig,
+    now: u64,
+    head: u64,
+    from_block: u64,
+    my_slots: Vec<(RequestId, u64)>,
+    open_requests: Vec<MarketEvent>,
+}
+
+/// Connects, retrying with backoff while the provider cannot be reached, and verifies the
+/// chain; None when a signal came first.
+fn connect(
+    cfg: &NodeConfig,
+    poll: &mut Poll,
+    signals: &mut Signals,
+) -> Result<Option<(BlockingClient, u64, Address)>, NodeError> {
+    let mut delay = Duration::from_millis(250);
+    let mut events = Events::with_capacity(4);
+    loop {
+        let attempt =
+            BlockingClient::connect_to(cfg.provider.clone(), cfg.timeout).and_then(|mut rpc| {
+                let (chain_id, marketplace) = rpc.verify(None, cfg.marketplace)?;
+                Ok((rpc, chain_id, marketplace))
+            });
+        match attempt {
+            Ok(v) => return Ok(Some(v)),
+            Err(
+                e @ (ChainError::Unreachable { .. }
+                | ChainError::Disconnected(_)
+                | ChainError::Timeout { .. }),
+            ) => {
+                log::warn!(target: "codex::chain", "{e}; retrying in {} ms", delay.as_millis())
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Wait for the backoff, or a signal.
+        if let Err(e) = poll.poll(&mut events, Some(delay)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("waiting to reconnect")(e));
+            }
+        }
+        if events.iter().any(|e| e.token() == SIGNALS) && signals.pending().next().is_some() {
+            return Ok(None);
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Reads what the node needs before its loop starts.
+fn start_up(
+    cfg: &NodeConfig,
+    (mut rpc, chain_id, marketplace): (BlockingClient, u64, Address),
+    store: &Store,
+) -> Result<Start, NodeError> {
+    let me = cfg.key.address();
+    let config = calls::decode_configuration(&rpc.eth_call(marketplace, &calls::configuration())?)
+        .map_err(|e| bad("configuration", e))?;
+    let token = calls::decode_token(&rpc.eth_call(marketplace, &calls::token())?)
+        .map_err(|e| bad("token", e))?;
+    let latest = rpc.call("eth_getBlockByNumber", json!(["latest", false]))?;
+    let head =
+        quantity(&latest["number"]).ok_or_else(|| bad("eth_getBlockByNumber", "no number"))?;
+    let now = quantity(&latest["timestamp"])
+        .ok_or_else(|| bad("eth_getBlockByNumber", "no timestamp"))?;
+    log::info!(
+        target: "codex::node",
+        "chain {chain_id} at block {head}; Marketplace {marketplace}, token {token}, proof period {} s; host {me}",
+        config.period
+    );
+    // Requests still open were announced at most requestDurationLimit ago (expiry < duration
+    // ≤ that limit): the window that a start must read to find them all.
+    let window_start = first_block_after(
+        &mut rpc,
+        head,
+        now.saturating_sub(config.request_duration_limit),
+    )?;
+    let cursor = store.cursor()?;
+    let from_block = match (cursor, cfg.from_block) {
+        (Some((b, _)), _) => b + 1,
+        (None, Some(b)) => b,
+        (None, None) => window_start,
+    };
+    log::info!(target: "codex::node", "reading Marketplace events from block {from_block}");
+    // After a restart, requests announced before the cursor that are still open go back
+    // into the queue (the queue lives in memory).
+    let mut open_requests = Vec::new();
+    if from_block > window_start {
+        let sig = {
+            use alloy_sol_types::SolEvent;
+            crate::market::abi::Marketplace::StorageRequested::SIGNATURE_HASH
+        };
+        let mut b = window_start;
+        while b < from_block {
+            let to = (b + MAX_RANGE - 1).min(from_block - 1);
+            let v = rpc.call(
+                "eth_getLogs",
+                json!([{"address": marketplace, "fromBlock": format!("{b:#x}"), "toBlock": format!("{to:#x}"), "topics": [sig]}]),
+            )?;
+            for l in parse_logs(&v).map_err(|e| bad("eth_getLogs", e))? {
+                let Ok(d) = decode_log(&to_rpc_log(&l)) else {
+                    continue;
+                };
+                if let MarketEvent::StorageRequested {
+                    request_id, expiry, ..
+                } = &d.event
+                {
+                    if *expiry <= now {
+                        continue;
+                    }
+                    let st = rpc.eth_call(marketplace, &calls::request_state(*request_id));
+                    if let Ok(Ok(RequestState::New)) = st.map(|d| calls::decode_request_state(&d)) {
+                        open_requests.push(d.event);
+                    }
+                }
+            }
+            b = to + 1;
+        }
+    }
+    // The slots we host, to resume their sales.
+    let slots = rpc.call(
+        "eth_call",
+        json!([{"from": me, "to": marketplace, "data": Bytes::from(calls::my_slots())}, "latest"]),
+    )?;
+    let slots = hex_bytes(&slots).ok_or_else(|| bad("mySlots", "not hex"))?;
+    let slot_ids = calls::decode_my_slots(&slots).map_err(|e| bad("mySlots", e))?;
+    let mut my_slots = Vec::new();
+    for sid in slot_ids {
+        let d = rpc.eth_call(marketplace, &calls::get_active_slot(sid))?;
+        let (request, index) =
+            calls::decode_get_active_slot(&d).map_err(|e| bad("getActiveSlot", e))?;
+        my_slots.push((request.id(), index));
+    }
+    Ok(Start {
+        key: cfg.key.clone(),
+        chain_id,
+        confirmations: cfg.confirmations,
+        marketplace,
+        token,
+        config,
+        now,
+        head,
+        from_block,
+        my_slots,
+        open_requests,
+    })
+}
+
+/// The first block whose timestamp is at least `t` (bisection on block timestamps).
+fn first_block_after(rpc: &mut BlockingClient, head: u64, t: u64) -> Result<u64, NodeError> {
+    let ts = |rpc: &mut BlockingClient, n: u64| -> Result<u64, NodeError> {
+        let b = rpc.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))?;
+        quantity(&b["timestamp"]).ok_or_else(|| bad("eth_getBlockByNumber", "no timestamp"))
+    };
+    let (mut lo, mut hi) = (0u64, head);
+    if ts(rpc, 0)? >= t {
+        return Ok(0);
+    }
+    // Invariant: ts(lo) < t <= ts(hi) (or hi = head).
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if ts(rpc, mid)? >= t {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+fn bad(method: &str, reason: impl std::fmt::Display) -> NodeError {
+    NodeError::Chain(ChainError::BadResponse {
+        method: method.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+fn quantity(v: &Value) -> Option<u64> {
+    v.as_str()
+        .and_then(|s| crate::chain::rpc::parse_quantity(s).ok())
+}
+
+fn hex_bytes(v: &Value) -> Option<Bytes> {
+    v.as_str().and_then(|s| s.parse::<Bytes>().ok())
+}
+
+fn to_rpc_log(l: &Log) -> RpcLog {
+    RpcLog {
+        address: l.address,
+        topics: l.topics.clone(),
+        data: l.data.clone(),
+        block_hash: Some(l.block_hash),
+        block_number: Some(l.block_number),
+        transaction_hash: Some(l.transaction_hash),
+        transaction_index: Some(l.transaction_index),
+        log_index: Some(l.log_index),
+        removed: l.removed,
+    }
+}
+
+fn data_version(store: &Store) -> i64 {
+    store
+        .connection()
+        .query_row("PRAGMA data_version", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Short id for text logs.
+fn short(id: &impl std::fmt::Display) -> String {
+    let s = id.to_string();
+    if s.len() > 10 {
+        format!("{}…", &s[..10])
+    } else {
+        s
+    }
+}
+
+struct Node {
+    cfg: NodeConfig,
+    engine: Engine<Store>,
+    client: ChainClient,
+    txs: TxBook,
+    marketplace: Address,
+    token: Address,
+    /// Chain time: the latest block's timestamp.
+    now: u64,
+    head: u64,
+    calls: HashMap<CallId, Purpose>,
+    batches: HashMap<u64, Batch>,
+    next_batch: u64,
+    requests: HashMap<RequestId, Arc<Request>>,
+    workers: Workers,
+    downloads: HashMap<SlotRef, Arc<AtomicBool>>,
+    /// Requests announced and still open, to examine again when an availability grows.
+    open: HashMap<RequestId, MarketEvent>,
+    data_version: i64,
+    next_tick: Instant,
+    /// Recent block hashes, for the cursor.
+    hashes: HashMap<u64, B256>,
+    tx_actions: Vec<TxAction>,
+}
+
+impl Node {
+    /// Drains everything that is ready: client outputs, worker results, engine commands.
+    fn pump(&mut self, poll: &Poll) {
+        loop {
+            let mut progressed = false;
+            while let Some(o) = self.client.poll_output() {
+                progressed = true;
+                self.on_client(poll, o);
+            }
+            while let Some(d) = self.workers.try_recv() {
+                progressed = true;
+                self.on_done(d);
+            }
+            while let Some(cmd) = self.engine.poll() {
+                progressed = true;
+                self.execute(poll, cmd);
+            }
+            if !self.tx_actions.is_empty() {
+                progressed = true;
+                self.run_tx_actions(poll);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_client(&mut self, poll: &Poll, o: ClientOutput) {
+        match o {
+            ClientOutput::Connected => {
+                log::info!(target: "codex::chain", "connected to {}", self.cfg.provider.url)
+            }
+            ClientOutput::Disconnected(e) => {
+                log::warn!(target: "codex::chain", "{e}; reconnecting (missed events are backfilled)")
+            }
+            ClientOutput::Failed(e) => log::error!(target: "codex::chain", "{e}"),
+            ClientOutput::Log(l) => match decode_log(&to_rpc_log(&l)) {
+                Ok(d) => {
+                    log::info!(target: "codex::market", "block {}: {}", l.block_number, d.event.name());
+                    self.note_request(&d.event);
+                    self.engine.on_event(d.event, self.now);
+                }
+                Err(e) => log::warn!(
+                    target: "codex::market",
+                    "skipping log {} of block {}: {e}",
+                    l.log_index,
+                    l.block_number
+                ),
+            },
+            ClientOutput::Removed(l) => log::warn!(
+                target: "codex::chain",
+                "log {} of block {} was removed by a reorganisation",
+                l.log_index,
+                l.block_number
+            ),
+            ClientOutput::Processed(b) => {
+                let hash = self.hashes.get(&b).copied().unwrap_or_default();
+                if let Err(e) = self.engine.ledger_port().set_cursor(b, hash) {
+                    log::warn!(target: "codex::store", "saving the chain cursor at block {b}: {e}");
+                }
+            }
+            ClientOutput::Head(h) => {
+                self.head = h.number;
+                self.now = self.now.max(h.timestamp);
+                self.hashes.insert(h.number, h.hash);
+                self.hashes.retain(|n, _| *n + 64 >= h.number);
+                self.engine.on_time(self.now);
+                self.txs.on_head(h.number, &mut self.tx_actions);
+                let id = self.client.call(
+                    poll.registry(),
+                    "eth_feeHistory",
+                    &json!(["0x1", "latest", []]),
+                    Instant::now(),
+                );
+                self.calls.insert(id, Purpose::FeeHistory);
+                let now = self.now;
+                self.open.retain(|_, ev| match ev {
+                    MarketEvent::StorageRequested { expiry, .. } => *expiry > now,
+                    _ => false,
+                });
+            }
+            ClientOutput::Response { id, result } => {
+                let Some(p) = self.calls.remove(&id) else {
+                    return;
+                };
+                self.on_response(p, result);
+            }
+        }
+    }
+
+    fn note_request(&mut self, ev: &MarketEvent) {
+        match ev {
+            MarketEvent::StorageRequested { request_id, .. } => {
+                self.open.insert(*request_id, ev.clone());
+            }
+            MarketEvent::RequestFulfilled { request_id }
+            | MarketEvent::RequestCancelled { request_id }
+            | MarketEvent::RequestFailed { request_id } => {
+                self.open.remove(request_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// An availability may have been changed by another process: let the engine look again,
+    /// and examine the open requests again (a host that offers storage after a request was
+    /// posted still sells to it).
+    fn check_availabilities(&mut self) {
+        let v = data_version(self.engine.ledger());
+        if v == self.data_version {
+            return;
+        }
+        self.data_version = v;
+        log::info!(target: "codex::sales", "availabilities changed; examining {} open requests again", self.open.len());
+        self.engine.availability_changed(true, self.now);
+        let open: Vec<MarketEvent> = self.open.values().cloned().collect();
+        for ev in open {
+            self.engine.on_event(ev, self.now);
+        }
+    }
+
+    fn on_response(&mut self, p: Purpose, result: Result<Value, ChainError>) {
+        match p {
+            Purpose::FeeHistory => {
+                if let Ok(v) = result {
+                    if let Some(base) = v["baseFeePerGas"]
+                        .as_array()
+                        .and_then(|a| a.last())
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<U256>().ok())
+                    {
+                        self.txs
+                            .set_base_fee(u128::try_from(base).unwrap_or(u128::MAX));
+                    }
+                }
+            }
+            Purpose::Tx(call) => self.txs.on_answer(call, result, &mut self.tx_actions),
+            Purpose::RequestState(rid) => {
+                let st = match result {
+                    Ok(v) => match hex_bytes(&v).map(|d| calls::decode_request_state(&d)) {
+                        Some(Ok(s)) => Ok(Some(s)),
+                        _ => Err(SaleChainError(format!("requestState returned {v}"))),
+                    },
+                    Err(e) if e.revert_data().is_some() => Ok(None),
+                    Err(e) => Err(SaleChainError(e.to_string())),
+                };
+                self.engine.on_request_state(rid, st, self.now);
+            }
+            Purpose::Batch(id, i) => {
+                let Some(b) = self.batches.get_mut(&id) else {
+                    return;
+                };
+                if b.results[i].is_none() {
+                    b.missing -= 1;
+                }
+                b.results[i] = Some(result.and_then(|v| {
+                    hex_bytes(&v).ok_or_else(|| ChainError::BadResponse {
+                        method: "eth_call".into(),
+                        reason: format!("{v} is not hex data"),
+                    })
+                }));
+                if b.missing == 0 {
+                    if let Some(b) = self.batches.remove(&id) {
+                        self.finish_batch(b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn eth_call(&mut self, poll: &Poll, data: Vec<u8>, purpose: Purpose) {
+        let params = json!([{"from": self.txs.address(), "to": self.marketplace, "data": Bytes::from(data)}, "pending"]);
+        let id = self
+            .client
+            .call(poll.registry(), "eth_call", &params, Instant::now());
+        self.calls.insert(id, purpose);
+    }
+
+    fn batch(&mut self, poll: &Poll, kind: BatchKind, calls: Vec<Vec<u8>>) {
+        self.next_batch += 1;
+        let id = self.next_batch;
+        self.batches.insert(
+            id,
+            Batch {
+                kind,
+                results: (0..calls.len()).map(|_| None).collect(),
+                missing: calls.len(),
+            },
+        );
+        for (i, data) in calls.into_iter().enumerate() {
+            self.eth_call(poll, data, Purpose::Batch(id, i));
+        }
+    }
+
+    fn finish_batch(&mut self, b: Batch) {
+        let now = self.now;
+        let mut r = b
+            .results
+            .into_iter()
+            .map(|x| x.unwrap_or(Err(ChainError::Disconnected("no answer".into()))));
+        match b.kind {
+            BatchKind::Slot(t) => {
+                let view = self.slot_view(t.slot, &mut r);
+                self.engine.on_reply(t, Input::Slot(view), now);
+            }
+            BatchKind::Proof(t) => {
+                let view = (|| -> Result<ProofView, SaleChainError> {
+                    let mut next = || {
+                        r.next()
+                            .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
+                            .map_err(|e| SaleChainError(e.to_string()))
+                    };
+                    let slot_state = calls::decode_slot_state(&next()?).map_err(sale_err)?;
+                    let pointer = calls::decode_get_pointer(&next()?).map_err(sale_err)?;
+                    let required = calls::decode_is_proof_required(&next()?).map_err(sale_err)?;
+                    let will_be_required =
+                        calls::decode_will_proof_be_required(&next()?).map_err(sale_err)?;
+                    let challenge = calls::decode_get_challenge(&next()?).map_err(sale_err)?;
+                    Ok(ProofView {
+                        slot_state,
+                        pointer,
+                        required,
+                        will_be_required,
+                        challenge,
+                    })
+                })();
+                self.engine.on_reply(t, Input::Proof(view), now);
+            }
+            BatchKind::CanReserve(t) => {
+                let res = r
+                    .next()
+                    .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
+                    .map_err(|e| SaleChainError(e.to_string()))
+                    .and_then(|d| calls::decode_can_reserve_slot(&d).map_err(sale_err));
+                self.engine.on_reply(t, Input::CanReserve(res), now);
+            }
+            BatchKind::Freed(rid, index) => {
+                let info = (|| -> Result<Option<FreedSlotInfo>, SaleChainError> {
+                    let req = match r.next() {
+                        Some(Ok(d)) => calls::decode_get_request(&d).map_err(sale_err)?,
+                        Some(Err(e)) if e.revert_data().is_some() => return Ok(None),
+                        Some(Err(e)) => return Err(SaleChainError(e.to_string())),
+                        None => return Ok(None),
+                    };
+                    let mut next = || {
+                        r.next()
+                            .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
+                            .map_err(|e| SaleChainError(e.to_string()))
+                    };
+                    let request_state = calls::decode_request_state(&next()?).map_err(sale_err)?;
+                    let expires_at = calls::decode_request_expiry(&next()?).map_err(sale_err)?;
+                    let ends_at = calls::decode_request_end(&next()?).map_err(sale_err)?;
+                    Ok(Some(FreedSlotInfo {
+                        ask: req.ask,
+                        request_state,
+                        expires_at,
+                        ends_at,
+                    }))
+                })();
+                self.engine.on_freed_slot(rid, index, info, now);
+            }
+        }
+    }
+
+    fn slot_view(
+        &mut self,
+        slot: SlotRef,
+        r: &mut impl Iterator<Item = Result<Bytes, ChainError>>,
+    ) -> Result<SlotView, SaleChainError> {
+        let transient = |e: ChainError| SaleChainError(e.to_string());
+        let mut next = || {
+            r.next()
+                .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
+        };
+        let request = match next() {
+            Ok(d) => {
+                let req = Arc::new(calls::decode_get_request(&d).map_err(sale_err)?);
+                if self.requests.len() >= REQUEST_CACHE {
+                    self.requests.clear();
+                }
+                self.requests.insert(slot.request_id, req.clone());
+                Some(req)
+            }
+            Err(e) if e.revert_data().is_some() => None,
+            Err(e) => return Err(transient(e)),
+        };
+        let request_state = match next() {
+            Ok(d) => Some(calls::decode_request_state(&d).map_err(sale_err)?),
+            Err(e) if e.revert_data().is_some() => None,
+            Err(e) => return Err(transient(e)),
+        };
+        let slot_state = calls::decode_slot_state(&next().map_err(transient)?).map_err(sale_err)?;
+        let or_zero = |x: Result<Bytes, ChainError>| -> Result<Option<Bytes>, SaleChainError> {
+            match x {
+                Ok(d) => Ok(Some(d)),
+                Err(e) if e.revert_data().is_some() => Ok(None),
+                Err(e) => Err(SaleChainError(e.to_string())),
+            }
+        };
+        let expires_at = match or_zero(next())? {
+            Some(d) => calls::decode_request_expiry(&d).map_err(sale_err)?,
+            None => 0,
+        };
+        let ends_at = match or_zero(next())? {
+            Some(d) => calls::decode_request_end(&d).map_err(sale_err)?,
+            None => 0,
+        };
+        let host = match or_zero(next())? {
+            Some(d) => calls::decode_get_host(&d)
+                .map_err(sale_err)?
+                .unwrap_or(Address::ZERO),
+            None => Address::ZERO,
+        };
+        let current_collateral = match or_zero(next())? {
+            Some(d) => calls::decode_current_collateral(&d).map_err(sale_err)?,
+            None => U256::ZERO,
+        };
+        Ok(SlotView {
+            request,
+            request_state,
+            slot_state,
+            expires_at,
+            ends_at,
+            host,
+            current_collateral,
+        })
+    }
+
+    fn execute(&mut self, poll: &Poll, cmd: Command) {
+        match cmd {
+            Command::Sale(t, out) => self.sale_output(poll, t, out),
+            Command::ReleaseData(slot) => {
+                if let Some(c) = self.downloads.remove(&slot) {
+                    c.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let path = self.slot_path(slot);
+                match data::release(&path) {
+                    Ok(()) => {
+                        log::info!(target: "codex::sales", "slot {} of {}: data deleted", slot.slot_index, short(&slot.request_id))
+                    }
+                    Err(e) => {
+                        log::warn!(target: "codex::sales", "deleting {}: {e}", path.display())
+                    }
+                }
+            }
+            Command::ReadRequestState(rid) => {
+                self.eth_call(poll, calls::request_state(rid), Purpose::RequestState(rid));
+            }
+            Command::LookupFreedSlot {
+                request_id,
+                slot_index,
+            } => {
+                self.batch(
+                    poll,
+                    BatchKind::Freed(request_id, slot_index),
+                    vec![
+                        calls::get_request(request_id),
+                        calls::request_state(request_id),
+                        calls::request_expiry(request_id),
+                        calls::request_end(request_id),
+                    ],
+                );
+            }
+        }
+    }
+
+    fn slot_path(&self, slot: SlotRef) -> PathBuf {
+        data::slot_path(&self.cfg.data_dir, &slot.slot_id().to_string())
+    }
+
+    fn sale_output(&mut self, poll: &Poll, t: Ticket, out: Output) {
+        let slot = t.slot;
+        let state = self.engine.sale(slot).map_or("-", |s| s.state_name());
+        let (idx, rid) = (slot.slot_index, short(&slot.request_id));
+        match out {
+            Output::ReadSlot(s) => {
+                let (rid, sid) = (s.request_id, s.slot_id());
+                self.batch(
+                    poll,
+                    BatchKind::Slot(t),
+                    vec![
+                        calls::get_request(rid),
+                        calls::request_state(rid),
+                        calls::slot_state(sid),
+                        calls::request_expiry(rid),
+                        calls::request_end(rid),
+                        calls::get_host(sid),
+                        calls::current_collateral(sid),
+                    ],
+                );
+            }
+            Output::ReadProof(s) => {
+                let sid = s.slot_id();
+                self.batch(
+                    poll,
+                    BatchKind::Proof(t),
+                    vec![
+                        calls::slot_state(sid),
+                        calls::get_pointer(sid),
+                        calls::is_proof_required(sid),
+                        calls::will_proof_be_required(sid),
+                        calls::get_challenge(sid),
+                    ],
+                );
+            }
+            Output::CanReserve(s) => {
+                self.batch(
+                    poll,
+                    BatchKind::CanReserve(t),
+                    vec![calls::can_reserve_slot(s.request_id, s.slot_index)],
+                );
+            }
+            Output::Send(tx) => {
+                let req = |label, call, to, data: Vec<u8>| TxRequest {
+                    ticket: t,
+                    label,
+                    call,
+                    to,
+                    data: Bytes::from(data),
+                };
+                match tx {
+                    Tx::ReserveSlot { slot } => {
+                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: reserving the slot");
+                        let r = req(
+                            "reserveSlot",
+                            GasCall::ReserveSlot,
+                            self.marketplace,
+                            calls::reserve_slot(slot.request_id, slot.slot_index),
+                        );
+                        self.txs.send(r, &mut self.tx_actions);
+                    }
+                    Tx::FillSlot {
+                        slot,
+                        proof,
+                        collateral,
+                    } => {
+                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: filling the slot, posting {collateral} collateral");
+                        let approve = req(
+                            "approve",
+                            GasCall::Other,
+                            self.token,
+                            calls::approve(self.marketplace, collateral),
+                        );
+                        let fill = req(
+                            "fillSlot",
+                            GasCall::FillSlot,
+                            self.marketplace,
+                            calls::fill_slot(slot.request_id, slot.slot_index, &proof),
+                        );
+                        self.txs.send_fill(approve, fill, &mut self.tx_actions);
+                    }
+                    Tx::SubmitProof { slot, proof } => {
+                        log::info!(target: "codex::proving", "slot {idx} of {rid}: submitting a proof{}", if proof.is_zero() { " (simulated failure)" } else { "" });
+                        let r = req(
+                            "submitProof",
+                            GasCall::Other,
+                            self.marketplace,
+                            calls::submit_proof(slot.slot_id(), &proof),
+                        );
+                        self.txs.send(r, &mut self.tx_actions);
+                    }
+                    Tx::FreeSlot { slot } => {
+                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: freeing the slot to collect payout and collateral");
+                        let data = match self.cfg.reward_recipient {
+                            Some(to) => calls::free_slot_to(slot.slot_id(), to, self.txs.address()),
+                            None => calls::free_slot(slot.slot_id()),
+                        };
+                        let r = req("freeSlot", GasCall::FreeSlot, self.marketplace, data);
+                        self.txs.send(r, &mut self.tx_actions);
+                    }
+                }
+            }
+            Output::Download { slot, request, .. } => {
+                let cid = crate::market::cid::format_cid(&request.content.cid);
+                log::info!(target: "codex::sales", "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.downloads.insert(slot, cancel.clone());
+                self.workers
+                    .cancels
+                    .retain(|c| !c.load(std::sync::atomic::Ordering::Relaxed));
+                self.workers.cancels.push(cancel.clone());
+                let job = DownloadJob {
+                    source: self.cfg.data_source.clone(),
+                    cid,
+                    slot_index: slot.slot_index,
+                    slot_size: request.ask.slot_size,
+                    path: self.slot_path(slot),
+                    stall_timeout: STALL_TIMEOUT,
+                    cancel,
+                };
+                self.workers.submit(Job::Download(t, job));
+            }
+            Output::Prove {
+                slot,
+                request,
+                challenge,
+            } => {
+                let job = ProofJob {
+                    path: self.slot_path(slot),
+                    slot_size: request.ask.slot_size,
+                    slot_index: slot.slot_index,
+                    challenge,
+                    merkle_root: request.content.merkle_root,
+                };
+                self.workers.submit(Job::Prove(t, job));
+            }
+            Output::UpdateExpiry { .. } => {
+                // The slot's file is kept until its sale ends, whatever the expiry: there is
+                // no block store whose expiry to extend.
+                self.engine
+                    .on_reply(t, Input::ExpiryUpdated(Ok(())), self.now);
+            }
+            Output::Filled(s) => {
+                log::info!(target: "codex::sales", "slot {} of {}: filled; we host it now and prove it every period it is required", s.slot_index, short(&s.request_id));
+            }
+            other => {
+                log::error!(target: "codex::sales", "the engine passed an internal output to the node: {other:?}")
+            }
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let now = self.now;
+        match d {
+            Done::Progress(t, bytes) => {
+                self.engine.on_reply(t, Input::DownloadProgress(bytes), now);
+            }
+            Done::Downloaded(t, res) => {
+                self.downloads.remove(&t.slot);
+                match &res {
+                    Ok(()) => {
+                        log::info!(target: "codex::sales", "slot {} of {}: download complete", t.slot.slot_index, short(&t.slot.request_id))
+                    }
+                    Err(e) => {
+                        log::warn!(target: "codex::sales", "slot {} of {}: download failed: {e}", t.slot.slot_index, short(&t.slot.request_id))
+                    }
+                }
+                self.engine.on_reply(t, Input::Downloaded(res), now);
+            }
+            Done::Proved(t, res) => {
+                if let Err(e) = &res {
+                    log::warn!(target: "codex::proving", "slot {} of {}: proof failed: {e}", t.slot.slot_index, short(&t.slot.request_id));
+                }
+                self.engine.on_reply(t, Input::Proved(res), now);
+            }
+        }
+    }
+
+    fn run_tx_actions(&mut self, poll: &Poll) {
+        let actions = std::mem::take(&mut self.tx_actions);
+        for a in actions {
+            match a {
+                TxAction::Call(tag, method, params) => {
+                    let id = self
+                        .client
+                        .call(poll.registry(), method, &params, Instant::now());
+                    self.calls.insert(id, Purpose::Tx(tag));
+                }
+                TxAction::Done(t, res) => {
+                    self.engine.on_reply(t, Input::Tx(res), self.now);
+                }
+                TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),
+            }
+        }
+    }
+}
+
+fn sale_err(e: impl std::fmt::Display) -> SaleChainError {
+    SaleChainError(format!("cannot decode a view: {e}"))
+}

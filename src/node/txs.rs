@@ -1,0 +1,585 @@
+//! Transactions that never block the loop: a sans-IO book of every transaction in flight.
+//!
+//! Each transaction goes through `eth_estimateGas` (a revert here is the contract's answer,
+//! decoded), the gas headroom of its call, a nonce from the [`NonceTracker`], EIP-1559 fees
+//! from the latest base fee, signing, `eth_sendRawTransaction`, and then a receipt check on
+//! every new block until it has `confirmations` blocks. Many transactions are in flight at
+//! once with consecutive nonces; "nonce too low" resyncs the tracker from
+//! `eth_getTransactionCount(pending)` and sends again; a transaction not mined within
+//! [`REPLACE_AFTER_BLOCKS`] is sent again with the same nonce and higher fees.
+//!
+//! The book makes no calls itself: it pushes [`TxAction`]s (a JSON-RPC call to make, with the
+//! [`TxCall`] tag to answer it with, or a transaction's outcome) and is fed the answers.
+//! A fill is two transactions, `approve` then `fillSlot`; fills go one at a time, because an
+//! ERC-20 approval replaces the previous one and two interleaved approve/fill pairs would
+//! spend each other's allowance.
+use std::collections::{HashMap, VecDeque};
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use serde_json::{json, Value};
+
+use crate::chain::key::EthPrivateKey;
+use crate::chain::rpc::parse_quantity;
+use crate::chain::tx::{
+    classify_send_error, fees, gas_limit_with_headroom, Eip1559Tx, GasCall, NonceTracker,
+    SendRejection,
+};
+use crate::chain::ChainError;
+use crate::market::errors::MarketError;
+use crate::sales::engine::Ticket;
+use crate::sales::sale::{Revert, TxError};
+
+/// Blocks a sent transaction may stay unmined before it is replaced with higher fees.
+pub const REPLACE_AFTER_BLOCKS: u64 = 12;
+/// The tip when the node suggests none: 1 gwei.
+pub const DEFAULT_TIP: u128 = 1_000_000_000;
+
+/// Which step of which transaction a call answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCall {
+    /// `eth_estimateGas` of transaction `id`.
+    Estimate(u64),
+    /// `eth_sendRawTransaction` of transaction `id`.
+    Send(u64),
+    /// `eth_getTransactionReceipt` of transaction `id`, for one of its hashes.
+    Receipt(u64, B256),
+    /// `eth_getTransactionCount(pending)`.
+    Nonce,
+}
+
+/// What the book asks the driver to do.
+#[derive(Debug)]
+pub enum TxAction {
+    /// Make this call and answer with [`TxBook::on_answer`] and the tag.
+    Call(TxCall, &'static str, Value),
+    /// A transaction of a sale ended: answer the sale.
+    Done(Ticket, Result<(), TxError>),
+    /// An informative line for the log.
+    Log(String),
+}
+
+/// One transaction to send.
+#[derive(Debug, Clone)]
+pub struct TxRequest {
+    /// The sale that waits for it.
+    pub ticket: Ticket,
+    /// For logs (`reserveSlot`, `fillSlot`, ...).
+    pub label: &'static str,
+    /// Its gas headroom.
+    pub call: GasCall,
+    /// The contract.
+    pub to: Address,
+    /// The calldata.
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+enum Stage {
+    Estimating,
+    /// Estimated; waits for a nonce sync.
+    NeedsNonce {
+        gas: u64,
+    },
+    Sending {
+        gas: u64,
+        nonce: u64,
+        fees: (u128, u128),
+        hash: B256,
+    },
+    Pending {
+        gas: u64,
+        nonce: u64,
+        fees: (u128, u128),
+        hashes: Vec<B256>,
+        since: u64,
+    },
+}
+
+#[derive(Debug)]
+struct InFlight {
+    req: TxRequest,
+    /// The transaction sent after this one succeeds (`fillSlot` after `approve`).
+    then: Option<TxRequest>,
+    stage: Stage,
+    fill_lane: bool,
+}
+
+/// The book. See the module docs.
+pub struct TxBook {
+    key: EthPrivateKey,
+    chain_id: u64,
+    confirmations: u64,
+    nonces: NonceTracker,
+    nonce_syncing: bool,
+    base_fee: u128,
+    head: u64,
+    next_id: u64,
+    txs: HashMap<u64, InFlight>,
+    fills_waiting: VecDeque<(TxRequest, TxRequest)>,
+    fill_busy: bool,
+    /// Counters.
+    pub sent: u64,
+    /// Counters.
+    pub replaced: u64,
+    /// Counters.
+    pub reverted: u64,
+}
+
+impl TxBook {
+    /// A book for `key` on `chain_id`; the nonce is synced before the first send.
+    pub fn new(key: EthPrivateKey, chain_id: u64, confirmations: u64, head: u64) -> TxBook {
+        TxBook {
+            key,
+            chain_id,
+            confirmations: confirmations.max(1),
+            nonces: NonceTracker::new(),
+            nonce_syncing: false,
+            base_fee: 1_000_000_000,
+            head,
+            next_id: 0,
+            txs: HashMap::new(),
+            fills_waiting: VecDeque::new(),
+            fill_busy: false,
+            sent: 0,
+            replaced: 0,
+            reverted: 0,
+        }
+    }
+
+    /// The sender address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    /// Transactions in flight.
+    pub fn len(&self) -> usize {
+        self.txs.len() + self.fills_waiting.len()
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets the base fee of the next block (from `eth_feeHistory`).
+    pub fn set_base_fee(&mut self, base_fee: u128) {
+        self.base_fee = base_fee;
+    }
+
+    /// Starts one transaction.
+    pub fn send(&mut self, req: TxRequest, out: &mut Vec<TxAction>) {
+        self.start(req, None, false, out);
+    }
+
+    /// Starts an `approve` followed by a `fillSlot`, after the fills before it.
+    pub fn send_fill(&mut self, approve: TxRequest, fill: TxRequest, out: &mut Vec<TxAction>) {
+        if self.fill_busy {
+            self.fills_waiting.push_back((approve, fill));
+            return;
+        }
+        self.fill_busy = true;
+        self.start(approve, Some(fill), true, out);
+    }
+
+    fn start(
+        &mut self,
+        req: TxRequest,
+        then: Option<TxRequest>,
+        fill_lane: bool,
+        out: &mut Vec<TxAction>,
+    ) {
+        self.next_id += 1;
+        let id = self.next_id;
+        out.push(TxAction::Call(
+            TxCall::Estimate(id),
+            "eth_estimateGas",
+            json!([{"from": self.key.address(), "to": req.to, "data": req.data}]),
+        ));
+        self.txs.insert(
+            id,
+            InFlight {
+                req,
+                then,
+                stage: Stage::Estimating,
+                fill_lane,
+            },
+        );
+    }
+
+    /// A new block: checks the receipts of sent transactions, replaces stuck ones.
+    pub fn on_head(&mut self, number: u64, out: &mut Vec<TxAction>) {
+        self.head = number;
+        let mut stuck = Vec::new();
+        for (id, tx) in &self.txs {
+            if let Stage::Pending { hashes, since, .. } = &tx.stage {
+                for h in hashes {
+                    out.push(TxAction::Call(
+                        TxCall::Receipt(*id, *h),
+                        "eth_getTransactionReceipt",
+                        json!([h]),
+                    ));
+                }
+                if number >= since + REPLACE_AFTER_BLOCKS {
+                    stuck.push(*id);
+                }
+            }
+        }
+        for id in stuck {
+            self.replace(id, out);
+        }
+    }
+
+    fn replace(&mut self, id: u64, out: &mut Vec<TxAction>) {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let Stage::Pending {
+            gas,
+            nonce,
+            fees: (max_fee, tip),
+            hashes,
+            since,
+        } = &mut tx.stage
+        else {
+            return;
+        };
+        // A replacement must raise both fees by at least 10%; 25% leaves room.
+        let (now_max, now_tip) = fees(self.base_fee, None, DEFAULT_TIP);
+        let new = (
+            (*max_fee + *max_fee / 4 + 1).max(now_max),
+            (*tip + *tip / 4 + 1).max(now_tip),
+        );
+        let signed = match sign(&self.key, self.chain_id, *nonce, *gas, new, &tx.req) {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(TxAction::Log(format!(
+                    "cannot re-sign {}: {e}",
+                    tx.req.label
+                )));
+                return;
+            }
+        };
+        *max_fee = new.0;
+        *tip = new.1;
+        hashes.push(signed.0);
+        *since = self.head;
+        self.replaced += 1;
+        out.push(TxAction::Log(format!(
+            "{} (nonce {nonce}) not mined within {REPLACE_AFTER_BLOCKS} blocks: replaced by {} with max fee {}",
+            tx.req.label, signed.0, new.0
+        )));
+        out.push(TxAction::Call(
+            TxCall::Send(id),
+            "eth_sendRawTransaction",
+            json!([signed.1]),
+        ));
+    }
+
+    /// The answer to a call the book asked for.
+    pub fn on_answer(
+        &mut self,
+        call: TxCall,
+        result: Result<Value, ChainError>,
+        out: &mut Vec<TxAction>,
+    ) {
+        match call {
+            TxCall::Nonce => {
+                self.nonce_syncing = false;
+                match result
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| v.as_str())
+                    .map(parse_quantity)
+                {
+                    Some(Ok(n)) => {
+                        self.nonces.sync(n);
+                        let waiting: Vec<u64> = self
+                            .txs
+                            .iter()
+                            .filter(|(_, t)| matches!(t.stage, Stage::NeedsNonce { .. }))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        let mut waiting = waiting;
+                        waiting.sort_unstable();
+                        for id in waiting {
+                            self.sign_and_send(id, out);
+                        }
+                    }
+                    _ => {
+                        // Retry the sync with the next transaction event; fail the waiting
+                        // ones so their sales retry on their own schedule.
+                        let ids: Vec<u64> = self
+                            .txs
+                            .iter()
+                            .filter(|(_, t)| matches!(t.stage, Stage::NeedsNonce { .. }))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in ids {
+                            self.fail(
+                                id,
+                                TxError::Transient(format!("nonce sync failed: {result:?}")),
+                                out,
+                            );
+                        }
+                    }
+                }
+            }
+            TxCall::Estimate(id) => match result {
+                Ok(v) => {
+                    let Some(tx) = self.txs.get_mut(&id) else {
+                        return;
+                    };
+                    let estimate = match v.as_str().map(parse_quantity) {
+                        Some(Ok(g)) => g,
+                        _ => {
+                            self.fail(
+                                id,
+                                TxError::Transient(format!("eth_estimateGas returned {v}")),
+                                out,
+                            );
+                            return;
+                        }
+                    };
+                    tx.stage = Stage::NeedsNonce {
+                        gas: gas_limit_with_headroom(tx.req.call, estimate),
+                    };
+                    self.sign_and_send(id, out);
+                }
+                Err(e) => {
+                    let err = tx_error(&e);
+                    self.fail(id, err, out);
+                }
+            },
+            TxCall::Send(id) => self.on_sent(id, result, out),
+            TxCall::Receipt(id, hash) => self.on_receipt(id, hash, result, out),
+        }
+    }
+
+    fn sign_and_send(&mut self, id: u64, out: &mut Vec<TxAction>) {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let Stage::NeedsNonce { gas } = tx.stage else {
+            return;
+        };
+        let nonce = match self.nonces.next_nonce() {
+            Some(n) => n,
+            None => {
+                if !self.nonce_syncing {
+                    self.nonce_syncing = true;
+                    out.push(TxAction::Call(
+                        TxCall::Nonce,
+                        "eth_getTransactionCount",
+                        json!([self.key.address(), "pending"]),
+                    ));
+                }
+                return;
+            }
+        };
+        let f = fees(self.base_fee, None, DEFAULT_TIP);
+        match sign(&self.key, self.chain_id, nonce, gas, f, &tx.req) {
+            Ok((hash, raw)) => {
+                tx.stage = Stage::Sending {
+                    gas,
+                    nonce,
+                    fees: f,
+                    hash,
+                };
+                out.push(TxAction::Call(
+                    TxCall::Send(id),
+                    "eth_sendRawTransaction",
+                    json!([raw]),
+                ));
+            }
+            Err(e) => {
+                self.nonces.release(nonce);
+                self.fail(id, TxError::Transient(format!("signing failed: {e}")), out);
+            }
+        }
+    }
+
+    fn on_sent(&mut self, id: u64, result: Result<Value, ChainError>, out: &mut Vec<TxAction>) {
+        let head = self.head;
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let (gas, nonce, f, hash) = match &tx.stage {
+            Stage::Sending {
+                gas,
+                nonce,
+                fees,
+                hash,
+            } => (*gas, *nonce, *fees, *hash),
+            // A replacement went out: its answer changes nothing unless it failed for a
+            // reason other than the first one being mined.
+            Stage::Pending { .. } => return,
+            _ => return,
+        };
+        let accepted = match &result {
+            Ok(_) => true,
+            Err(ChainError::Rpc { error, .. }) => match classify_send_error(&error.message) {
+                SendRejection::AlreadyKnown => true,
+                SendRejection::NonceTooLow => {
+                    out.push(TxAction::Log(format!(
+                        "nonce {nonce} of {} was already used; resyncing",
+                        tx.req.label
+                    )));
+                    self.nonces.on_nonce_too_low();
+                    tx.stage = Stage::NeedsNonce { gas };
+                    self.sign_and_send(id, out);
+                    return;
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        if accepted {
+            self.sent += 1;
+            out.push(TxAction::Log(format!(
+                "sent {} {hash} (nonce {nonce}, gas limit {gas})",
+                tx.req.label
+            )));
+            tx.stage = Stage::Pending {
+                gas,
+                nonce,
+                fees: f,
+                hashes: vec![hash],
+                since: head,
+            };
+        } else {
+            self.nonces.release(nonce);
+            let err = match result {
+                Err(e) => tx_error(&e),
+                Ok(_) => unreachable_ok(),
+            };
+            self.fail(id, err, out);
+        }
+    }
+
+    fn on_receipt(
+        &mut self,
+        id: u64,
+        hash: B256,
+        result: Result<Value, ChainError>,
+        out: &mut Vec<TxAction>,
+    ) {
+        let Ok(receipt) = result else {
+            return; // asked again at the next block
+        };
+        if receipt.is_null() {
+            return;
+        }
+        let Some(tx) = self.txs.get(&id) else {
+            return;
+        };
+        let Some(block) = receipt["blockNumber"]
+            .as_str()
+            .and_then(|s| parse_quantity(s).ok())
+        else {
+            return;
+        };
+        if receipt["status"] == "0x0" {
+            self.reverted += 1;
+            let label = tx.req.label;
+            self.fail(
+                id,
+                TxError::Reverted(Revert::Other(format!(
+                    "{label} {hash} reverted in block {block}"
+                ))),
+                out,
+            );
+            return;
+        }
+        if self.head + 1 < block + self.confirmations {
+            return;
+        }
+        let gas_used = receipt["gasUsed"]
+            .as_str()
+            .and_then(|s| parse_quantity(s).ok())
+            .unwrap_or(0);
+        out.push(TxAction::Log(format!(
+            "{} {hash} mined in block {block}, gas used {gas_used}",
+            tx.req.label
+        )));
+        let Some(tx) = self.txs.remove(&id) else {
+            return;
+        };
+        match tx.then {
+            Some(next) => self.start(next, None, tx.fill_lane, out),
+            None => {
+                out.push(TxAction::Done(tx.req.ticket, Ok(())));
+                if tx.fill_lane {
+                    self.next_fill(out);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, id: u64, err: TxError, out: &mut Vec<TxAction>) {
+        let Some(tx) = self.txs.remove(&id) else {
+            return;
+        };
+        out.push(TxAction::Log(format!("{} failed: {err}", tx.req.label)));
+        out.push(TxAction::Done(tx.req.ticket, Err(err)));
+        if tx.fill_lane {
+            self.next_fill(out);
+        }
+    }
+
+    fn next_fill(&mut self, out: &mut Vec<TxAction>) {
+        self.fill_busy = false;
+        if let Some((approve, fill)) = self.fills_waiting.pop_front() {
+            self.fill_busy = true;
+            self.start(approve, Some(fill), true, out);
+        }
+    }
+}
+
+fn unreachable_ok() -> TxError {
+    TxError::Transient("the node refused the transaction".into())
+}
+
+fn sign(
+    key: &EthPrivateKey,
+    chain_id: u64,
+    nonce: u64,
+    gas_limit: u64,
+    (max_fee_per_gas, max_priority_fee_per_gas): (u128, u128),
+    req: &TxRequest,
+) -> Result<(B256, Bytes), crate::chain::tx::TxError> {
+    let signed = Eip1559Tx {
+        chain_id,
+        nonce,
+        max_priority_fee_per_gas,
+        max_fee_per_gas,
+        gas_limit,
+        to: req.to,
+        value: U256::ZERO,
+        data: req.data.clone(),
+    }
+    .sign(key)?;
+    Ok((signed.hash, signed.raw))
+}
+
+/// What a failed call means for a sale: a revert (decoded) is the contract's answer; all
+/// else is transient.
+pub fn tx_error(e: &ChainError) -> TxError {
+    match e.revert_data() {
+        Some(data) => TxError::Reverted(revert_of(&MarketError::from_revert_data(&data))),
+        None => TxError::Transient(e.to_string()),
+    }
+}
+
+/// The sale's view of a decoded revert.
+pub fn revert_of(e: &MarketError) -> Revert {
+    match e {
+        MarketError::SlotNotFree => Revert::SlotNotFree,
+        MarketError::SlotIsFree => Revert::SlotIsFree,
+        MarketError::ReservationNotAllowed => Revert::ReservationNotAllowed,
+        MarketError::InvalidProof => Revert::ProofInvalid,
+        MarketError::ProofAlreadySubmitted => Revert::ProofAlreadySubmitted,
+        MarketError::AlreadyPaid => Revert::AlreadyPaid,
+        MarketError::InvalidSlotHost => Revert::InvalidSlotHost,
+        other => Revert::Other(other.to_string()),
+    }
+}
