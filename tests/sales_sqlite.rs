@@ -109,3 +109,37 @@ fn sqlite_ledger_restart_mid_download_ends_reservations_no_slot_holds() {
     assert_eq!(sim.pending().my_slots(node.address).len(), 3);
     assert_eq!(on_disk(dir.path()), (0, U256::ZERO, 3));
 }
+
+/// A reservation whose ending hits a busy database (another process holds the write lock)
+/// is not lost: the engine keeps the write and tries it again from its timer table, so the
+/// bytes and collateral come back once the lock is released, without a restart.
+#[test]
+fn an_ending_that_meets_a_busy_database_is_retried_until_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, mut node) = setup(dir.path());
+    node.add_availability(&sim, 1, 3 * 1024, 100_000, 1, 3 * 1024);
+    let c = client(&mut sim);
+    let id = post(&mut sim, c, small_ask(), EXPIRY);
+    node.run_blocks(&mut sim, 10);
+    assert_eq!(sim.pending().my_slots(node.address).len(), 3);
+    // Another process takes the write lock and keeps it while the request ends.
+    let other = rusqlite::Connection::open(dir.path().join(codex::store::DB_FILE)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let end = sim.pending().request_end(id).unwrap();
+    node.run_until(&mut sim, end + 300);
+    assert!(node.engine.sales_snapshot().is_empty(), "the sales ended");
+    assert!(node.engine.stats().ledger_errors >= 3);
+    assert_eq!(
+        node.engine.ledger().reservations().unwrap().len(),
+        3,
+        "the endings could not be written yet"
+    );
+    // The lock goes away: the next second's retry writes them.
+    other.execute_batch("ROLLBACK").unwrap();
+    node.run_blocks(&mut sim, 2);
+    assert_eq!(
+        on_disk(dir.path()),
+        (3 * 1024, U256::from(3 * 1024u64), 0),
+        "bytes and collateral back"
+    );
+}

@@ -67,6 +67,8 @@ const MAX_RANGE: u64 = 1000;
 const TICK: Duration = Duration::from_secs(1);
 /// Requests kept in the view cache (a request never changes once posted).
 const REQUEST_CACHE: usize = 4096;
+/// How long start-up waits for transactions of an earlier run to be mined.
+const PENDING_WAIT: Duration = Duration::from_secs(120);
 /// How long a download may receive nothing before it fails.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -141,7 +143,8 @@ enum Purpose {
 
 #[derive(Debug)]
 enum BatchKind {
-    Slot(Ticket),
+    /// A slot view; the request when it is cached (then the batch has no getRequest call).
+    Slot(Ticket, Option<Arc<Request>>),
     Proof(Ticket),
     CanReserve(Ticket),
     Freed(RequestId, u64),
@@ -163,7 +166,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         .map_err(io("registering signals"))?;
     // Connect first (retrying while the provider is down) and verify the chain, so that a
     // wrong chain or address leaves no files behind.
-    let Some(rpc) = connect(&cfg, &mut poll, &mut signals)? else {
+    let Some(mut rpc) = connect(&cfg, &mut poll, &mut signals)? else {
         log::info!(target: "codex::node", "stopped before the node started");
         return Ok(());
     };
@@ -190,7 +193,24 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         }
     }
     let store = Store::open(&cfg.data_dir, Options::node())?;
-    let start = start_up(&cfg, rpc, &store)?;
+    // A connection lost during start-up starts it over on a new one.
+    let start = loop {
+        match start_up(&cfg, rpc, &store, &mut poll, &mut signals) {
+            Ok(Some(start)) => break start,
+            Ok(None) => {
+                log::info!(target: "codex::node", "stopped before the node started");
+                return Ok(());
+            }
+            Err(NodeError::Chain(e)) if is_transient(&e) => {
+                log::warn!(target: "codex::chain", "{e}; starting over");
+                match connect(&cfg, &mut poll, &mut signals)? {
+                    Some(r) => rpc = r,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut engine = Engine::new(
         EngineConfig {
             queue_capacity: cfg.queue_size,
@@ -260,6 +280,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         next_tick: Instant::now() + TICK,
         hashes: HashMap::new(),
         tx_actions: Vec::new(),
+        reserving: HashMap::new(),
     };
     node.pump(&poll);
     let mut events = Events::with_capacity(256);
@@ -361,12 +382,22 @@ fn connect(
     }
 }
 
+/// Errors that a new connection may cure.
+fn is_transient(e: &ChainError) -> bool {
+    matches!(
+        e,
+        ChainError::Unreachable { .. } | ChainError::Disconnected(_) | ChainError::Timeout { .. }
+    )
+}
+
 /// Reads what the node needs before its loop starts.
 fn start_up(
     cfg: &NodeConfig,
     (mut rpc, chain_id, marketplace): (BlockingClient, u64, Address),
     store: &Store,
-) -> Result<Start, NodeError> {
+    poll: &mut Poll,
+    signals: &mut Signals,
+) -> Result<Option<Start>, NodeError> {
     let me = cfg.key.address();
     let config = calls::decode_configuration(&rpc.eth_call(marketplace, &calls::configuration())?)
         .map_err(|e| bad("configuration", e))?;
@@ -431,6 +462,43 @@ fn start_up(
             b = to + 1;
         }
     }
+    // Transactions sent before a restart that are still in the pool would change what we
+    // host after we looked (a fillSlot mined later would be a slot without a sale): wait
+    // until they are mined, or dropped, first.
+    let mut events = Events::with_capacity(4);
+    let started = Instant::now();
+    loop {
+        let count = |rpc: &mut BlockingClient, tag: &str| -> Result<u64, NodeError> {
+            let v = rpc.call("eth_getTransactionCount", json!([me, tag]))?;
+            quantity(&v).ok_or_else(|| bad("eth_getTransactionCount", v))
+        };
+        let (mined, pending) = (count(&mut rpc, "latest")?, count(&mut rpc, "pending")?);
+        if pending <= mined {
+            break;
+        }
+        if started.elapsed() > PENDING_WAIT {
+            log::warn!(
+                target: "codex::node",
+                "{} transactions sent before the restart are still not mined after {} s; starting anyway",
+                pending - mined,
+                PENDING_WAIT.as_secs()
+            );
+            break;
+        }
+        log::info!(
+            target: "codex::node",
+            "waiting for {} transactions sent before the restart to be mined",
+            pending - mined
+        );
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("waiting for pending transactions")(e));
+            }
+        }
+        if events.iter().any(|e| e.token() == SIGNALS) && signals.pending().next().is_some() {
+            return Ok(None);
+        }
+    }
     // The slots we host, to resume their sales.
     let slots = rpc.call(
         "eth_call",
@@ -445,7 +513,7 @@ fn start_up(
             calls::decode_get_active_slot(&d).map_err(|e| bad("getActiveSlot", e))?;
         my_slots.push((request.id(), index));
     }
-    Ok(Start {
+    Ok(Some(Start {
         key: cfg.key.clone(),
         chain_id,
         confirmations: cfg.confirmations,
@@ -457,7 +525,7 @@ fn start_up(
         from_block,
         my_slots,
         open_requests,
-    })
+    }))
 }
 
 /// The first block whose timestamp is at least `t` (bisection on block timestamps).
@@ -552,6 +620,8 @@ struct Node {
     /// Recent block hashes, for the cursor.
     hashes: HashMap<u64, B256>,
     tx_actions: Vec<TxAction>,
+    /// reserveSlot transactions in flight, to record when they succeed.
+    reserving: HashMap<Ticket, SlotRef>,
 }
 
 impl Node {
@@ -653,6 +723,13 @@ impl Node {
             | MarketEvent::RequestCancelled { request_id }
             | MarketEvent::RequestFailed { request_id } => {
                 self.open.remove(request_id);
+                if let Err(e) = self
+                    .engine
+                    .ledger_port()
+                    .forget_chain_reservations(*request_id)
+                {
+                    log::warn!(target: "codex::store", "forgetting the reservations of {}: {e}", short(request_id));
+                }
             }
             _ => {}
         }
@@ -755,8 +832,8 @@ impl Node {
             .into_iter()
             .map(|x| x.unwrap_or(Err(ChainError::Disconnected("no answer".into()))));
         match b.kind {
-            BatchKind::Slot(t) => {
-                let view = self.slot_view(t.slot, &mut r);
+            BatchKind::Slot(t, cached) => {
+                let view = self.slot_view(t.slot, cached, &mut r);
                 self.engine.on_reply(t, Input::Slot(view), now);
             }
             BatchKind::Proof(t) => {
@@ -821,6 +898,7 @@ impl Node {
     fn slot_view(
         &mut self,
         slot: SlotRef,
+        cached: Option<Arc<Request>>,
         r: &mut impl Iterator<Item = Result<Bytes, ChainError>>,
     ) -> Result<SlotView, SaleChainError> {
         let transient = |e: ChainError| SaleChainError(e.to_string());
@@ -828,17 +906,20 @@ impl Node {
             r.next()
                 .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
         };
-        let request = match next() {
-            Ok(d) => {
-                let req = Arc::new(calls::decode_get_request(&d).map_err(sale_err)?);
-                if self.requests.len() >= REQUEST_CACHE {
-                    self.requests.clear();
+        let request = match cached {
+            Some(req) => Some(req),
+            None => match next() {
+                Ok(d) => {
+                    let req = Arc::new(calls::decode_get_request(&d).map_err(sale_err)?);
+                    if self.requests.len() >= REQUEST_CACHE {
+                        self.requests.clear();
+                    }
+                    self.requests.insert(slot.request_id, req.clone());
+                    Some(req)
                 }
-                self.requests.insert(slot.request_id, req.clone());
-                Some(req)
-            }
-            Err(e) if e.revert_data().is_some() => None,
-            Err(e) => return Err(transient(e)),
+                Err(e) if e.revert_data().is_some() => None,
+                Err(e) => return Err(transient(e)),
+            },
         };
         let request_state = match next() {
             Ok(d) => Some(calls::decode_request_state(&d).map_err(sale_err)?),
@@ -920,6 +1001,13 @@ impl Node {
         }
     }
 
+    fn reserved_on_chain(&self, slot: SlotRef) -> bool {
+        self.engine
+            .ledger()
+            .has_chain_reservation(slot.request_id, slot.slot_index)
+            .unwrap_or(false)
+    }
+
     fn slot_path(&self, slot: SlotRef) -> PathBuf {
         data::slot_path(&self.cfg.data_dir, &slot.slot_id().to_string())
     }
@@ -931,19 +1019,21 @@ impl Node {
         match out {
             Output::ReadSlot(s) => {
                 let (rid, sid) = (s.request_id, s.slot_id());
-                self.batch(
-                    poll,
-                    BatchKind::Slot(t),
-                    vec![
-                        calls::get_request(rid),
-                        calls::request_state(rid),
-                        calls::slot_state(sid),
-                        calls::request_expiry(rid),
-                        calls::request_end(rid),
-                        calls::get_host(sid),
-                        calls::current_collateral(sid),
-                    ],
-                );
+                // A request never changes once posted: read it once.
+                let cached = self.requests.get(&rid).cloned();
+                let mut views = Vec::with_capacity(7);
+                if cached.is_none() {
+                    views.push(calls::get_request(rid));
+                }
+                views.extend([
+                    calls::request_state(rid),
+                    calls::slot_state(sid),
+                    calls::request_expiry(rid),
+                    calls::request_end(rid),
+                    calls::get_host(sid),
+                    calls::current_collateral(sid),
+                ]);
+                self.batch(poll, BatchKind::Slot(t, cached), views);
             }
             Output::ReadProof(s) => {
                 let sid = s.slot_id();
@@ -960,6 +1050,14 @@ impl Node {
                 );
             }
             Output::CanReserve(s) => {
+                // The contract refuses a second reservation by the same address: a slot we
+                // reserved before a restart counts as reservable by us (and the reserveSlot
+                // below is skipped).
+                if self.reserved_on_chain(s) {
+                    self.engine
+                        .on_reply(t, Input::CanReserve(Ok(true)), self.now);
+                    return;
+                }
                 self.batch(
                     poll,
                     BatchKind::CanReserve(t),
@@ -975,7 +1073,12 @@ impl Node {
                     data: Bytes::from(data),
                 };
                 match tx {
+                    Tx::ReserveSlot { slot } if self.reserved_on_chain(slot) => {
+                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: reserved on chain before the restart");
+                        self.engine.on_reply(t, Input::Tx(Ok(())), self.now);
+                    }
                     Tx::ReserveSlot { slot } => {
+                        self.reserving.insert(t, slot);
                         log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: reserving the slot");
                         let r = req(
                             "reserveSlot",
@@ -1113,6 +1216,17 @@ impl Node {
                     self.calls.insert(id, Purpose::Tx(tag));
                 }
                 TxAction::Done(t, res) => {
+                    if let Some(slot) = self.reserving.remove(&t) {
+                        if res.is_ok() {
+                            if let Err(e) = self
+                                .engine
+                                .ledger_port()
+                                .record_chain_reservation(slot.request_id, slot.slot_index)
+                            {
+                                log::warn!(target: "codex::store", "recording the reservation of slot {} of {}: {e}", slot.slot_index, short(&slot.request_id));
+                            }
+                        }
+                    }
                     self.engine.on_reply(t, Input::Tx(res), self.now);
                 }
                 TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),

@@ -431,6 +431,18 @@ impl TxBook {
                 }
                 _ => false,
             },
+            // The frame may have reached the node before the connection failed: the
+            // transaction may be in its pool. Treat it as sent: its receipt is looked for
+            // on every block, and if it never appears it is sent again (same nonce, higher
+            // fees) after REPLACE_AFTER_BLOCKS. Failing it here could end a sale whose
+            // fillSlot is about to be mined.
+            Err(e) if e.is_unreachable() => {
+                out.push(TxAction::Log(format!(
+                    "no answer to sending {} {hash} ({e}); watching for its receipt",
+                    tx.req.label
+                )));
+                true
+            }
             Err(_) => false,
         };
         if accepted {

@@ -117,6 +117,17 @@ pub enum Command {
 enum TimerKey {
     Sale(SlotRef),
     Watch(RequestId),
+    /// Ledger writes that failed transiently (SQLite busy) are tried again.
+    LedgerRetry,
+}
+
+/// A ledger write that failed transiently and is tried again from the timer table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LedgerRetry {
+    /// End a reservation, returning this collateral.
+    End(ReservationId, U256),
+    /// Record downloaded bytes.
+    Download(ReservationId, u64),
 }
 
 /// One queued item as `codex queue show` prints it.
@@ -299,6 +310,8 @@ pub struct Engine<L: Ledger> {
     no_match_limit: usize,
     /// The last ticket number handed out.
     last_ticket: u64,
+    /// Ledger writes to try again (see [`LedgerRetry`]), oldest first.
+    retries: Vec<LedgerRetry>,
 }
 
 impl<L: Ledger> Engine<L> {
@@ -326,6 +339,7 @@ impl<L: Ledger> Engine<L> {
             no_match: IdMap::default(),
             no_match_limit: NO_MATCH_SLACK,
             last_ticket: 0,
+            retries: Vec::new(),
         })
     }
 
@@ -710,6 +724,7 @@ impl<L: Ledger> Engine<L> {
                         self.commands.push_back(Command::ReadRequestState(rid));
                     }
                 }
+                TimerKey::LedgerRetry => self.retry_ledger(),
             }
         }
         Self::wake_due(&mut due, &mut self.inbox);
@@ -838,6 +853,7 @@ impl<L: Ledger> Engine<L> {
         match key {
             TimerKey::Sale(slot) => sales.get(slot).is_some_and(|l| l.wake == Some(t)),
             TimerKey::Watch(rid) => watches.contains_key(rid),
+            TimerKey::LedgerRetry => true,
         }
     }
 
@@ -969,8 +985,7 @@ impl<L: Ledger> Engine<L> {
                 }
                 Output::RecordDownload { reservation, bytes } => {
                     if let Err(e) = self.ledger.record_download(reservation, bytes) {
-                        self.stats.ledger_errors += 1;
-                        log::warn!("recording download of {bytes} bytes: {e}");
+                        self.ledger_failed(LedgerRetry::Download(reservation, bytes), &e);
                     }
                 }
                 Output::WakeAt(t) => {
@@ -1027,17 +1042,7 @@ impl<L: Ledger> Engine<L> {
                         ending.reason
                     );
                     if let Some((rid, returned)) = ending.reservation {
-                        self.ledger_changed();
-                        match self.ledger.end_reservation(rid, returned) {
-                            // The availability grew back: slots seen while it was full
-                            // may match now (the reference's OnAvailabilitySaved).
-                            Ok(end) if end.availability.enabled => self.availability_grew(),
-                            Ok(_) => {}
-                            Err(e) => {
-                                self.stats.ledger_errors += 1;
-                                log::warn!("ending reservation {rid}: {e}");
-                            }
-                        }
+                        self.end_reservation(rid, returned);
                     }
                     if ending.release_data {
                         self.commands.push_back(Command::ReleaseData(ending.slot));
@@ -1062,6 +1067,52 @@ impl<L: Ledger> Engine<L> {
                         .push_back(Command::Sale(Ticket { slot, seq }, other));
                 }
             }
+        }
+    }
+
+    /// Ends a reservation in the ledger; a transient failure is tried again later.
+    fn end_reservation(&mut self, rid: ReservationId, returned: U256) {
+        self.ledger_changed();
+        match self.ledger.end_reservation(rid, returned) {
+            // The availability grew back: slots seen while it was full may match now (the
+            // reference's OnAvailabilitySaved).
+            Ok(end) if end.availability.enabled => self.availability_grew(),
+            Ok(_) => {}
+            Err(e) => self.ledger_failed(LedgerRetry::End(rid, returned), &e),
+        }
+    }
+
+    /// A ledger write failed: a transient failure (the store was busy) is kept and tried
+    /// again one second later, so bytes and collateral are not stranded until a restart;
+    /// a definitive one (the reservation is gone) is only logged.
+    fn ledger_failed(&mut self, op: LedgerRetry, e: &LedgerError) {
+        self.stats.ledger_errors += 1;
+        if e.is_usage() {
+            log::warn!("ledger: {op:?} failed for good: {e}");
+            return;
+        }
+        log::warn!("ledger: {op:?} failed, trying again: {e}");
+        if self.retries.is_empty() {
+            self.timers
+                .push(Reverse((self.now + 1, TimerKey::LedgerRetry)));
+        }
+        self.retries.push(op);
+    }
+
+    /// Tries the kept ledger writes again, in order.
+    fn retry_ledger(&mut self) {
+        for op in std::mem::take(&mut self.retries) {
+            match op {
+                LedgerRetry::End(rid, returned) => self.end_reservation(rid, returned),
+                LedgerRetry::Download(rid, bytes) => {
+                    if let Err(e) = self.ledger.record_download(rid, bytes) {
+                        self.ledger_failed(LedgerRetry::Download(rid, bytes), &e);
+                    }
+                }
+            }
+        }
+        if !self.retries.is_empty() {
+            log::debug!("{} ledger writes still pending", self.retries.len());
         }
     }
 

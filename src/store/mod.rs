@@ -93,6 +93,14 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     // 2: the best-fit order of the enabled availabilities, walked by reserve_matching.
     "CREATE INDEX availabilities_best_fit ON availabilities (free_size, id) WHERE enabled = 1;",
+    // 3: slots this host reserved on chain (reserveSlot succeeded). The contract has no
+    // view for it and refuses a second reservation by the same address, so a node that
+    // restarts between reserving and filling needs to remember it.
+    "CREATE TABLE chain_reservations (
+        request_id BLOB NOT NULL CHECK (length(request_id) = 32),
+        slot_index INTEGER NOT NULL,
+        PRIMARY KEY (request_id, slot_index)
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this codex writes: the number of migrations.
@@ -586,6 +594,49 @@ impl Store {
         let v = f(&tx)?;
         tx.commit()?;
         Ok(v)
+    }
+
+    /// Records that this host holds an on-chain reservation of the slot.
+    pub fn record_chain_reservation(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO chain_reservations (request_id, slot_index) VALUES (?1, ?2)",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Whether this host reserved the slot on chain (see [`Self::record_chain_reservation`]).
+    pub fn has_chain_reservation(
+        &self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2",
+                params![request_id.0.as_slice(), slot_index as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Forgets the on-chain reservations of a request that ended.
+    pub fn forget_chain_reservations(&mut self, request_id: RequestId) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "DELETE FROM chain_reservations WHERE request_id = ?1",
+                params![request_id.0.as_slice()],
+            )?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     /// The last fully processed block, if any.

@@ -15,6 +15,7 @@ use codex::market::{calls, Ask, Content, Request, SlotId, SlotState};
 use serde_json::{json, Value};
 use support::dataserver::{DataServer, Mode};
 use support::devchain::{self, Devchain};
+use support::proxy::Proxy;
 
 /// Seconds of chain time each mined block adds.
 const BLOCK_SECS: u64 = 10;
@@ -70,6 +71,18 @@ impl Host {
             args: args.iter().map(|s| s.to_string()).collect(),
             starts: 0,
         }
+    }
+
+    /// Talks to the chain through `url` (a fault proxy) instead.
+    fn via(mut self, url: &str) -> Host {
+        self.global[1] = url.to_string();
+        self
+    }
+
+    fn log_has(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(needle)
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
@@ -719,4 +732,179 @@ fn bad_options_are_refused_before_anything_starts() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("a-file"));
+}
+
+/// The WebSocket to the Ethereum node is dropped again and again during a sale (through the
+/// fault proxy, mid-frame too): the node reconnects, backfills, and the sale still fills,
+/// proves and is paid, with one fill.
+#[test]
+fn a_sale_survives_dropped_connections() {
+    let mut w = World::new();
+    let upstream: std::net::SocketAddr =
+        format!("127.0.0.1:{}", w.chain.anvil.port).parse().unwrap();
+    let proxy = Proxy::start(upstream);
+    let mut host = w.host("h1", 1, &[]).via(&proxy.ws_url());
+    host.offer("1MiB", "10000000");
+    host.start();
+    w.mine_until(&[&host], "the node follows the chain", 20, |_| {
+        host.log_has("connected to")
+    });
+    let me = w.chain.account(1);
+    let req = w.post(1, 900, 600, 7);
+    let slot = SlotId::of(req.id(), 0);
+    let mut turn = 0;
+    w.mine_until(&[&host], "slot filled despite drops", 80, |w| {
+        // A drop every third block (every other one cuts a frame in half), six in all.
+        if turn < 18 && turn % 3 == 0 {
+            if turn % 2 == 0 {
+                proxy.drop_all();
+            } else {
+                proxy.drop_mid_frame();
+            }
+        }
+        turn += 1;
+        w.host_of(slot) == me
+    });
+    proxy.drop_all();
+    w.mine_until(&[&host], "a proof after more drops", 40, |w| {
+        w.proofs(slot) >= 1
+    });
+    proxy.drop_all();
+    w.mine_until(&[&host], "paid", 120, |w| {
+        w.slot_state(slot) == SlotState::Paid
+    });
+    w.mine_until(&[&host], "bytes back", 20, |_| free_size(&host) == 1 << 20);
+    assert!(proxy.accepted() > 3, "the node reconnected");
+    let text = std::fs::read_to_string(&host.log).unwrap();
+    assert_eq!(
+        text.matches("sent fillSlot").count(),
+        1,
+        "filled once:\n{text}"
+    );
+}
+
+/// Requests posted while the node is down are found after it restarts (the cursor is
+/// persisted; logs are backfilled from it) and sold.
+#[test]
+fn requests_posted_while_the_node_was_down_are_sold_after_a_restart() {
+    let mut w = World::new();
+    let mut host = w.host("h1", 1, &[]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    w.mine_until(&[&host], "the node follows the chain", 20, |_| {
+        host.log_has("connected to")
+    });
+    for _ in 0..3 {
+        w.mine();
+    }
+    host.kill9();
+    let me = w.chain.account(1);
+    let req = w.post(1, 600, 300, 8);
+    let slot = SlotId::of(req.id(), 0);
+    w.mine();
+    host.start();
+    w.mine_until(&[&host], "the missed request is sold", 60, |w| {
+        w.host_of(slot) == me
+    });
+}
+
+/// `kill -9` while the slot downloads (the data source stalls): the restarted node ends
+/// the reservation no slot holds, finds the still open request again, and sells it.
+#[test]
+fn a_host_killed_while_downloading_sells_the_slot_after_a_restart() {
+    let mut w = World::new();
+    w.data.set_mode(Mode::Stall);
+    let mut host = w.host("h1", 1, &[]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    let me = w.chain.account(1);
+    let req = w.post(1, 600, 300, 9);
+    let slot = SlotId::of(req.id(), 0);
+    w.mine_until(&[&host], "downloading", 30, |w| w.data.requests() > 0);
+    assert_eq!(free_size(&host), (1 << 20) - 4096, "bytes reserved");
+    host.kill9();
+    w.data.set_mode(Mode::Serve);
+    host.start();
+    w.mine_until(&[&host], "sold after the restart", 60, |w| {
+        w.host_of(slot) == me
+    });
+    assert_eq!(
+        free_size(&host),
+        (1 << 20) - 4096,
+        "one reservation, not two"
+    );
+}
+
+/// `kill -9` after fillSlot was sent but before it was mined (automine is off, so the
+/// transaction waits in the pool): the restarted node waits for it, finds the slot among
+/// the ones it hosts, keeps its reservation, and proves it; it does not fill twice.
+#[test]
+fn a_host_killed_before_its_fill_is_mined_resumes_the_slot() {
+    let mut w = World::new();
+    let mut host = w.host("h1", 1, &[]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    let me = w.chain.account(1);
+    let req = w.post(1, 720, 360, 10);
+    let slot = SlotId::of(req.id(), 0);
+    w.rpc.call("evm_setAutomine", json!([false])).unwrap();
+    w.mine_until(&[&host], "approve mined", 60, |_| {
+        host.log_has("approve 0x")
+    });
+    // No more blocks until the fill is sent, so it stays in the pool.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !host.log_has("sent fillSlot") {
+        host.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no fillSlot:\n{}",
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.kill9();
+    assert_eq!(w.host_of(slot), Address::ZERO, "not mined yet");
+    host.start();
+    w.mine_until(&[&host], "filled", 20, |w| w.host_of(slot) == me);
+    w.mine_until(&[&host], "proving after the restart", 60, |w| {
+        w.proofs(slot) >= 1
+    });
+    assert_eq!(
+        free_size(&host),
+        (1 << 20) - 4096,
+        "the reservation was kept"
+    );
+    let text = std::fs::read_to_string(&host.log).unwrap();
+    assert_eq!(text.matches("sent fillSlot").count(), 1, "filled once");
+}
+
+/// `kill -9` while freeing the slot at the end: the restarted node finds the slot paid or
+/// still owed, collects what is owed, and gives the bytes and collateral back.
+#[test]
+fn a_host_killed_during_payout_collects_after_a_restart() {
+    let mut w = World::new();
+    let mut host = w.host("h1", 1, &[]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    let me = w.chain.account(1);
+    let req = w.post(1, 600, 300, 11);
+    let slot = SlotId::of(req.id(), 0);
+    w.mine_until(&[&host], "filled", 60, |w| w.host_of(slot) == me);
+    w.rpc.call("evm_setAutomine", json!([false])).unwrap();
+    w.mine_until(&[&host], "freeSlot sent", 120, |_| {
+        host.log_has("sent freeSlot")
+    });
+    host.kill9();
+    host.start();
+    w.mine_until(&[&host], "paid", 40, |w| {
+        w.slot_state(slot) == SlotState::Paid
+    });
+    w.mine_until(&[&host], "bytes and collateral back", 20, |_| {
+        free_size(&host) == 1 << 20
+    });
+    assert_eq!(
+        host.availabilities()[0]["totalRemainingCollateral"],
+        "10000000"
+    );
+    assert!(host.slots_dir_files().is_empty());
 }
