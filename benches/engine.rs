@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use codex::market::{
     Address, Ask, Content, MarketEvent, Request, RequestId, RequestState, SlotState, B256, U256,
 };
-use codex::sales::engine::{Command, Engine, EngineConfig};
+use codex::sales::engine::{Command, Engine, EngineConfig, SaleCommand};
 use codex::sales::ledger::{AvailabilityId, Ledger, Limits, MemLedger, NewAvailability};
-use codex::sales::sale::{Input, Output, Sale, SlotView};
+use codex::sales::sale::{Input, Sale, SlotView};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const NOW: u64 = 1_750_000_000;
@@ -92,7 +92,7 @@ fn handle(e: &mut Engine<MemLedger>, id: RequestId, req: &Arc<Request>) {
     while let Some(cmd) = e.poll() {
         if let Command::Sale(slot, out) = cmd {
             let input = match out {
-                Output::ReadSlot(_) => Input::Slot(Ok(SlotView {
+                SaleCommand::ReadSlot(_) => Input::Slot(Ok(SlotView {
                     request: Some(req.clone()),
                     request_state: Some(RequestState::New),
                     slot_state: SlotState::Free,
@@ -101,7 +101,7 @@ fn handle(e: &mut Engine<MemLedger>, id: RequestId, req: &Arc<Request>) {
                     host: Address::ZERO,
                     current_collateral: U256::ZERO,
                 })),
-                Output::CanReserve(_) => Input::CanReserve(Ok(false)),
+                SaleCommand::CanReserve(_) => Input::CanReserve(Ok(false)),
                 _ => continue,
             };
             // Answers for requests other than the current one never happen here: every

@@ -799,6 +799,11 @@ fn defect_8_4_data_is_released_on_every_ending_after_a_download() {
 /// Drives an engine by hand to a sale waiting in SlotReserving for a request still New.
 /// An engine started at `now` over a ledger with one roomy availability (id 0x0101…).
 fn started_engine_with_one_availability(now: u64) -> Engine<MemLedger> {
+    started_engine_for(now, EngineConfig::default())
+}
+
+/// The same, with the given engine settings.
+fn started_engine_for(now: u64, cfg: EngineConfig) -> Engine<MemLedger> {
     use codex::sales::ledger::{AvailabilityId, NewAvailability};
     let mut ledger = MemLedger::new();
     ledger
@@ -815,14 +820,14 @@ fn started_engine_with_one_availability(now: u64) -> Engine<MemLedger> {
             Limits { quota: QUOTA, now },
         )
         .unwrap();
-    let mut e = Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
+    let mut e = Engine::new(cfg, ledger, fastrand::Rng::with_seed(1)).unwrap();
     e.start(now);
     e
 }
 
 fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::RequestId, u64) {
-    use codex::sales::engine::Command;
-    use codex::sales::sale::{Input, Output, SlotView};
+    use codex::sales::engine::{Command, SaleCommand};
+    use codex::sales::sale::{Input, SlotView};
     use std::sync::Arc;
     let now = 1_000_000;
     let mut e = started_engine_with_one_availability(now);
@@ -842,7 +847,7 @@ fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::R
         now,
     );
     while let Some(cmd) = e.poll() {
-        if let Command::Sale(slot, Output::ReadSlot(_)) = cmd {
+        if let Command::Sale(slot, SaleCommand::ReadSlot(_)) = cmd {
             e.on_reply(
                 slot,
                 Input::Slot(Ok(SlotView {
@@ -912,8 +917,8 @@ fn item_80_fulfilled_ends_the_expiry_watch() {
 /// is made at the expiry, so watches do not pile up over the requests a host passes on.
 #[test]
 fn the_expiry_watch_ends_with_the_requests_last_sale() {
-    use codex::sales::engine::Command;
-    use codex::sales::sale::{Input, Output};
+    use codex::sales::engine::{Command, SaleCommand};
+    use codex::sales::sale::Input;
     let (mut e, _, expires) = engine_with_waiting_sales(3);
     assert_eq!(e.sales_len(), 3);
     assert_eq!(
@@ -928,7 +933,7 @@ fn the_expiry_watch_ends_with_the_requests_last_sale() {
         e.on_reply(ticket, Input::CanReserve(Ok(false)), now);
         // The next slot of the request may take the freed worker: decline it too.
         while let Some(cmd) = e.poll() {
-            if let Command::Sale(s, Output::CanReserve(_)) = cmd {
+            if let Command::Sale(s, SaleCommand::CanReserve(_)) = cmd {
                 e.on_reply(s, Input::CanReserve(Ok(false)), now);
             }
         }
@@ -967,9 +972,9 @@ fn defect_8_17_one_expiry_watch_per_request() {
 #[test]
 fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
     use codex::market::Address;
-    use codex::sales::engine::{Command, FreedSlotInfo};
+    use codex::sales::engine::{Command, FreedSlotInfo, SaleCommand};
     use codex::sales::ledger::AvailabilityId;
-    use codex::sales::sale::{Input, Output, SlotView};
+    use codex::sales::sale::{Input, SlotView};
     use std::sync::Arc;
     const INDEX: u64 = 70_000;
     let now = 1_000_000;
@@ -1010,17 +1015,17 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
                     })),
                     now,
                 ),
-                Command::Sale(slot, Output::ReadSlot(_)) => {
+                Command::Sale(slot, SaleCommand::ReadSlot(_)) => {
                     e.on_reply(slot, Input::Slot(Ok(view(state, host))), now);
                 }
-                Command::Sale(slot, Output::CanReserve(_)) => {
+                Command::Sale(slot, SaleCommand::CanReserve(_)) => {
                     e.on_reply(slot, Input::CanReserve(Ok(true)), now);
                 }
-                Command::Sale(slot, Output::Send(_)) => {
+                Command::Sale(slot, SaleCommand::Send(_)) => {
                     e.on_reply(slot, Input::Tx(Ok(())), now);
                 }
                 // The download never finishes in this test.
-                Command::Sale(_, Output::Download { .. }) => downloads += 1,
+                Command::Sale(_, SaleCommand::Download { .. }) => downloads += 1,
                 _ => {}
             }
         }
@@ -1072,12 +1077,14 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
 #[test]
 fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
     use codex::market::{Address, Groth16Proof};
-    use codex::sales::engine::{Command, Ticket};
-    use codex::sales::sale::{Input, Output, ProofView, SlotView, Tx};
+    use codex::sales::engine::{Command, SaleCommand, Ticket};
+    use codex::sales::sale::{Input, ProofView, SlotView, Tx};
     use std::sync::Arc;
     let now = 1_000_000;
-    let me = Address::ZERO;
-    let mut e = started_engine_with_one_availability(now);
+    let me = account(1);
+    let mut cfg = EngineConfig::default();
+    cfg.sale.signer = me;
+    let mut e = started_engine_for(now, cfg);
     let ask = Ask {
         slots: 1,
         ..small_ask()
@@ -1118,19 +1125,21 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
             continue;
         };
         let input = match out {
-            Output::ReadSlot(_) => Input::Slot(Ok(view(SlotState::Free, RequestState::New))),
-            Output::CanReserve(_) => Input::CanReserve(Ok(true)),
-            Output::Send(Tx::ReserveSlot { .. }) => Input::Tx(Ok(())),
-            Output::Send(Tx::FillSlot { .. }) => break ticket,
-            Output::Download { .. } => Input::Downloaded(Ok(())),
-            Output::ReadProof(_) => Input::Proof(Ok(ProofView {
+            SaleCommand::ReadSlot(_) => Input::Slot(Ok(view(SlotState::Free, RequestState::New))),
+            SaleCommand::CanReserve(_) => Input::CanReserve(Ok(true)),
+            SaleCommand::Send(Tx::ReserveSlot { .. }) => Input::Tx(Ok(())),
+            SaleCommand::Send(Tx::FillSlot { .. }) => break ticket,
+            SaleCommand::Download { .. } => Input::Downloaded(Ok(())),
+            SaleCommand::ReadProof(_) => Input::Proof(Ok(ProofView {
                 slot_state: SlotState::Free,
                 pointer: 10,
                 required: false,
                 will_be_required: false,
                 challenge: codex::market::B256::repeat_byte(3),
             })),
-            Output::Prove { .. } => Input::Proved(Ok(Box::new(Groth16Proof([U256::from(1u8); 8])))),
+            SaleCommand::Prove { .. } => {
+                Input::Proved(Ok(Box::new(Groth16Proof([U256::from(1u8); 8]))))
+            }
             other => panic!("unexpected {other:?}"),
         };
         assert!(e.on_reply(ticket, input, t));
@@ -1141,14 +1150,14 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
     let mut free = None;
     while let Some(cmd) = e.poll() {
         match cmd {
-            Command::Sale(ticket, Output::ReadSlot(_)) => {
+            Command::Sale(ticket, SaleCommand::ReadSlot(_)) => {
                 e.on_reply(
                     ticket,
                     Input::Slot(Ok(view(SlotState::Cancelled, RequestState::Cancelled))),
                     t,
                 );
             }
-            Command::Sale(ticket, Output::Send(Tx::FreeSlot { .. })) => free = Some(ticket),
+            Command::Sale(ticket, SaleCommand::Send(Tx::FreeSlot { .. })) => free = Some(ticket),
             _ => {}
         }
     }
@@ -1156,12 +1165,13 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
     let slot = SlotRef::new(id, 0);
     assert_eq!(e.ticket(slot), Some(free));
     // The fillSlot receipt arrives late: dropped.
-    assert!(!e.on_reply(fill, Input::Tx(Ok(())), t));
+    let taken = e.on_reply(fill, Input::Tx(Ok(())), t);
     assert!(
         e.sale(slot).is_some(),
         "the sale still waits for freeSlot: {:?}",
         e.sales_snapshot()
     );
+    assert!(!taken, "the stale answer was dropped");
     assert_eq!(e.ledger().reservations().unwrap().len(), 1);
     // The freeSlot answer ends it.
     assert!(e.on_reply(free, Input::Tx(Ok(())), t));

@@ -46,10 +46,8 @@ use crate::chain::ws::Endpoint;
 use crate::chain::ChainError;
 use crate::market::events::{decode_log, RpcLog};
 use crate::market::{calls, MarketEvent, Request, RequestId, RequestState};
-use crate::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, Ticket};
-use crate::sales::sale::{
-    ChainError as SaleChainError, Input, Output, ProofView, SlotRef, SlotView, Tx,
-};
+use crate::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, SaleCommand, Ticket};
+use crate::sales::sale::{ChainError as SaleChainError, Input, ProofView, SlotRef, SlotView, Tx};
 use crate::store::{Options, Store, StoreError};
 
 use data::{DataSource, DownloadJob};
@@ -1012,12 +1010,12 @@ impl Node {
         data::slot_path(&self.cfg.data_dir, &slot.slot_id().to_string())
     }
 
-    fn sale_output(&mut self, poll: &Poll, t: Ticket, out: Output) {
+    fn sale_output(&mut self, poll: &Poll, t: Ticket, out: SaleCommand) {
         let slot = t.slot;
         let state = self.engine.sale(slot).map_or("-", |s| s.state_name());
         let (idx, rid) = (slot.slot_index, short(&slot.request_id));
         match out {
-            Output::ReadSlot(s) => {
+            SaleCommand::ReadSlot(s) => {
                 let (rid, sid) = (s.request_id, s.slot_id());
                 // A request never changes once posted: read it once.
                 let cached = self.requests.get(&rid).cloned();
@@ -1035,7 +1033,7 @@ impl Node {
                 ]);
                 self.batch(poll, BatchKind::Slot(t, cached), views);
             }
-            Output::ReadProof(s) => {
+            SaleCommand::ReadProof(s) => {
                 let sid = s.slot_id();
                 self.batch(
                     poll,
@@ -1049,7 +1047,7 @@ impl Node {
                     ],
                 );
             }
-            Output::CanReserve(s) => {
+            SaleCommand::CanReserve(s) => {
                 // The contract refuses a second reservation by the same address: a slot we
                 // reserved before a restart counts as reservable by us (and the reserveSlot
                 // below is skipped).
@@ -1064,7 +1062,7 @@ impl Node {
                     vec![calls::can_reserve_slot(s.request_id, s.slot_index)],
                 );
             }
-            Output::Send(tx) => {
+            SaleCommand::Send(tx) => {
                 let req = |label, call, to, data: Vec<u8>| TxRequest {
                     ticket: t,
                     label,
@@ -1129,7 +1127,7 @@ impl Node {
                     }
                 }
             }
-            Output::Download { slot, request, .. } => {
+            SaleCommand::Download { slot, request, .. } => {
                 let cid = crate::market::cid::format_cid(&request.content.cid);
                 log::info!(target: "codex::sales", "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
                 let cancel = Arc::new(AtomicBool::new(false));
@@ -1149,7 +1147,7 @@ impl Node {
                 };
                 self.workers.submit(Job::Download(t, job));
             }
-            Output::Prove {
+            SaleCommand::Prove {
                 slot,
                 request,
                 challenge,
@@ -1163,17 +1161,14 @@ impl Node {
                 };
                 self.workers.submit(Job::Prove(t, job));
             }
-            Output::UpdateExpiry { .. } => {
+            SaleCommand::UpdateExpiry { .. } => {
                 // The slot's file is kept until its sale ends, whatever the expiry: there is
                 // no block store whose expiry to extend.
                 self.engine
                     .on_reply(t, Input::ExpiryUpdated(Ok(())), self.now);
             }
-            Output::Filled(s) => {
+            SaleCommand::Filled(s) => {
                 log::info!(target: "codex::sales", "slot {} of {}: filled; we host it now and prove it every period it is required", s.slot_index, short(&s.request_id));
-            }
-            other => {
-                log::error!(target: "codex::sales", "the engine passed an internal output to the node: {other:?}")
             }
         }
     }

@@ -23,12 +23,14 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
-use crate::market::{Ask, MarketEvent, RequestId, RequestState, SlotId, U256};
+use std::sync::Arc;
+
+use crate::market::{Ask, MarketEvent, Request, RequestId, RequestState, SlotId, B256, U256};
 
 use super::idhash::{IdBuild, IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
-use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef};
+use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx};
 
 /// Entries `no_match` may hold beyond twice those it kept at its last pruning.
 const NO_MATCH_SLACK: usize = 64;
@@ -97,9 +99,9 @@ pub struct Ticket {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Execute a sale's output and answer with [`Engine::on_reply`] with this ticket
-    /// (for [`Output::Filled`]: notify the node, no answer).
-    Sale(Ticket, Output),
+    /// Execute what a sale asks for and answer with [`Engine::on_reply`] with this ticket
+    /// (for [`SaleCommand::Filled`]: notify the node, no answer).
+    Sale(Ticket, SaleCommand),
     /// Delete the data of a slot whose sale ended (no answer).
     ReleaseData(SlotRef),
     /// Read `requestState` at `pending`; answer with [`Engine::on_request_state`].
@@ -111,6 +113,52 @@ pub enum Command {
         /// The freed slot.
         slot_index: u64,
     },
+}
+
+/// What a sale asks the driver to do: the [`Output`]s that leave the engine (the ledger,
+/// timer and clean-up outputs stay inside it), so a driver has no variant it cannot
+/// execute. Each answer comes back as the [`Input`] named on the variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaleCommand {
+    /// Read the slot's views → [`Input::Slot`].
+    ReadSlot(SlotRef),
+    /// Read the proof views → [`Input::Proof`].
+    ReadProof(SlotRef),
+    /// `canReserveSlot` → [`Input::CanReserve`].
+    CanReserve(SlotRef),
+    /// Send a transaction → [`Input::Tx`].
+    Send(Tx),
+    /// Download the slot's data → [`Input::DownloadProgress`], then [`Input::Downloaded`].
+    Download {
+        /// Slot.
+        slot: SlotRef,
+        /// The request.
+        request: Arc<Request>,
+        /// Keep the data until this time.
+        expiry: u64,
+        /// The slot is being repaired.
+        repairing: bool,
+    },
+    /// Compute a storage proof → [`Input::Proved`].
+    Prove {
+        /// Slot.
+        slot: SlotRef,
+        /// The request.
+        request: Arc<Request>,
+        /// The challenge.
+        challenge: B256,
+    },
+    /// Keep the dataset until `until` → [`Input::ExpiryUpdated`].
+    UpdateExpiry {
+        /// Slot.
+        slot: SlotRef,
+        /// Dataset CID.
+        cid: Vec<u8>,
+        /// New expiry.
+        until: u64,
+    },
+    /// We host the slot now (no answer).
+    Filled(SlotRef),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -1023,8 +1071,10 @@ impl<L: Ledger> Engine<L> {
                             self.queue.release_worker();
                         }
                     }
-                    self.commands
-                        .push_back(Command::Sale(Ticket { slot: s, seq: 0 }, Output::Filled(s)));
+                    self.commands.push_back(Command::Sale(
+                        Ticket { slot: s, seq: 0 },
+                        SaleCommand::Filled(s),
+                    ));
                 }
                 Output::Ended => {
                     // The step that ended the sale stored its final state: take it out.
@@ -1057,17 +1107,62 @@ impl<L: Ledger> Engine<L> {
                         }
                     }
                 }
-                other => {
-                    self.last_ticket += 1;
-                    let seq = self.last_ticket;
-                    if let Some(live) = self.sales.get_mut(&slot) {
-                        live.ticket = seq;
-                    }
-                    self.commands
-                        .push_back(Command::Sale(Ticket { slot, seq }, other));
-                }
+                Output::ReadSlot(s) => self.ask(slot, SaleCommand::ReadSlot(s)),
+                Output::ReadProof(s) => self.ask(slot, SaleCommand::ReadProof(s)),
+                Output::CanReserve(s) => self.ask(slot, SaleCommand::CanReserve(s)),
+                Output::Send(tx) => self.ask(slot, SaleCommand::Send(tx)),
+                Output::Download {
+                    slot: s,
+                    request,
+                    expiry,
+                    repairing,
+                } => self.ask(
+                    slot,
+                    SaleCommand::Download {
+                        slot: s,
+                        request,
+                        expiry,
+                        repairing,
+                    },
+                ),
+                Output::Prove {
+                    slot: s,
+                    request,
+                    challenge,
+                } => self.ask(
+                    slot,
+                    SaleCommand::Prove {
+                        slot: s,
+                        request,
+                        challenge,
+                    },
+                ),
+                Output::UpdateExpiry {
+                    slot: s,
+                    cid,
+                    until,
+                } => self.ask(
+                    slot,
+                    SaleCommand::UpdateExpiry {
+                        slot: s,
+                        cid,
+                        until,
+                    },
+                ),
             }
         }
+    }
+
+    /// Hands a sale's question to the driver with a new ticket, the one the sale now waits
+    /// for.
+    fn ask(&mut self, slot: SlotRef, cmd: SaleCommand) {
+        self.last_ticket += 1;
+        let seq = self.last_ticket;
+        if let Some(live) = self.sales.get_mut(&slot) {
+            live.ticket = seq;
+        }
+        self.commands
+            .push_back(Command::Sale(Ticket { slot, seq }, cmd));
     }
 
     /// Ends a reservation in the ledger; a transient failure is tried again later.
@@ -1162,12 +1257,12 @@ impl<L: Ledger> Engine<L> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Command, Engine, EngineConfig, SlotSet, NO_MATCH_SLACK};
+    use super::{Command, Engine, EngineConfig, SaleCommand, SlotSet, NO_MATCH_SLACK};
     use crate::market::{
         Address, Ask, Content, MarketEvent, Request, RequestState, SlotState, B256, U256,
     };
     use crate::sales::ledger::{AvailabilityId, Ledger, Limits, MemLedger, NewAvailability};
-    use crate::sales::sale::{Input, Output, SlotView};
+    use crate::sales::sale::{Input, SlotView};
     use std::sync::Arc;
 
     /// A host whose one availability matches nothing sees request after request: the
@@ -1227,7 +1322,7 @@ mod tests {
                 NOW,
             );
             while let Some(cmd) = e.poll() {
-                if let Command::Sale(slot, Output::ReadSlot(_)) = cmd {
+                if let Command::Sale(slot, SaleCommand::ReadSlot(_)) = cmd {
                     let view = SlotView {
                         request: Some(req.clone()),
                         request_state: Some(RequestState::New),

@@ -8,13 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use codex::market::{Address, MarketEvent, Request, RequestId, SlotId, U256};
-use codex::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, Ticket};
+use codex::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, SaleCommand, Ticket};
 use codex::sales::ledger::{
     check_invariant, AvailabilityId, Ledger, Limits, MemLedger, NewAvailability,
 };
 use codex::sales::sale::{
-    ChainError, Input, Output, ProofView, Revert as SaleRevert, SaleConfig, SlotRef, SlotView, Tx,
-    TxError,
+    ChainError, Input, ProofView, Revert as SaleRevert, SaleConfig, SlotRef, SlotView, Tx, TxError,
 };
 use codex::store::{Options, Store};
 
@@ -360,9 +359,9 @@ impl<L: Reopen> Node<L> {
         }
     }
 
-    fn sale_output(&mut self, sim: &mut Sim, ticket: Ticket, out: Output) -> Option<Input> {
+    fn sale_output(&mut self, sim: &mut Sim, ticket: Ticket, out: SaleCommand) -> Option<Input> {
         match out {
-            Output::ReadSlot(s) => {
+            SaleCommand::ReadSlot(s) => {
                 if self.read_fails() {
                     return Some(Input::Slot(Err(ChainError("simulated".into()))));
                 }
@@ -378,7 +377,7 @@ impl<L: Reopen> Node<L> {
                     current_collateral: p.current_collateral(s.slot_id()),
                 })))
             }
-            Output::ReadProof(s) => {
+            SaleCommand::ReadProof(s) => {
                 if self.read_fails() {
                     return Some(Input::Proof(Err(ChainError("simulated".into()))));
                 }
@@ -391,12 +390,10 @@ impl<L: Reopen> Node<L> {
                     challenge: p.get_challenge(s.slot_id()),
                 })))
             }
-            Output::CanReserve(s) => Some(Input::CanReserve(Ok(sim.pending().can_reserve_slot(
-                self.address,
-                s.request_id,
-                s.slot_index,
-            )))),
-            Output::Send(tx) => {
+            SaleCommand::CanReserve(s) => Some(Input::CanReserve(Ok(sim
+                .pending()
+                .can_reserve_slot(self.address, s.request_id, s.slot_index)))),
+            SaleCommand::Send(tx) => {
                 if self.faults.tx > 0.0 && self.rng.f64() < self.faults.tx {
                     return Some(Input::Tx(Err(TxError::Transient("simulated".into()))));
                 }
@@ -419,13 +416,13 @@ impl<L: Reopen> Node<L> {
                 };
                 Some(Input::Tx(res.map_err(|e| TxError::Reverted(map_revert(e)))))
             }
-            Output::Download { slot, request, .. } => {
+            SaleCommand::Download { slot, request, .. } => {
                 self.downloads_started.push((slot, request));
                 let at = sim.block_number() + self.download_blocks;
                 self.downloads.entry(at).or_default().push(ticket);
                 None
             }
-            Output::Prove {
+            SaleCommand::Prove {
                 slot, challenge, ..
             } => {
                 self.proves.push((slot, challenge));
@@ -435,32 +432,28 @@ impl<L: Reopen> Node<L> {
                 let p = sim.pending().proof_for(slot.request_id, slot.slot_index);
                 Some(Input::Proved(p.map(Box::new).map_err(|e| e.to_string())))
             }
-            Output::UpdateExpiry { .. } => Some(Input::ExpiryUpdated(Ok(()))),
-            Output::Filled(s) => {
+            SaleCommand::UpdateExpiry { .. } => Some(Input::ExpiryUpdated(Ok(()))),
+            SaleCommand::Filled(s) => {
                 self.sold.push(s);
                 None
-            }
-            other => {
-                panic!("engine passed an internal output to the driver: {other:?} for {ticket:?}")
             }
         }
     }
 }
 
-fn kind(o: &Output) -> &'static str {
+fn kind(o: &SaleCommand) -> &'static str {
     match o {
-        Output::ReadSlot(_) => "ReadSlot",
-        Output::ReadProof(_) => "ReadProof",
-        Output::CanReserve(_) => "CanReserve",
-        Output::Send(Tx::ReserveSlot { .. }) => "ReserveSlot",
-        Output::Send(Tx::FillSlot { .. }) => "FillSlot",
-        Output::Send(Tx::SubmitProof { .. }) => "SubmitProof",
-        Output::Send(Tx::FreeSlot { .. }) => "FreeSlot",
-        Output::Download { .. } => "Download",
-        Output::Prove { .. } => "Prove",
-        Output::UpdateExpiry { .. } => "UpdateExpiry",
-        Output::Filled(_) => "Filled",
-        _ => "Other",
+        SaleCommand::ReadSlot(_) => "ReadSlot",
+        SaleCommand::ReadProof(_) => "ReadProof",
+        SaleCommand::CanReserve(_) => "CanReserve",
+        SaleCommand::Send(Tx::ReserveSlot { .. }) => "ReserveSlot",
+        SaleCommand::Send(Tx::FillSlot { .. }) => "FillSlot",
+        SaleCommand::Send(Tx::SubmitProof { .. }) => "SubmitProof",
+        SaleCommand::Send(Tx::FreeSlot { .. }) => "FreeSlot",
+        SaleCommand::Download { .. } => "Download",
+        SaleCommand::Prove { .. } => "Prove",
+        SaleCommand::UpdateExpiry { .. } => "UpdateExpiry",
+        SaleCommand::Filled(_) => "Filled",
     }
 }
 
