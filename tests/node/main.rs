@@ -908,3 +908,118 @@ fn a_host_killed_during_payout_collects_after_a_restart() {
     );
     assert!(host.slots_dir_files().is_empty());
 }
+
+fn forcibly_free(slot: SlotId) -> Vec<u8> {
+    use alloy_sol_types::SolCall;
+    codex::market::abi::TestMarketplace::forciblyFreeSlotCall { slotId: slot.0 }.abi_encode()
+}
+
+/// Item 118: a slot forcibly freed from its host is taken by another host at the repair
+/// discount; the host that lost it ends its sale (its collateral is forfeited on chain),
+/// gives the bytes back and deletes the data.
+#[test]
+fn a_freed_slot_is_repaired_by_another_host_at_the_discount() {
+    let mut w = World::new();
+    let mut a = w.host("a", 1, &[]);
+    a.offer("1MiB", "10000000");
+    a.start();
+    let (ha, hb) = (w.chain.account(1), w.chain.account(2));
+    let req = w.post(1, 900, 300, 12);
+    let slot = SlotId::of(req.id(), 0);
+    w.mine_until(&[&a], "host a fills the slot", 60, |w| {
+        w.host_of(slot) == ha
+    });
+    // Host b joins with room; the slot is then taken from host a.
+    let mut b = w.host("b", 2, &[]);
+    b.offer("1MiB", "10000000");
+    b.start();
+    w.mine_until(&[&a, &b], "host b follows the chain", 20, |_| {
+        b.log_has("connected to")
+    });
+    let b_before = w.balance(hb);
+    let deployer = w.chain.account(0);
+    let mkt = w.chain.marketplace();
+    devchain::send(&mut w.rpc, deployer, mkt, &forcibly_free(slot));
+    w.mine_until(&[&a, &b], "host b repairs the slot", 60, |w| {
+        w.host_of(slot) == hb
+    });
+    // Collateral per slot is 4096; the repair discount (10%) leaves 3687 (rounded down).
+    let spent = b_before - w.balance(hb);
+    assert!(
+        spent < U256::from(4096u64) && spent >= U256::from(3686u64),
+        "host b posted {spent}, the discounted collateral"
+    );
+    w.mine_until(&[&a, &b], "host a ends its sale", 40, |_| {
+        free_size(&a) == 1 << 20
+    });
+    assert!(a.slots_dir_files().is_empty(), "host a deleted the data");
+    assert!(a.log_has("slot was forcibly freed"));
+}
+
+/// Item 113: a request that expires with only some slots filled pays the host for the time
+/// it held its slot (more than nothing, less than the whole expiry), and the host gets its
+/// bytes and collateral back.
+#[test]
+fn an_expired_request_pays_the_host_for_the_time_it_held_the_slot() {
+    let mut w = World::new();
+    let mut host = w.host("h1", 1, &[]);
+    // Room for one slot only.
+    host.offer("4KiB", "10000000");
+    host.start();
+    let me = w.chain.account(1);
+    let before = w.balance(me);
+    let req = w.post(2, 900, 300, 13);
+    let id = req.id();
+    w.mine_until(&[&host], "one slot filled", 60, |w| {
+        (0..2).any(|i| w.host_of(SlotId::of(id, i)) == me)
+    });
+    w.mine_until(&[&host], "cancelled and paid out", 80, |w| {
+        (0..2).any(|i| w.slot_state(SlotId::of(id, i)) == SlotState::Paid)
+    });
+    w.mine_until(&[&host], "bytes back", 20, |_| free_size(&host) == 4096);
+    let gain = w.balance(me) - before;
+    let whole = U256::from(300u64) * req.ask.price_per_slot() / U256::from(900u64);
+    assert!(
+        gain > U256::ZERO && gain < whole,
+        "gain {gain}, expiry pays at most {whole}"
+    );
+    assert_eq!(
+        host.availabilities()[0]["totalRemainingCollateral"],
+        "10000000"
+    );
+}
+
+/// Item 114: three hosts with room for the whole request share it; each one's remaining
+/// collateral is exactly what it does not hold, so collateral of the reservations it lost
+/// came back.
+#[test]
+fn three_hosts_compete_and_keep_exact_collateral() {
+    let mut w = World::new();
+    let mut hosts: Vec<Host> = (1..=3)
+        .map(|i| {
+            let h = w.host(&format!("h{i}"), i, &[]);
+            h.offer("12KiB", "12288");
+            h
+        })
+        .collect();
+    for h in &mut hosts {
+        h.start();
+    }
+    let req = w.post(3, 900, 300, 14);
+    let id = req.id();
+    let addrs: Vec<Address> = (1..=3).map(|i| w.chain.account(i)).collect();
+    let refs: Vec<&Host> = hosts.iter().collect();
+    w.mine_until(&refs, "all slots filled", 80, |w| {
+        (0..3).all(|i| addrs.contains(&w.host_of(SlotId::of(id, i))))
+    });
+    w.mine_until(&refs, "every host holds exactly its slots", 40, |w| {
+        hosts.iter().zip(&addrs).all(|(h, a)| {
+            let held = (0..3)
+                .filter(|i| w.host_of(SlotId::of(id, *i)) == *a)
+                .count() as u64;
+            let av = &h.availabilities()[0];
+            av["freeSize"].as_u64() == Some(12288 - held * 4096)
+                && av["totalRemainingCollateral"] == (12288 - held * 4096).to_string()
+        })
+    });
+}
