@@ -1019,7 +1019,8 @@ fn three_hosts_compete_and_keep_exact_collateral() {
                 .count() as u64;
             let av = &h.availabilities()[0];
             av["freeSize"].as_u64() == Some(12288 - held * 4096)
-                && av["totalRemainingCollateral"] == (12288 - held * 4096).to_string()
+                && av["totalRemainingCollateral"].as_str()
+                    == Some(&*(12288 - held * 4096).to_string())
         })
     });
 }
