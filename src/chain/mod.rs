@@ -17,6 +17,7 @@ pub mod rpc;
 pub mod sender;
 pub mod settings;
 pub mod tx;
+pub mod txbook;
 pub mod ws;
 
 pub use error::ChainError;

@@ -1,27 +1,24 @@
 //! Sending signed transactions over a [`BlockingClient`], for one-shot commands.
 //!
-//! For each transaction: the nonce comes from a [`NonceTracker`] synced with
-//! `eth_getTransactionCount(addr, "pending")`; the gas limit is `eth_estimateGas` with the
-//! reference's headroom; the fees are EIP-1559 fees from `eth_feeHistory` (the next block's
-//! base fee) and `eth_maxPriorityFeePerGas`; the raw transaction goes out with
-//! `eth_sendRawTransaction`; "nonce too low" resyncs and retries; then the receipt is awaited
-//! with the configured number of confirmations. The waits run the client's mio loop; nothing
-//! sleeps.
+//! The rules (nonce from a tracker synced with `eth_getTransactionCount(addr, "pending")`,
+//! `eth_estimateGas` with the reference's headroom, EIP-1559 fees from the next block's
+//! base fee, "nonce too low" resyncs, confirmations, replacement of a transaction that is
+//! not mined) are the [`TxBook`]'s, the same book the node drives from its event loop; here
+//! a blocking loop makes its calls one at a time and polls for new blocks. Nothing sleeps:
+//! the waits run the client's mio loop.
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes, B256, U256};
 use serde_json::{json, Value};
 
-use super::client::{quantity_result, BlockingClient};
+use super::client::BlockingClient;
 use super::key::EthPrivateKey;
-use super::tx::{
-    classify_send_error, fees, gas_limit_with_headroom, Eip1559Tx, GasCall, NonceTracker,
-    SendRejection, TxError,
-};
+use super::tx::{GasCall, TxError};
+use super::txbook::{TxAction, TxBook, TxFailure, TxRequest};
 use super::ChainError;
 
-/// The tip used when the node suggests none: 1 gwei.
-pub const DEFAULT_PRIORITY_FEE: u128 = 1_000_000_000;
+pub use super::txbook::Mined;
 
 /// How often a pending receipt is looked for.
 const RECEIPT_POLL: Duration = Duration::from_millis(100);
@@ -52,22 +49,10 @@ pub enum SendError {
     },
 }
 
-/// A mined transaction.
-#[derive(Debug, Clone)]
-pub struct Mined {
-    /// The transaction hash.
-    pub hash: B256,
-    /// The block it was mined in.
-    pub block_number: u64,
-    /// The receipt as the node returned it.
-    pub receipt: Value,
-}
-
 /// Signs and sends transactions from one key.
 pub struct Sender {
-    key: EthPrivateKey,
-    chain_id: u64,
-    nonces: NonceTracker,
+    address: Address,
+    book: TxBook<()>,
     /// Confirmations to wait for (1 = mined).
     pub confirmations: u64,
     /// How long to wait for confirmations.
@@ -78,9 +63,8 @@ impl Sender {
     /// A sender for `key` on chain `chain_id`.
     pub fn new(key: EthPrivateKey, chain_id: u64) -> Sender {
         Sender {
-            key,
-            chain_id,
-            nonces: NonceTracker::new(),
+            address: key.address(),
+            book: TxBook::new(key, chain_id, 1, 0),
             confirmations: 1,
             confirm_timeout: Duration::from_secs(120),
         }
@@ -88,20 +72,10 @@ impl Sender {
 
     /// The sender's address.
     pub fn address(&self) -> Address {
-        self.key.address()
+        self.address
     }
 
-    fn sync_nonce(&mut self, rpc: &mut BlockingClient) -> Result<(), ChainError> {
-        let v = rpc.call(
-            "eth_getTransactionCount",
-            json!([self.key.address(), "pending"]),
-        )?;
-        self.nonces
-            .sync(quantity_result("eth_getTransactionCount", &v)?);
-        Ok(())
-    }
-
-    fn fees(&self, rpc: &mut BlockingClient) -> Result<(u128, u128), ChainError> {
+    fn base_fee(rpc: &mut BlockingClient) -> Result<u128, ChainError> {
         let history = rpc.call("eth_feeHistory", json!(["0x1", "latest", []]))?;
         let base = history["baseFeePerGas"]
             .as_array()
@@ -112,13 +86,7 @@ impl Sender {
                 method: "eth_feeHistory".into(),
                 reason: format!("no baseFeePerGas in {history}"),
             })?;
-        let base = u128::try_from(base).unwrap_or(u128::MAX);
-        let tip = rpc
-            .call("eth_maxPriorityFeePerGas", json!([]))
-            .ok()
-            .and_then(|v| v.as_str().and_then(|s| s.parse::<U256>().ok()))
-            .map(|t| u128::try_from(t).unwrap_or(u128::MAX));
-        Ok(fees(base, tip, DEFAULT_PRIORITY_FEE))
+        Ok(u128::try_from(base).unwrap_or(u128::MAX))
     }
 
     /// Estimates, signs, sends and waits for the receipt of a call to `to`.
@@ -129,58 +97,65 @@ impl Sender {
         data: Vec<u8>,
         call: GasCall,
     ) -> Result<Mined, SendError> {
-        let data = Bytes::from(data);
-        let estimate = rpc.call(
-            "eth_estimateGas",
-            json!([{"from": self.key.address(), "to": to, "data": data}]),
-        )?;
-        let gas_limit =
-            gas_limit_with_headroom(call, quantity_result("eth_estimateGas", &estimate)?);
-        let (max_fee_per_gas, max_priority_fee_per_gas) = self.fees(rpc)?;
-        let mut attempts = 0;
-        let hash = loop {
-            attempts += 1;
-            if self.nonces.needs_sync() {
-                self.sync_nonce(rpc)?;
-            }
-            let Some(nonce) = self.nonces.next_nonce() else {
-                return Err(SendError::Rejected("no nonce available".into()));
-            };
-            let signed = Eip1559Tx {
-                chain_id: self.chain_id,
-                nonce,
-                max_priority_fee_per_gas,
-                max_fee_per_gas,
-                gas_limit,
+        self.book.set_confirmations(self.confirmations);
+        self.book.set_base_fee(Self::base_fee(rpc)?);
+        let mut out = Vec::new();
+        self.book.on_head(rpc.block_number()?, &mut out);
+        self.book.send(
+            TxRequest {
+                tag: (),
+                label: "transaction",
+                call,
                 to,
-                value: U256::ZERO,
-                data: data.clone(),
-            }
-            .sign(&self.key)?;
-            match rpc.call("eth_sendRawTransaction", json!([signed.raw])) {
-                Ok(_) => break signed.hash,
-                Err(ChainError::Rpc { error, method }) => {
-                    match classify_send_error(&error.message) {
-                        SendRejection::AlreadyKnown => break signed.hash,
-                        SendRejection::NonceTooLow if attempts < 3 => {
-                            log::info!("nonce {nonce} already used; resyncing");
-                            self.nonces.on_nonce_too_low();
-                        }
-                        SendRejection::Other if error.revert_data().is_some() => {
-                            self.nonces.release(nonce);
-                            return Err(ChainError::Rpc { method, error }.into());
-                        }
-                        _ => {
-                            self.nonces.release(nonce);
-                            return Err(SendError::Rejected(error.message));
-                        }
+                data: Bytes::from(data),
+            },
+            &mut out,
+        );
+        let deadline = Instant::now() + self.confirm_timeout;
+        let mut queue: VecDeque<TxAction<()>> = out.into();
+        // The first receipt check comes right after the send (a dev chain mines at once).
+        let mut waited = true;
+        loop {
+            while let Some(action) = queue.pop_front() {
+                match action {
+                    TxAction::Call(tag, method, params) => {
+                        let answer = rpc.call(method, params);
+                        let mut out = Vec::new();
+                        self.book.on_answer(tag, answer, &mut out);
+                        queue.extend(out);
+                    }
+                    TxAction::Log(line) => log::info!("{line}"),
+                    TxAction::Done((), result) => {
+                        return result.map_err(|e| match e {
+                            TxFailure::Estimate(c) => SendError::Chain(c),
+                            TxFailure::Rejected(m) | TxFailure::Transient(m) => {
+                                SendError::Rejected(m)
+                            }
+                            TxFailure::Reverted { hash, .. } => SendError::Reverted(hash),
+                        })
                     }
                 }
-                Err(e) => return Err(e.into()),
             }
-        };
-        log::info!("sent transaction {hash}");
-        self.wait(rpc, hash)
+            if Instant::now() >= deadline {
+                let hash = self
+                    .book
+                    .pending_hashes()
+                    .first()
+                    .copied()
+                    .unwrap_or_default();
+                return Err(SendError::NotConfirmed {
+                    hash,
+                    secs: self.confirm_timeout.as_secs(),
+                });
+            }
+            if !waited {
+                rpc.pause(RECEIPT_POLL)?;
+            }
+            waited = false;
+            let mut out = Vec::new();
+            self.book.on_head(rpc.block_number()?, &mut out);
+            queue.extend(out);
+        }
     }
 
     /// Waits for the receipt of `hash` and the configured confirmations.
@@ -202,7 +177,11 @@ impl Sender {
                         return Ok(Mined {
                             hash,
                             block_number,
-                            receipt,
+                            gas_used: receipt["gasUsed"]
+                                .as_str()
+                                .map(super::rpc::parse_quantity)
+                                .and_then(Result::ok)
+                                .unwrap_or(0),
                         });
                     }
                 }

@@ -23,7 +23,6 @@
 
 pub mod data;
 pub mod prover;
-pub mod txs;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -50,9 +49,11 @@ use crate::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, SaleCom
 use crate::sales::sale::{ChainError as SaleChainError, Input, ProofView, SlotRef, SlotView, Tx};
 use crate::store::{Options, Store, StoreError};
 
+use crate::chain::txbook::{TxAction, TxBook, TxCall, TxFailure, TxRequest};
+use crate::market::errors::MarketError;
+use crate::sales::sale::{Revert, TxError};
 use data::{DataSource, DownloadJob};
 use prover::{ProofJob, SimulatedProver};
-use txs::{TxAction, TxBook, TxCall, TxRequest};
 use workers::{Done, Job, Workers};
 
 const CHAIN: Token = Token(0);
@@ -599,7 +600,7 @@ struct Node {
     cfg: NodeConfig,
     engine: Engine<Store>,
     client: ChainClient,
-    txs: TxBook,
+    txs: TxBook<Ticket>,
     marketplace: Address,
     token: Address,
     /// Chain time: the latest block's timestamp.
@@ -617,7 +618,7 @@ struct Node {
     next_tick: Instant,
     /// Recent block hashes, for the cursor.
     hashes: HashMap<u64, B256>,
-    tx_actions: Vec<TxAction>,
+    tx_actions: Vec<TxAction<Ticket>>,
     /// reserveSlot transactions in flight, to record when they succeed.
     reserving: HashMap<Ticket, SlotRef>,
 }
@@ -1064,7 +1065,7 @@ impl Node {
             }
             SaleCommand::Send(tx) => {
                 let req = |label, call, to, data: Vec<u8>| TxRequest {
-                    ticket: t,
+                    tag: t,
                     label,
                     call,
                     to,
@@ -1222,6 +1223,7 @@ impl Node {
                             }
                         }
                     }
+                    let res = res.map(|_| ()).map_err(|e| sale_tx_error(&e));
                     self.engine.on_reply(t, Input::Tx(res), self.now);
                 }
                 TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),
@@ -1232,4 +1234,31 @@ impl Node {
 
 fn sale_err(e: impl std::fmt::Display) -> SaleChainError {
     SaleChainError(format!("cannot decode a view: {e}"))
+}
+
+/// What a failed transaction means for a sale: a revert (decoded) is the contract's answer;
+/// everything else may succeed when tried again.
+fn sale_tx_error(e: &TxFailure) -> TxError {
+    match e {
+        TxFailure::Estimate(c) => match c.revert_data() {
+            Some(data) => TxError::Reverted(revert_of(&MarketError::from_revert_data(&data))),
+            None => TxError::Transient(c.to_string()),
+        },
+        TxFailure::Reverted { .. } => TxError::Reverted(Revert::Other(e.to_string())),
+        TxFailure::Rejected(_) | TxFailure::Transient(_) => TxError::Transient(e.to_string()),
+    }
+}
+
+/// The sale's view of a decoded revert.
+fn revert_of(e: &MarketError) -> Revert {
+    match e {
+        MarketError::SlotNotFree => Revert::SlotNotFree,
+        MarketError::SlotIsFree => Revert::SlotIsFree,
+        MarketError::ReservationNotAllowed => Revert::ReservationNotAllowed,
+        MarketError::InvalidProof => Revert::ProofInvalid,
+        MarketError::ProofAlreadySubmitted => Revert::ProofAlreadySubmitted,
+        MarketError::AlreadyPaid => Revert::AlreadyPaid,
+        MarketError::InvalidSlotHost => Revert::InvalidSlotHost,
+        other => Revert::Other(other.to_string()),
+    }
 }

@@ -9,7 +9,10 @@
 //! [`REPLACE_AFTER_BLOCKS`] is sent again with the same nonce and higher fees.
 //!
 //! The book makes no calls itself: it pushes [`TxAction`]s (a JSON-RPC call to make, with the
-//! [`TxCall`] tag to answer it with, or a transaction's outcome) and is fed the answers.
+//! [`TxCall`] tag to answer it with, or a transaction's outcome) and is fed the answers. The
+//! node drives it from its event loop (the tag of a transaction is the sale's ticket); the
+//! one-shot commands drive it with a blocking client ([`super::sender::Sender`]), so the
+//! nonce, gas and fee rules exist once.
 //! A fill is two transactions, `approve` then `fillSlot`; fills go one at a time, because an
 //! ERC-20 approval replaces the previous one and two interleaved approve/fill pairs would
 //! spend each other's allowance.
@@ -18,16 +21,13 @@ use std::collections::{HashMap, VecDeque};
 use alloy_primitives::{Address, Bytes, B256, U256};
 use serde_json::{json, Value};
 
-use crate::chain::key::EthPrivateKey;
-use crate::chain::rpc::parse_quantity;
-use crate::chain::tx::{
+use super::key::EthPrivateKey;
+use super::rpc::parse_quantity;
+use super::tx::{
     classify_send_error, fees, gas_limit_with_headroom, Eip1559Tx, GasCall, NonceTracker,
     SendRejection,
 };
-use crate::chain::ChainError;
-use crate::market::errors::MarketError;
-use crate::sales::engine::Ticket;
-use crate::sales::sale::{Revert, TxError};
+use super::ChainError;
 
 /// Blocks a sent transaction may stay unmined before it is replaced with higher fees.
 pub const REPLACE_AFTER_BLOCKS: u64 = 12;
@@ -47,22 +47,56 @@ pub enum TxCall {
     Nonce,
 }
 
+/// A mined transaction.
+#[derive(Debug, Clone)]
+pub struct Mined {
+    /// The transaction hash.
+    pub hash: B256,
+    /// The block it was mined in.
+    pub block_number: u64,
+    /// Gas it used.
+    pub gas_used: u64,
+}
+
+/// Why a transaction did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum TxFailure {
+    /// `eth_estimateGas` failed: a revert (with its data, for the Marketplace error
+    /// decoder) or a transport error.
+    #[error(transparent)]
+    Estimate(ChainError),
+    /// The node refused the raw transaction.
+    #[error("the node refused the transaction: {0}")]
+    Rejected(String),
+    /// It could not be sent (transport) or signed, or the nonce could not be synced.
+    #[error("{0}")]
+    Transient(String),
+    /// It was mined and reverted.
+    #[error("transaction {hash} reverted in block {block}")]
+    Reverted {
+        /// The transaction hash.
+        hash: B256,
+        /// The block.
+        block: u64,
+    },
+}
+
 /// What the book asks the driver to do.
 #[derive(Debug)]
-pub enum TxAction {
+pub enum TxAction<T> {
     /// Make this call and answer with [`TxBook::on_answer`] and the tag.
     Call(TxCall, &'static str, Value),
-    /// A transaction of a sale ended: answer the sale.
-    Done(Ticket, Result<(), TxError>),
+    /// A transaction ended: tell whoever waits for it (its tag).
+    Done(T, Result<Mined, TxFailure>),
     /// An informative line for the log.
     Log(String),
 }
 
 /// One transaction to send.
 #[derive(Debug, Clone)]
-pub struct TxRequest {
-    /// The sale that waits for it.
-    pub ticket: Ticket,
+pub struct TxRequest<T> {
+    /// Who waits for it (the node: the sale's ticket).
+    pub tag: T,
     /// For logs (`reserveSlot`, `fillSlot`, ...).
     pub label: &'static str,
     /// Its gas headroom.
@@ -96,16 +130,16 @@ enum Stage {
 }
 
 #[derive(Debug)]
-struct InFlight {
-    req: TxRequest,
+struct InFlight<T> {
+    req: TxRequest<T>,
     /// The transaction sent after this one succeeds (`fillSlot` after `approve`).
-    then: Option<TxRequest>,
+    then: Option<TxRequest<T>>,
     stage: Stage,
     fill_lane: bool,
 }
 
 /// The book. See the module docs.
-pub struct TxBook {
+pub struct TxBook<T> {
     key: EthPrivateKey,
     chain_id: u64,
     confirmations: u64,
@@ -114,8 +148,8 @@ pub struct TxBook {
     base_fee: u128,
     head: u64,
     next_id: u64,
-    txs: HashMap<u64, InFlight>,
-    fills_waiting: VecDeque<(TxRequest, TxRequest)>,
+    txs: HashMap<u64, InFlight<T>>,
+    fills_waiting: VecDeque<(TxRequest<T>, TxRequest<T>)>,
     fill_busy: bool,
     /// Counters.
     pub sent: u64,
@@ -125,9 +159,9 @@ pub struct TxBook {
     pub reverted: u64,
 }
 
-impl TxBook {
+impl<T: Copy + std::fmt::Debug> TxBook<T> {
     /// A book for `key` on `chain_id`; the nonce is synced before the first send.
-    pub fn new(key: EthPrivateKey, chain_id: u64, confirmations: u64, head: u64) -> TxBook {
+    pub fn new(key: EthPrivateKey, chain_id: u64, confirmations: u64, head: u64) -> TxBook<T> {
         TxBook {
             key,
             chain_id,
@@ -161,18 +195,42 @@ impl TxBook {
         self.len() == 0
     }
 
+    /// Blocks a transaction needs, its own included (at least 1).
+    pub fn set_confirmations(&mut self, n: u64) {
+        self.confirmations = n.max(1);
+    }
+
+    /// The hashes sent for transactions not mined yet.
+    pub fn pending_hashes(&self) -> Vec<B256> {
+        let mut v: Vec<B256> = self
+            .txs
+            .values()
+            .filter_map(|t| match &t.stage {
+                Stage::Pending { hashes, .. } => hashes.last().copied(),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Sets the base fee of the next block (from `eth_feeHistory`).
     pub fn set_base_fee(&mut self, base_fee: u128) {
         self.base_fee = base_fee;
     }
 
     /// Starts one transaction.
-    pub fn send(&mut self, req: TxRequest, out: &mut Vec<TxAction>) {
+    pub fn send(&mut self, req: TxRequest<T>, out: &mut Vec<TxAction<T>>) {
         self.start(req, None, false, out);
     }
 
     /// Starts an `approve` followed by a `fillSlot`, after the fills before it.
-    pub fn send_fill(&mut self, approve: TxRequest, fill: TxRequest, out: &mut Vec<TxAction>) {
+    pub fn send_fill(
+        &mut self,
+        approve: TxRequest<T>,
+        fill: TxRequest<T>,
+        out: &mut Vec<TxAction<T>>,
+    ) {
         if self.fill_busy {
             self.fills_waiting.push_back((approve, fill));
             return;
@@ -183,10 +241,10 @@ impl TxBook {
 
     fn start(
         &mut self,
-        req: TxRequest,
-        then: Option<TxRequest>,
+        req: TxRequest<T>,
+        then: Option<TxRequest<T>>,
         fill_lane: bool,
-        out: &mut Vec<TxAction>,
+        out: &mut Vec<TxAction<T>>,
     ) {
         self.next_id += 1;
         let id = self.next_id;
@@ -207,7 +265,7 @@ impl TxBook {
     }
 
     /// A new block: checks the receipts of sent transactions, replaces stuck ones.
-    pub fn on_head(&mut self, number: u64, out: &mut Vec<TxAction>) {
+    pub fn on_head(&mut self, number: u64, out: &mut Vec<TxAction<T>>) {
         self.head = number;
         let mut stuck = Vec::new();
         for (id, tx) in &self.txs {
@@ -229,7 +287,7 @@ impl TxBook {
         }
     }
 
-    fn replace(&mut self, id: u64, out: &mut Vec<TxAction>) {
+    fn replace(&mut self, id: u64, out: &mut Vec<TxAction<T>>) {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
@@ -280,7 +338,7 @@ impl TxBook {
         &mut self,
         call: TxCall,
         result: Result<Value, ChainError>,
-        out: &mut Vec<TxAction>,
+        out: &mut Vec<TxAction<T>>,
     ) {
         match call {
             TxCall::Nonce => {
@@ -317,7 +375,7 @@ impl TxBook {
                         for id in ids {
                             self.fail(
                                 id,
-                                TxError::Transient(format!("nonce sync failed: {result:?}")),
+                                TxFailure::Transient(format!("nonce sync failed: {result:?}")),
                                 out,
                             );
                         }
@@ -334,7 +392,7 @@ impl TxBook {
                         _ => {
                             self.fail(
                                 id,
-                                TxError::Transient(format!("eth_estimateGas returned {v}")),
+                                TxFailure::Transient(format!("eth_estimateGas returned {v}")),
                                 out,
                             );
                             return;
@@ -345,17 +403,14 @@ impl TxBook {
                     };
                     self.sign_and_send(id, out);
                 }
-                Err(e) => {
-                    let err = tx_error(&e);
-                    self.fail(id, err, out);
-                }
+                Err(e) => self.fail(id, TxFailure::Estimate(e), out),
             },
             TxCall::Send(id) => self.on_sent(id, result, out),
             TxCall::Receipt(id, hash) => self.on_receipt(id, hash, result, out),
         }
     }
 
-    fn sign_and_send(&mut self, id: u64, out: &mut Vec<TxAction>) {
+    fn sign_and_send(&mut self, id: u64, out: &mut Vec<TxAction<T>>) {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
@@ -393,12 +448,16 @@ impl TxBook {
             }
             Err(e) => {
                 self.nonces.release(nonce);
-                self.fail(id, TxError::Transient(format!("signing failed: {e}")), out);
+                self.fail(
+                    id,
+                    TxFailure::Transient(format!("signing failed: {e}")),
+                    out,
+                );
             }
         }
     }
 
-    fn on_sent(&mut self, id: u64, result: Result<Value, ChainError>, out: &mut Vec<TxAction>) {
+    fn on_sent(&mut self, id: u64, result: Result<Value, ChainError>, out: &mut Vec<TxAction<T>>) {
         let head = self.head;
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
@@ -461,8 +520,9 @@ impl TxBook {
         } else {
             self.nonces.release(nonce);
             let err = match result {
-                Err(e) => tx_error(&e),
-                Ok(_) => unreachable_ok(),
+                Err(ChainError::Rpc { error, .. }) => TxFailure::Rejected(error.message),
+                Err(e) => TxFailure::Transient(e.to_string()),
+                Ok(_) => TxFailure::Transient("the node refused the transaction".into()),
             };
             self.fail(id, err, out);
         }
@@ -473,7 +533,7 @@ impl TxBook {
         id: u64,
         hash: B256,
         result: Result<Value, ChainError>,
-        out: &mut Vec<TxAction>,
+        out: &mut Vec<TxAction<T>>,
     ) {
         let Ok(receipt) = result else {
             return; // asked again at the next block
@@ -493,13 +553,10 @@ impl TxBook {
         if receipt["status"] == "0x0" {
             self.reverted += 1;
             let label = tx.req.label;
-            self.fail(
-                id,
-                TxError::Reverted(Revert::Other(format!(
-                    "{label} {hash} reverted in block {block}"
-                ))),
-                out,
-            );
+            out.push(TxAction::Log(format!(
+                "{label} {hash} reverted in block {block}"
+            )));
+            self.fail(id, TxFailure::Reverted { hash, block }, out);
             return;
         }
         if self.head + 1 < block + self.confirmations {
@@ -519,7 +576,14 @@ impl TxBook {
         match tx.then {
             Some(next) => self.start(next, None, tx.fill_lane, out),
             None => {
-                out.push(TxAction::Done(tx.req.ticket, Ok(())));
+                out.push(TxAction::Done(
+                    tx.req.tag,
+                    Ok(Mined {
+                        hash,
+                        block_number: block,
+                        gas_used,
+                    }),
+                ));
                 if tx.fill_lane {
                     self.next_fill(out);
                 }
@@ -527,18 +591,18 @@ impl TxBook {
         }
     }
 
-    fn fail(&mut self, id: u64, err: TxError, out: &mut Vec<TxAction>) {
+    fn fail(&mut self, id: u64, err: TxFailure, out: &mut Vec<TxAction<T>>) {
         let Some(tx) = self.txs.remove(&id) else {
             return;
         };
         out.push(TxAction::Log(format!("{} failed: {err}", tx.req.label)));
-        out.push(TxAction::Done(tx.req.ticket, Err(err)));
+        out.push(TxAction::Done(tx.req.tag, Err(err)));
         if tx.fill_lane {
             self.next_fill(out);
         }
     }
 
-    fn next_fill(&mut self, out: &mut Vec<TxAction>) {
+    fn next_fill(&mut self, out: &mut Vec<TxAction<T>>) {
         self.fill_busy = false;
         if let Some((approve, fill)) = self.fills_waiting.pop_front() {
             self.fill_busy = true;
@@ -547,17 +611,13 @@ impl TxBook {
     }
 }
 
-fn unreachable_ok() -> TxError {
-    TxError::Transient("the node refused the transaction".into())
-}
-
 fn sign(
     key: &EthPrivateKey,
     chain_id: u64,
     nonce: u64,
     gas_limit: u64,
     (max_fee_per_gas, max_priority_fee_per_gas): (u128, u128),
-    req: &TxRequest,
+    req: &TxRequest<impl Sized>,
 ) -> Result<(B256, Bytes), crate::chain::tx::TxError> {
     let signed = Eip1559Tx {
         chain_id,
@@ -571,27 +631,4 @@ fn sign(
     }
     .sign(key)?;
     Ok((signed.hash, signed.raw))
-}
-
-/// What a failed call means for a sale: a revert (decoded) is the contract's answer; all
-/// else is transient.
-pub fn tx_error(e: &ChainError) -> TxError {
-    match e.revert_data() {
-        Some(data) => TxError::Reverted(revert_of(&MarketError::from_revert_data(&data))),
-        None => TxError::Transient(e.to_string()),
-    }
-}
-
-/// The sale's view of a decoded revert.
-pub fn revert_of(e: &MarketError) -> Revert {
-    match e {
-        MarketError::SlotNotFree => Revert::SlotNotFree,
-        MarketError::SlotIsFree => Revert::SlotIsFree,
-        MarketError::ReservationNotAllowed => Revert::ReservationNotAllowed,
-        MarketError::InvalidProof => Revert::ProofInvalid,
-        MarketError::ProofAlreadySubmitted => Revert::ProofAlreadySubmitted,
-        MarketError::AlreadyPaid => Revert::AlreadyPaid,
-        MarketError::InvalidSlotHost => Revert::InvalidSlotHost,
-        other => Revert::Other(other.to_string()),
-    }
 }
