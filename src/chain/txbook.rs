@@ -632,3 +632,230 @@ fn sign(
     .sign(key)?;
     Ok((signed.hash, signed.raw))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::rpc::RpcError;
+
+    fn book() -> TxBook<u32> {
+        let key = EthPrivateKey::from_hex(
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+        )
+        .unwrap();
+        TxBook::new(key, 31337, 1, 100)
+    }
+
+    fn req(tag: u32) -> TxRequest<u32> {
+        TxRequest {
+            tag,
+            label: "test",
+            call: GasCall::Other,
+            to: Address::repeat_byte(7),
+            data: Bytes::from(vec![1, 2, 3]),
+        }
+    }
+
+    /// Splits actions into (calls, done).
+    fn split(out: Vec<TxAction<u32>>) -> (Vec<(TxCall, &'static str, Value)>, Vec<(u32, bool)>) {
+        let mut calls = Vec::new();
+        let mut done = Vec::new();
+        for a in out {
+            match a {
+                TxAction::Call(t, m, p) => calls.push((t, m, p)),
+                TxAction::Done(tag, r) => done.push((tag, r.is_ok())),
+                TxAction::Log(_) => {}
+            }
+        }
+        (calls, done)
+    }
+
+    fn rpc_err(message: &str) -> ChainError {
+        ChainError::Rpc {
+            method: "eth_sendRawTransaction".into(),
+            error: RpcError {
+                code: -32000,
+                message: message.into(),
+                data: None,
+            },
+        }
+    }
+
+    /// Answers estimates (and a nonce sync with `count`) and returns the send calls.
+    fn to_sends(
+        b: &mut TxBook<u32>,
+        calls: Vec<(TxCall, &'static str, Value)>,
+        count: u64,
+    ) -> Vec<(TxCall, &'static str, Value)> {
+        let mut pending = calls;
+        let mut sends = Vec::new();
+        while let Some((tag, method, params)) = pending.pop() {
+            let mut out = Vec::new();
+            match tag {
+                TxCall::Estimate(_) => b.on_answer(tag, Ok(json!("0x5208")), &mut out),
+                TxCall::Nonce => b.on_answer(tag, Ok(json!(format!("{count:#x}"))), &mut out),
+                TxCall::Send(_) => {
+                    sends.push((tag, method, params));
+                    continue;
+                }
+                TxCall::Receipt(..) => continue,
+            }
+            pending.extend(split(out).0);
+        }
+        sends.sort_by_key(|(t, _, _)| match t {
+            TxCall::Send(id) => *id,
+            _ => 0,
+        });
+        sends
+    }
+
+    fn nonce_of(params: &Value) -> u64 {
+        let raw: Bytes = params[0].as_str().unwrap().parse().unwrap();
+        crate::chain::tx::SignedTx::decode(&raw).unwrap().tx.nonce
+    }
+
+    #[test]
+    fn many_transactions_in_flight_get_consecutive_nonces_after_one_sync() {
+        let mut b = book();
+        let mut out = Vec::new();
+        for tag in 0..5 {
+            b.send(req(tag), &mut out);
+        }
+        let (calls, _) = split(out);
+        assert_eq!(calls.len(), 5, "five estimates");
+        let sends = to_sends(&mut b, calls, 7);
+        let nonces: Vec<u64> = sends.iter().map(|(_, _, p)| nonce_of(p)).collect();
+        let mut sorted = nonces.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn nonce_too_low_resyncs_and_sends_again_with_the_chains_count() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(1), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 3);
+        assert_eq!(nonce_of(&sends[0].2), 3);
+        let mut out = Vec::new();
+        b.on_answer(sends[0].0, Err(rpc_err("nonce too low")), &mut out);
+        let (calls, done) = split(out);
+        assert!(done.is_empty(), "not failed");
+        assert!(matches!(calls[0].0, TxCall::Nonce), "resync: {calls:?}");
+        let sends = to_sends(&mut b, calls, 5);
+        assert_eq!(
+            nonce_of(&sends[0].2),
+            5,
+            "sent again with the chain's count"
+        );
+    }
+
+    #[test]
+    fn a_transaction_not_mined_is_replaced_with_higher_fees_and_the_same_nonce() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(1), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 0);
+        let first = crate::chain::tx::SignedTx::decode(
+            &sends[0].2[0].as_str().unwrap().parse::<Bytes>().unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut out);
+        // Blocks pass without a receipt.
+        let mut out = Vec::new();
+        b.on_head(100 + REPLACE_AFTER_BLOCKS - 1, &mut out);
+        assert!(split(out)
+            .0
+            .iter()
+            .all(|c| matches!(c.0, TxCall::Receipt(..))));
+        let mut out = Vec::new();
+        b.on_head(100 + REPLACE_AFTER_BLOCKS, &mut out);
+        let (calls, _) = split(out);
+        let resend = calls
+            .iter()
+            .find(|c| matches!(c.0, TxCall::Send(_)))
+            .expect("replaced");
+        let second = crate::chain::tx::SignedTx::decode(
+            &resend.2[0].as_str().unwrap().parse::<Bytes>().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(second.tx.nonce, first.tx.nonce);
+        assert!(second.tx.max_fee_per_gas >= first.tx.max_fee_per_gas * 11 / 10);
+        assert!(second.tx.max_priority_fee_per_gas >= first.tx.max_priority_fee_per_gas * 11 / 10);
+        assert_eq!(b.pending_hashes().len(), 1);
+    }
+
+    #[test]
+    fn a_send_without_an_answer_is_watched_not_failed() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(9), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 0);
+        let mut out = Vec::new();
+        b.on_answer(
+            sends[0].0,
+            Err(ChainError::Disconnected("lost".into())),
+            &mut out,
+        );
+        assert!(split(out).1.is_empty(), "not failed");
+        assert_eq!(b.pending_hashes().len(), 1, "its receipt is looked for");
+        // The receipt arrives: done.
+        let mut out = Vec::new();
+        b.on_head(101, &mut out);
+        let (calls, _) = split(out);
+        let TxCall::Receipt(id, hash) = calls[0].0 else {
+            panic!("{calls:?}")
+        };
+        let mut out = Vec::new();
+        b.on_answer(
+            TxCall::Receipt(id, hash),
+            Ok(json!({"blockNumber": "0x65", "status": "0x1", "gasUsed": "0x5208"})),
+            &mut out,
+        );
+        assert_eq!(split(out).1, vec![(9, true)]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn fills_go_one_at_a_time_approve_then_fill() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send_fill(req(1), req(1), &mut out);
+        b.send_fill(req(2), req(2), &mut out);
+        let (calls, _) = split(out);
+        assert_eq!(calls.len(), 1, "the second fill waits: {calls:?}");
+        assert_eq!(b.len(), 2);
+        // The first approve fails: the second fill's approve starts.
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[0].0,
+            Err(ChainError::Disconnected("gone".into())),
+            &mut out,
+        );
+        let (calls, done) = split(out);
+        assert_eq!(done, vec![(1, false)]);
+        assert!(matches!(calls[0].0, TxCall::Estimate(_)));
+    }
+
+    #[test]
+    fn a_reverted_receipt_fails_the_transaction() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(4), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 0);
+        let mut out = Vec::new();
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut out);
+        let mut out = Vec::new();
+        b.on_head(101, &mut out);
+        let (calls, _) = split(out);
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[0].0,
+            Ok(json!({"blockNumber": "0x65", "status": "0x0"})),
+            &mut out,
+        );
+        assert_eq!(split(out).1, vec![(4, false)]);
+        assert_eq!(b.reverted, 1);
+    }
+}
