@@ -38,6 +38,7 @@ pub const FILE_KEYS: &[&str] = &[
     "simulate-proof-failures",
     "reward-recipient",
     "from-block",
+    "download-timeout",
 ];
 
 /// The default storage quota: 20 GiB.

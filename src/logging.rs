@@ -20,7 +20,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 /// Topic names accepted in `--log-level` and the module paths they select.
 /// The reference's topic names map to the modules that do that work here.
 pub const TOPICS: &[(&str, &[&str])] = &[
-    ("sales", &["codex::sales"]),
+    ("sales", &["codex::sales", "codex::proving"]),
     ("slotqueue", &["codex::sales::queue"]),
     ("reservations", &["codex::sales::ledger", "codex::store"]),
     ("statemachine", &["codex::sales"]),
@@ -31,6 +31,7 @@ pub const TOPICS: &[(&str, &[&str])] = &[
     ("market", &["codex::market"]),
     ("chain", &["codex::chain"]),
     ("contracts", &["codex::chain"]),
+    ("proving", &["codex::proving"]),
     ("clock", &["codex::node"]),
     ("node", &["codex::node"]),
     ("store", &["codex::store"]),

@@ -118,7 +118,7 @@ fn man_pages_document_exit_codes_and_environment() {
     ] {
         assert!(main.contains(needle), "codex.1 lacks {needle}");
     }
-    for page in ["codex-availability.1", "codex-reservation.1"] {
+    for page in ["codex-availability.1", "codex-reservation.1", "codex-run.1"] {
         let t = std::fs::read_to_string(format!("{root}/man/{page}")).unwrap();
         for needle in ["EXIT STATUS", "ENVIRONMENT", "EXAMPLES", "| jq"] {
             assert!(t.contains(needle), "{page} lacks {needle}");

@@ -23,6 +23,15 @@ pub enum ChainError {
         /// What the connection attempt reported.
         reason: String,
     },
+    /// The TLS handshake with the provider failed (certificate refused, bad server name): a
+    /// configuration problem that trying again does not cure.
+    #[error("cannot reach the Ethereum provider at {endpoint}: TLS failed: {reason}")]
+    Tls {
+        /// The provider URL.
+        endpoint: String,
+        /// What TLS reported.
+        reason: String,
+    },
     /// The connection dropped before the answer arrived.
     #[error("the connection to the Ethereum provider was lost: {0}")]
     Disconnected(String),
@@ -89,6 +98,7 @@ impl ChainError {
         matches!(
             self,
             ChainError::Unreachable { .. }
+                | ChainError::Tls { .. }
                 | ChainError::Disconnected(_)
                 | ChainError::Timeout { .. }
                 | ChainError::WrongChain { .. }
@@ -109,6 +119,10 @@ impl ChainError {
         match e {
             WsError::Lost(reason) => ChainError::Disconnected(reason),
             WsError::Closed => ChainError::Disconnected("closed by the node".into()),
+            WsError::Tls(reason) => ChainError::Tls {
+                endpoint: endpoint.to_string(),
+                reason,
+            },
             other => ChainError::Unreachable {
                 endpoint: endpoint.to_string(),
                 reason: other.to_string(),

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// from which every still open request is found; env CODEX_FROM_BLOCK)
     #[argh(option, arg_name = "N")]
     pub from_block: Option<String>,
+    /// how long a slot download may receive nothing before the attempt fails; a failed
+    /// attempt is tried again three times (default 30s; env CODEX_DOWNLOAD_TIMEOUT)
+    #[argh(option, arg_name = "DURATION")]
+    pub download_timeout: Option<String>,
 }
 
 fn positive(what: &str) -> impl Fn(&str) -> Result<usize, String> + '_ {
@@ -101,6 +105,15 @@ impl Run for RunArgs {
                     .map_err(|_| "not a block number".into())
             },
         )?;
+        let download_timeout = sources.parse(
+            "download-timeout",
+            self.download_timeout.as_deref(),
+            || std::time::Duration::from_secs(30),
+            |v| match crate::units::duration_arg(v)? {
+                0 => Err("must be at least 1 second".into()),
+                secs => Ok(std::time::Duration::from_secs(secs)),
+            },
+        )?;
         let settings = ctx.chain_settings()?;
         let key_path = settings.private_key.clone().ok_or_else(|| {
             CliError::Usage(
@@ -129,6 +142,7 @@ impl Run for RunArgs {
             simulate_proof_failures,
             reward_recipient,
             from_block,
+            download_timeout,
         })?;
         Ok(())
     }

@@ -68,8 +68,6 @@ const TICK: Duration = Duration::from_secs(1);
 const REQUEST_CACHE: usize = 4096;
 /// How long start-up waits for transactions of an earlier run to be mined.
 const PENDING_WAIT: Duration = Duration::from_secs(120);
-/// How long a download may receive nothing before it fails.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `codex run` was given, validated.
 pub struct NodeConfig {
@@ -99,6 +97,8 @@ pub struct NodeConfig {
     pub reward_recipient: Option<Address>,
     /// The first block to read on a first start.
     pub from_block: Option<u64>,
+    /// How long a download may receive nothing before the attempt fails.
+    pub download_timeout: Duration,
 }
 
 /// Why the node stopped with an error.
@@ -1143,7 +1143,7 @@ impl Node {
                     slot_index: slot.slot_index,
                     slot_size: request.ask.slot_size,
                     path: self.slot_path(slot),
-                    stall_timeout: STALL_TIMEOUT,
+                    stall_timeout: self.cfg.download_timeout,
                     cancel,
                 };
                 self.workers.submit(Job::Download(t, job));

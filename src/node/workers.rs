@@ -2,9 +2,10 @@
 //! computation). The loop hands them [`Job`]s over a channel; each result comes back over
 //! another channel, and a [`mio::Waker`] wakes the loop to read it. A worker never touches
 //! the engine, the store or the chain: it owns only its job.
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -81,9 +82,48 @@ impl Workers {
     /// Stops handing out jobs; running ones see their cancel flags.
     pub fn shutdown(&mut self) {
         for c in &self.cancels {
-            c.store(true, std::sync::atomic::Ordering::Relaxed);
+            c.store(true, Ordering::Relaxed);
         }
         self.jobs = None;
+    }
+}
+
+/// Attempts a download gets when it fails transiently (connection refused or reset, a
+/// stall, a 5xx, 408 or 429 answer): the first one and three more, after 1, 2 and 4 s.
+const DOWNLOAD_ATTEMPTS: u32 = 4;
+
+/// Downloads, trying again after a transient failure. A new attempt writes the slot's file
+/// from its start, so it reports only the bytes beyond what earlier attempts reported: the
+/// reservation's downloaded count never counts a byte twice.
+fn download_with_retries(job: &DownloadJob, progress: &mut dyn FnMut(u64)) -> Result<(), String> {
+    let mut reported = 0u64;
+    let mut attempt = 0;
+    loop {
+        let mut this = 0u64;
+        let res = data::download(job, &mut |bytes| {
+            this += bytes;
+            // Report only bytes beyond what earlier attempts already reported.
+            if this > reported {
+                progress(this - reported);
+                reported = this;
+            }
+        });
+        match res {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && attempt + 1 < DOWNLOAD_ATTEMPTS => {
+                attempt += 1;
+                let wait = Duration::from_secs(1 << (attempt - 1));
+                log::warn!(target: "codex::sales", "{e}; trying again in {} s", wait.as_secs());
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if job.cancel.load(Ordering::Relaxed) {
+                        return Err("cancelled".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -107,13 +147,10 @@ fn worker(
         };
         match job {
             Job::Download(ticket, job) => {
-                let res = data::download(&job, &mut |bytes| {
+                let res = download_with_retries(&job, &mut |bytes| {
                     report(Done::Progress(ticket, bytes));
                 });
-                report(Done::Downloaded(
-                    ticket,
-                    res.map(|_| ()).map_err(|e| e.to_string()),
-                ));
+                report(Done::Downloaded(ticket, res));
             }
             Job::Prove(ticket, job) => {
                 let res = prover.prove(&job).map(Box::new).map_err(|e| e.to_string());

@@ -1024,3 +1024,30 @@ fn three_hosts_compete_and_keep_exact_collateral() {
         })
     });
 }
+
+/// A data source that stalls (headers, then nothing): each attempt fails after
+/// --download-timeout, the attempts are tried again, and then the sale ends as errored with
+/// its bytes and collateral back.
+#[test]
+fn a_stalled_download_times_out_and_returns_everything() {
+    let mut w = World::new();
+    w.data.set_mode(Mode::Stall);
+    let mut host = w.host("h1", 1, &["--download-timeout", "1s"]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    let req = w.post(1, 1800, 1500, 15);
+    w.mine_until(&[&host], "the sale ended after the attempts", 120, |_| {
+        host.log_has("SaleErrored") && free_size(&host) == 1 << 20
+    });
+    assert!(
+        w.data.requests() >= 4,
+        "tried four times: {}",
+        w.data.requests()
+    );
+    assert_eq!(w.host_of(SlotId::of(req.id(), 0)), Address::ZERO);
+    assert!(
+        host.slots_dir_files().is_empty(),
+        "{:?}",
+        host.slots_dir_files()
+    );
+}
