@@ -656,8 +656,10 @@ mod tests {
         }
     }
 
+    type Calls = Vec<(TxCall, &'static str, Value)>;
+
     /// Splits actions into (calls, done).
-    fn split(out: Vec<TxAction<u32>>) -> (Vec<(TxCall, &'static str, Value)>, Vec<(u32, bool)>) {
+    fn split(out: Vec<TxAction<u32>>) -> (Calls, Vec<(u32, bool)>) {
         let mut calls = Vec::new();
         let mut done = Vec::new();
         for a in out {
@@ -682,11 +684,7 @@ mod tests {
     }
 
     /// Answers estimates (and a nonce sync with `count`) and returns the send calls.
-    fn to_sends(
-        b: &mut TxBook<u32>,
-        calls: Vec<(TxCall, &'static str, Value)>,
-        count: u64,
-    ) -> Vec<(TxCall, &'static str, Value)> {
+    fn to_sends(b: &mut TxBook<u32>, calls: Calls, count: u64) -> Calls {
         let mut pending = calls;
         let mut sends = Vec::new();
         while let Some((tag, method, params)) = pending.pop() {
