@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use codex::market::{
     Address, Ask, Content, MarketEvent, Request, RequestId, RequestState, SlotState, B256, U256,
 };
-use codex::sales::engine::{Command, Engine, EngineConfig, SaleCommand};
+use codex::sales::engine::{Command, Engine, EngineConfig, EngineInput, SaleCommand};
 use codex::sales::ledger::{AvailabilityId, Ledger, Limits, MemLedger, NewAvailability};
 use codex::sales::sale::{Input, Sale, SlotView};
+use codex::sales::ChainTime;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const NOW: u64 = 1_750_000_000;
@@ -52,9 +53,14 @@ fn engine() -> Engine<MemLedger> {
             )
             .expect("valid availability");
     }
-    let mut e = Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(2))
-        .expect("valid config");
-    e.start(NOW);
+    let (e, _) = Engine::start(
+        EngineConfig::default(),
+        ledger,
+        fastrand::Rng::with_seed(2),
+        &[],
+        ChainTime(NOW),
+    )
+    .expect("valid config");
     e
 }
 
@@ -81,13 +87,13 @@ fn request(n: u64, rng: &mut fastrand::Rng) -> Arc<Request> {
 
 /// Handles one event and answers every command at once.
 fn handle(e: &mut Engine<MemLedger>, id: RequestId, req: &Arc<Request>) {
-    e.on_event(
-        MarketEvent::StorageRequested {
+    e.handle(
+        ChainTime(NOW),
+        EngineInput::Event(MarketEvent::StorageRequested {
             request_id: id,
             ask: req.ask.clone(),
             expiry: NOW + 3600,
-        },
-        NOW,
+        }),
     );
     while let Some(cmd) = e.poll() {
         if let Command::Sale(slot, out) = cmd {
@@ -106,7 +112,7 @@ fn handle(e: &mut Engine<MemLedger>, id: RequestId, req: &Arc<Request>) {
             };
             // Answers for requests other than the current one never happen here: every
             // command is answered before the next event.
-            e.on_reply(slot, input, NOW);
+            e.handle(ChainTime(NOW), EngineInput::Reply(slot, input));
         }
     }
 }
@@ -151,13 +157,13 @@ fn bench_engine(c: &mut Criterion) {
                 .collect();
             let t = Instant::now();
             for (id, r) in &reqs {
-                busy.on_event(
-                    MarketEvent::StorageRequested {
+                busy.handle(
+                    ChainTime(NOW),
+                    EngineInput::Event(MarketEvent::StorageRequested {
                         request_id: *id,
                         ask: r.ask.clone(),
                         expiry: NOW + 3600,
-                    },
-                    NOW,
+                    }),
                 );
             }
             let d = t.elapsed();

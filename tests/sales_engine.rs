@@ -5,10 +5,11 @@ mod sales_driver;
 mod sim;
 
 use codex::market::{Ask, MarketEvent, RequestState, SlotId, SlotState, U256};
-use codex::sales::engine::{Engine, EngineConfig};
+use codex::sales::engine::{Engine, EngineConfig, EngineInput};
 use codex::sales::ledger::{AvailabilityUpdate, Ledger, Limits, MemLedger};
 use codex::sales::queue::PauseReason;
 use codex::sales::sale::SlotRef;
+use codex::sales::ChainTime;
 use sales_driver::{client, engine_config, post, Node, QUOTA};
 use sim::{account, small_ask, HostPolicy, ScriptedHost, Sim, SimConfig};
 
@@ -171,7 +172,8 @@ fn item_56_request_end_events_stop_queued_slots() {
             1 => MarketEvent::RequestFailed { request_id: id },
             _ => MarketEvent::RequestFulfilled { request_id: id },
         };
-        node.engine.on_event(e, sim.now());
+        node.engine
+            .handle(ChainTime(sim.now()), EngineInput::Event(e));
         assert_eq!(node.engine.queue().len(), 0);
     }
 }
@@ -183,20 +185,20 @@ fn item_57_slot_filled_or_reservations_full_stops_that_slot() {
     let id = post(&mut sim, c, small_ask(), EXPIRY);
     node.step(&mut sim);
     assert_eq!(node.engine.queue().len(), 3);
-    node.engine.on_event(
-        MarketEvent::SlotFilled {
+    node.engine.handle(
+        ChainTime(sim.now()),
+        EngineInput::Event(MarketEvent::SlotFilled {
             request_id: id,
             slot_index: 1,
-        },
-        sim.now(),
+        }),
     );
     assert!(!node.engine.queue().contains(id, 1));
-    node.engine.on_event(
-        MarketEvent::SlotReservationsFull {
+    node.engine.handle(
+        ChainTime(sim.now()),
+        EngineInput::Event(MarketEvent::SlotReservationsFull {
             request_id: id,
             slot_index: 2,
-        },
-        sim.now(),
+        }),
     );
     assert!(!node.engine.queue().contains(id, 2));
     assert!(node.engine.queue().contains(id, 0));
@@ -222,7 +224,7 @@ fn item_58_123_defect_8_7_freed_slot_is_queued_with_repair_collateral_and_absolu
         ..small_ask()
     };
     let id = post(&mut sim, c, ask, EXPIRY);
-    node.engine.stop();
+    node.engine.handle(ChainTime(sim.now()), EngineInput::Pause);
     let mut freed = None;
     for _ in 0..400 {
         for e in node.step(&mut sim) {
@@ -236,14 +238,15 @@ fn item_58_123_defect_8_7_freed_slot_is_queued_with_repair_collateral_and_absolu
     }
     let idx = freed.expect("a slot was freed");
     // Item 123: the queued item carries collateral × (1 − 10%) and an absolute expiry.
-    node.engine.start(sim.now());
+    node.engine
+        .handle(ChainTime(sim.now()), EngineInput::Resume);
     // The stopped queue refused the push; announce again now that it runs.
-    node.engine.on_event(
-        MarketEvent::SlotFreed {
+    node.engine.handle(
+        ChainTime(sim.now()),
+        EngineInput::Event(MarketEvent::SlotFreed {
             request_id: id,
             slot_index: idx,
-        },
-        sim.now(),
+        }),
     );
     node.pump(&mut sim);
     let q = node.engine.queue_snapshot();
@@ -405,17 +408,18 @@ fn item_63_slots_not_free_are_ignored() {
     ));
     let id = post(&mut sim, c, small_ask(), EXPIRY);
     // Let the other host fill everything before we see the request.
-    node.engine.stop();
+    node.engine.handle(ChainTime(sim.now()), EngineInput::Pause);
     sim.mine_blocks(4);
     assert_eq!(sim.pending().request_state(id), Ok(RequestState::Started));
-    node.engine.start(sim.now());
-    node.engine.on_event(
-        MarketEvent::StorageRequested {
+    node.engine
+        .handle(ChainTime(sim.now()), EngineInput::Resume);
+    node.engine.handle(
+        ChainTime(sim.now()),
+        EngineInput::Event(MarketEvent::StorageRequested {
             request_id: id,
             ask: small_ask(),
             expiry: sim.pending().request_expiry(id),
-        },
-        sim.now(),
+        }),
     );
     node.pump(&mut sim);
     node.run_blocks(&mut sim, 3);
@@ -667,7 +671,7 @@ fn defect_8_9_expired_requests_leave_the_queue_without_request_cancelled() {
     node.run_blocks(&mut sim, 2);
     assert_eq!(node.engine.queue().len(), 3);
     let expiry = sim.pending().request_expiry(id);
-    assert!(node.engine.next_deadline().unwrap() <= expiry);
+    assert!(node.engine.next_deadline().unwrap() <= ChainTime(expiry));
     node.run_until(&mut sim, expiry + 1);
     assert_eq!(node.engine.queue().len(), 0);
     assert_eq!(node.engine.stats().queue_expired, 3);
@@ -712,7 +716,12 @@ fn defect_8_10_enabling_an_availability_unpauses_the_queue() {
             lim(&sim),
         )
         .unwrap();
-    node.engine.availability_changed(change.grew(), sim.now());
+    node.engine.handle(
+        ChainTime(sim.now()),
+        EngineInput::AvailabilityChanged {
+            grew: change.grew(),
+        },
+    );
     node.pump(&mut sim);
     node.run_blocks(&mut sim, 10);
     assert_eq!(hosted(&sim, &node), 3);
@@ -765,7 +774,14 @@ fn engine_rejects_invalid_worker_budget() {
         max_workers: 0,
         ..EngineConfig::default()
     };
-    assert!(Engine::new(cfg, MemLedger::new(), fastrand::Rng::with_seed(1)).is_err());
+    assert!(Engine::start(
+        cfg,
+        MemLedger::new(),
+        fastrand::Rng::with_seed(1),
+        &[],
+        ChainTime(0)
+    )
+    .is_err());
 }
 
 #[test]
@@ -820,8 +836,14 @@ fn started_engine_for(now: u64, cfg: EngineConfig) -> Engine<MemLedger> {
             Limits { quota: QUOTA, now },
         )
         .unwrap();
-    let mut e = Engine::new(cfg, ledger, fastrand::Rng::with_seed(1)).unwrap();
-    e.start(now);
+    let (e, _) = Engine::start(
+        cfg,
+        ledger,
+        fastrand::Rng::with_seed(1),
+        &[],
+        ChainTime(now),
+    )
+    .unwrap();
     e
 }
 
@@ -838,28 +860,30 @@ fn engine_with_waiting_sales(slots: u64) -> (Engine<MemLedger>, codex::market::R
     let req = Arc::new(sim::World::make_request(account(9), ask.clone(), 600, 1));
     let id = req.id();
     let expires = now + 600;
-    e.on_event(
-        MarketEvent::StorageRequested {
+    e.handle(
+        ChainTime(now),
+        EngineInput::Event(MarketEvent::StorageRequested {
             request_id: id,
             ask,
             expiry: expires,
-        },
-        now,
+        }),
     );
     while let Some(cmd) = e.poll() {
         if let Command::Sale(slot, SaleCommand::ReadSlot(_)) = cmd {
-            e.on_reply(
-                slot,
-                Input::Slot(Ok(SlotView {
-                    request: Some(req.clone()),
-                    request_state: Some(RequestState::New),
-                    slot_state: SlotState::Free,
-                    expires_at: expires,
-                    ends_at: now + 86_400,
-                    host: codex::market::Address::ZERO,
-                    current_collateral: U256::ZERO,
-                })),
-                now,
+            e.handle(
+                ChainTime(now),
+                EngineInput::Reply(
+                    slot,
+                    Input::Slot(Ok(SlotView {
+                        request: Some(req.clone()),
+                        request_state: Some(RequestState::New),
+                        slot_state: SlotState::Free,
+                        expires_at: expires,
+                        ends_at: now + 86_400,
+                        host: codex::market::Address::ZERO,
+                        current_collateral: U256::ZERO,
+                    })),
+                ),
             );
         }
     }
@@ -873,29 +897,38 @@ fn item_79_cancellation_acts_only_on_a_cancelled_chain_state() {
     assert_eq!(e.sales_len(), 3);
     assert_eq!(
         e.next_deadline(),
-        Some(expires + 1),
+        Some(ChainTime(expires + 1)),
         "the queue is empty; the watch fires at +1"
     );
-    e.on_time(expires + 1);
+    e.handle(ChainTime(expires + 1), EngineInput::Time);
     assert_eq!(e.poll(), Some(Command::ReadRequestState(id)));
     // New (the chain lags): nothing happens; asked again at the next block.
-    e.on_request_state(id, Ok(Some(RequestState::New)), expires + 1);
+    e.handle(
+        ChainTime(expires + 1),
+        EngineInput::RequestState(id, Ok(Some(RequestState::New))),
+    );
     assert_eq!(e.sales_len(), 3);
-    e.on_time(expires + 2);
+    e.handle(ChainTime(expires + 2), EngineInput::Time);
     assert_eq!(e.poll(), Some(Command::ReadRequestState(id)));
     // Cancelled: every sale of the request ends, returning what it held.
-    e.on_request_state(id, Ok(Some(RequestState::Cancelled)), expires + 2);
+    e.handle(
+        ChainTime(expires + 2),
+        EngineInput::RequestState(id, Ok(Some(RequestState::Cancelled))),
+    );
     assert_eq!(e.sales_len(), 0);
     assert_eq!(e.stats().ended.get("SaleCancelled"), Some(&3));
     assert!(e.ledger().reservations().unwrap().is_empty());
     // Started / Finished end the watch without touching the sales.
     for st in [RequestState::Started, RequestState::Finished] {
         let (mut e, id, expires) = engine_with_waiting_sales(3);
-        e.on_time(expires + 1);
+        e.handle(ChainTime(expires + 1), EngineInput::Time);
         assert_eq!(e.poll(), Some(Command::ReadRequestState(id)));
-        e.on_request_state(id, Ok(Some(st)), expires + 1);
+        e.handle(
+            ChainTime(expires + 1),
+            EngineInput::RequestState(id, Ok(Some(st))),
+        );
         assert_eq!(e.sales_len(), 3);
-        e.on_time(expires + 100);
+        e.handle(ChainTime(expires + 100), EngineInput::Time);
         assert_eq!(e.poll(), None, "watch ended");
     }
 }
@@ -903,11 +936,11 @@ fn item_79_cancellation_acts_only_on_a_cancelled_chain_state() {
 #[test]
 fn item_80_fulfilled_ends_the_expiry_watch() {
     let (mut e, id, expires) = engine_with_waiting_sales(3);
-    e.on_event(
-        MarketEvent::RequestFulfilled { request_id: id },
-        expires - 10,
+    e.handle(
+        ChainTime(expires - 10),
+        EngineInput::Event(MarketEvent::RequestFulfilled { request_id: id }),
     );
-    e.on_time(expires + 100);
+    e.handle(ChainTime(expires + 100), EngineInput::Time);
     assert_eq!(e.poll(), None);
     assert_eq!(e.sales_len(), 3);
 }
@@ -923,24 +956,30 @@ fn the_expiry_watch_ends_with_the_requests_last_sale() {
     assert_eq!(e.sales_len(), 3);
     assert_eq!(
         e.next_deadline(),
-        Some(expires + 1),
+        Some(ChainTime(expires + 1)),
         "watched while sales live"
     );
     let slots: Vec<_> = e.sales_snapshot().iter().map(|s| s.slot).collect();
     let now = expires - 300;
     for slot in slots {
         let ticket = e.ticket(slot).expect("the sale waits for canReserveSlot");
-        e.on_reply(ticket, Input::CanReserve(Ok(false)), now);
+        e.handle(
+            ChainTime(now),
+            EngineInput::Reply(ticket, Input::CanReserve(Ok(false))),
+        );
         // The next slot of the request may take the freed worker: decline it too.
         while let Some(cmd) = e.poll() {
             if let Command::Sale(s, SaleCommand::CanReserve(_)) = cmd {
-                e.on_reply(s, Input::CanReserve(Ok(false)), now);
+                e.handle(
+                    ChainTime(now),
+                    EngineInput::Reply(s, Input::CanReserve(Ok(false))),
+                );
             }
         }
     }
     assert_eq!(e.sales_len(), 0);
     assert_eq!(e.next_deadline(), None, "no watch and nothing queued");
-    e.on_time(expires + 1);
+    e.handle(ChainTime(expires + 1), EngineInput::Time);
     assert_eq!(
         e.poll(),
         None,
@@ -954,7 +993,7 @@ fn defect_8_17_one_expiry_watch_per_request() {
     use codex::sales::engine::Command;
     let (mut e, id, expires) = engine_with_waiting_sales(20);
     assert!(e.sales_len() >= 3);
-    e.on_time(expires + 1);
+    e.handle(ChainTime(expires + 1), EngineInput::Time);
     let mut reads = 0;
     while let Some(c) = e.poll() {
         if c == Command::ReadRequestState(id) {
@@ -1004,25 +1043,35 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
                 Command::LookupFreedSlot {
                     request_id,
                     slot_index,
-                } => e.on_freed_slot(
-                    request_id,
-                    slot_index,
-                    Ok(Some(FreedSlotInfo {
-                        ask: ask.clone(),
-                        request_state: RequestState::Started,
-                        expires_at: now - 100,
-                        ends_at,
-                    })),
-                    now,
-                ),
+                } => {
+                    e.handle(
+                        ChainTime(now),
+                        EngineInput::FreedSlot {
+                            request_id,
+                            slot_index,
+                            info: Ok(Some(FreedSlotInfo {
+                                ask: ask.clone(),
+                                request_state: RequestState::Started,
+                                expires_at: now - 100,
+                                ends_at,
+                            })),
+                        },
+                    );
+                }
                 Command::Sale(slot, SaleCommand::ReadSlot(_)) => {
-                    e.on_reply(slot, Input::Slot(Ok(view(state, host))), now);
+                    e.handle(
+                        ChainTime(now),
+                        EngineInput::Reply(slot, Input::Slot(Ok(view(state, host)))),
+                    );
                 }
                 Command::Sale(slot, SaleCommand::CanReserve(_)) => {
-                    e.on_reply(slot, Input::CanReserve(Ok(true)), now);
+                    e.handle(
+                        ChainTime(now),
+                        EngineInput::Reply(slot, Input::CanReserve(Ok(true))),
+                    );
                 }
                 Command::Sale(slot, SaleCommand::Send(_)) => {
-                    e.on_reply(slot, Input::Tx(Ok(())), now);
+                    e.handle(ChainTime(now), EngineInput::Reply(slot, Input::Tx(Ok(()))));
                 }
                 // The download never finishes in this test.
                 Command::Sale(_, SaleCommand::Download { .. }) => downloads += 1,
@@ -1031,12 +1080,12 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
         }
         downloads
     };
-    e.on_event(
-        MarketEvent::SlotFreed {
+    e.handle(
+        ChainTime(now),
+        EngineInput::Event(MarketEvent::SlotFreed {
             request_id: id,
             slot_index: INDEX,
-        },
-        now,
+        }),
     );
     assert_eq!(answer(&mut e, SlotState::Repair, Address::ZERO), 1);
     let slot = SlotRef::new(id, INDEX);
@@ -1048,12 +1097,12 @@ fn defect_8_8_slot_filled_above_index_65535_reaches_the_sale() {
     let reserved = e.ledger().availability(AvailabilityId([1; 32])).unwrap();
     assert_eq!(reserved.free_size, (1 << 20) - 1024);
     // Another host fills slot 70,000.
-    e.on_event(
-        MarketEvent::SlotFilled {
+    e.handle(
+        ChainTime(now + 1),
+        EngineInput::Event(MarketEvent::SlotFilled {
             request_id: id,
             slot_index: INDEX,
-        },
-        now + 1,
+        }),
     );
     answer(&mut e, SlotState::Filled, other);
     assert!(
@@ -1104,21 +1153,21 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
         },
         current_collateral: U256::from(1024u64),
     };
-    e.on_event(
-        MarketEvent::StorageRequested {
+    e.handle(
+        ChainTime(now),
+        EngineInput::Event(MarketEvent::StorageRequested {
             request_id: id,
             ask,
             expiry: now + 600,
-        },
-        now,
+        }),
     );
     // Answer everything up to the fillSlot transaction, which stays in flight.
     let mut t = now;
     let fill: Ticket = loop {
         let Some(cmd) = e.poll() else {
             let at = e.next_deadline().expect("the sale waits for a period");
-            t = at;
-            e.on_time(t);
+            t = at.secs();
+            e.handle(ChainTime(t), EngineInput::Time);
             continue;
         };
         let Command::Sale(ticket, out) = cmd else {
@@ -1142,19 +1191,24 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
             }
             other => panic!("unexpected {other:?}"),
         };
-        assert!(e.on_reply(ticket, input, t));
+        assert!(e.handle(ChainTime(t), EngineInput::Reply(ticket, input)));
     };
     // The request is cancelled while fillSlot is in flight; the fill landed, so the sale
     // frees the slot to collect what it is owed.
-    e.on_event(MarketEvent::RequestCancelled { request_id: id }, t);
+    e.handle(
+        ChainTime(t),
+        EngineInput::Event(MarketEvent::RequestCancelled { request_id: id }),
+    );
     let mut free = None;
     while let Some(cmd) = e.poll() {
         match cmd {
             Command::Sale(ticket, SaleCommand::ReadSlot(_)) => {
-                e.on_reply(
-                    ticket,
-                    Input::Slot(Ok(view(SlotState::Cancelled, RequestState::Cancelled))),
-                    t,
+                e.handle(
+                    ChainTime(t),
+                    EngineInput::Reply(
+                        ticket,
+                        Input::Slot(Ok(view(SlotState::Cancelled, RequestState::Cancelled))),
+                    ),
                 );
             }
             Command::Sale(ticket, SaleCommand::Send(Tx::FreeSlot { .. })) => free = Some(ticket),
@@ -1165,7 +1219,7 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
     let slot = SlotRef::new(id, 0);
     assert_eq!(e.ticket(slot), Some(free));
     // The fillSlot receipt arrives late: dropped.
-    let taken = e.on_reply(fill, Input::Tx(Ok(())), t);
+    let taken = e.handle(ChainTime(t), EngineInput::Reply(fill, Input::Tx(Ok(()))));
     assert!(
         e.sale(slot).is_some(),
         "the sale still waits for freeSlot: {:?}",
@@ -1174,7 +1228,7 @@ fn a_late_fill_receipt_is_not_taken_for_the_free_slot_answer() {
     assert!(!taken, "the stale answer was dropped");
     assert_eq!(e.ledger().reservations().unwrap().len(), 1);
     // The freeSlot answer ends it.
-    assert!(e.on_reply(free, Input::Tx(Ok(())), t));
+    assert!(e.handle(ChainTime(t), EngineInput::Reply(free, Input::Tx(Ok(())))));
     assert!(e.sale(slot).is_none());
     assert!(e.ledger().reservations().unwrap().is_empty());
 }

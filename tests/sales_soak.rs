@@ -10,7 +10,9 @@ mod sales_driver;
 mod sim;
 
 use codex::market::{Ask, MarketplaceConfig, RequestState, U256};
+use codex::sales::engine::EngineInput;
 use codex::sales::ledger::{AvailabilityUpdate, Ledger, Limits};
+use codex::sales::ChainTime;
 use sales_driver::{client, engine_config, post, Node};
 use sim::{account, HostPolicy, ProofMode, ScriptedClient, ScriptedHost, Sim, SimConfig};
 
@@ -132,7 +134,12 @@ fn soak_months_of_random_requests_events_and_restarts() {
                         },
                     )
                     .unwrap();
-                node.engine.availability_changed(change.grew(), now);
+                node.engine.handle(
+                    ChainTime(now),
+                    EngineInput::AvailabilityChanged {
+                        grew: change.grew(),
+                    },
+                );
             }
         }
         if rng.u32(0..2000) == 0 {

@@ -45,8 +45,11 @@ use crate::chain::ws::Endpoint;
 use crate::chain::ChainError;
 use crate::market::events::{decode_log, RpcLog};
 use crate::market::{calls, MarketEvent, Request, RequestId, RequestState};
-use crate::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, SaleCommand, Ticket};
+use crate::sales::engine::{
+    Command, Engine, EngineConfig, EngineInput, FreedSlotInfo, SaleCommand, Ticket,
+};
 use crate::sales::sale::{ChainError as SaleChainError, Input, ProofView, SlotRef, SlotView, Tx};
+use crate::sales::ChainTime;
 use crate::store::{Options, Store, StoreError};
 
 use crate::chain::txbook::{TxAction, TxBook, TxCall, TxFailure, TxRequest};
@@ -210,7 +213,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             Err(e) => return Err(e),
         }
     };
-    let mut engine = Engine::new(
+    let (mut engine, report) = Engine::start(
         EngineConfig {
             queue_capacity: cfg.queue_size,
             max_workers: cfg.max_workers,
@@ -225,11 +228,10 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         },
         store,
         fastrand::Rng::new(),
+        &start.my_slots,
+        ChainTime(start.now),
     )
     .map_err(|e| NodeError::Config(e.to_string()))?;
-    let report = engine
-        .restore(&start.my_slots, start.now)
-        .map_err(|e| NodeError::Config(e.to_string()))?;
     log::info!(
         target: "codex::sales",
         "restored {} hosted slots ({} with their reservation); ended {} reservations no slot holds",
@@ -237,9 +239,8 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         report.with_reservation,
         report.ended_reservations
     );
-    engine.start(start.now);
     for ev in start.open_requests {
-        engine.on_event(ev, start.now);
+        engine.handle(ChainTime(start.now), EngineInput::Event(ev));
     }
 
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io("creating the waker"))?);
@@ -318,7 +319,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             if let Some(s) = got {
                 let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
                 log::info!(target: "codex::node", "{name} received; stopping (live sales resume on the next start)");
-                node.engine.stop();
+                node.engine.handle(ChainTime(node.now), EngineInput::Pause);
                 node.workers.shutdown();
                 node.client.shutdown(poll.registry());
                 return Ok(());
@@ -663,7 +664,8 @@ impl Node {
                 Ok(d) => {
                     log::info!(target: "codex::market", "block {}: {}", l.block_number, d.event.name());
                     self.note_request(&d.event);
-                    self.engine.on_event(d.event, self.now);
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::Event(d.event));
                 }
                 Err(e) => log::warn!(
                     target: "codex::market",
@@ -689,7 +691,7 @@ impl Node {
                 self.now = self.now.max(h.timestamp);
                 self.hashes.insert(h.number, h.hash);
                 self.hashes.retain(|n, _| *n + 64 >= h.number);
-                self.engine.on_time(self.now);
+                self.engine.handle(ChainTime(self.now), EngineInput::Time);
                 self.txs.on_head(h.number, &mut self.tx_actions);
                 let id = self.client.call(
                     poll.registry(),
@@ -744,10 +746,14 @@ impl Node {
         }
         self.data_version = v;
         log::info!(target: "codex::sales", "availabilities changed; examining {} open requests again", self.open.len());
-        self.engine.availability_changed(true, self.now);
+        self.engine.handle(
+            ChainTime(self.now),
+            EngineInput::AvailabilityChanged { grew: true },
+        );
         let open: Vec<MarketEvent> = self.open.values().cloned().collect();
         for ev in open {
-            self.engine.on_event(ev, self.now);
+            self.engine
+                .handle(ChainTime(self.now), EngineInput::Event(ev));
         }
     }
 
@@ -776,7 +782,8 @@ impl Node {
                     Err(e) if e.revert_data().is_some() => Ok(None),
                     Err(e) => Err(SaleChainError(e.to_string())),
                 };
-                self.engine.on_request_state(rid, st, self.now);
+                self.engine
+                    .handle(ChainTime(self.now), EngineInput::RequestState(rid, st));
             }
             Purpose::Batch(id, i) => {
                 let Some(b) = self.batches.get_mut(&id) else {
@@ -833,7 +840,8 @@ impl Node {
         match b.kind {
             BatchKind::Slot(t, cached) => {
                 let view = self.slot_view(t.slot, cached, &mut r);
-                self.engine.on_reply(t, Input::Slot(view), now);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Reply(t, Input::Slot(view)));
             }
             BatchKind::Proof(t) => {
                 let view = (|| -> Result<ProofView, SaleChainError> {
@@ -856,7 +864,8 @@ impl Node {
                         challenge,
                     })
                 })();
-                self.engine.on_reply(t, Input::Proof(view), now);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Reply(t, Input::Proof(view)));
             }
             BatchKind::CanReserve(t) => {
                 let res = r
@@ -864,7 +873,10 @@ impl Node {
                     .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
                     .map_err(|e| SaleChainError(e.to_string()))
                     .and_then(|d| calls::decode_can_reserve_slot(&d).map_err(sale_err));
-                self.engine.on_reply(t, Input::CanReserve(res), now);
+                self.engine.handle(
+                    ChainTime(now),
+                    EngineInput::Reply(t, Input::CanReserve(res)),
+                );
             }
             BatchKind::Freed(rid, index) => {
                 let info = (|| -> Result<Option<FreedSlotInfo>, SaleChainError> {
@@ -889,7 +901,14 @@ impl Node {
                         ends_at,
                     }))
                 })();
-                self.engine.on_freed_slot(rid, index, info, now);
+                self.engine.handle(
+                    ChainTime(now),
+                    EngineInput::FreedSlot {
+                        request_id: rid,
+                        slot_index: index,
+                        info,
+                    },
+                );
             }
         }
     }
@@ -1053,8 +1072,10 @@ impl Node {
                 // reserved before a restart counts as reservable by us (and the reserveSlot
                 // below is skipped).
                 if self.reserved_on_chain(s) {
-                    self.engine
-                        .on_reply(t, Input::CanReserve(Ok(true)), self.now);
+                    self.engine.handle(
+                        ChainTime(self.now),
+                        EngineInput::Reply(t, Input::CanReserve(Ok(true))),
+                    );
                     return;
                 }
                 self.batch(
@@ -1074,7 +1095,10 @@ impl Node {
                 match tx {
                     Tx::ReserveSlot { slot } if self.reserved_on_chain(slot) => {
                         log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: reserved on chain before the restart");
-                        self.engine.on_reply(t, Input::Tx(Ok(())), self.now);
+                        self.engine.handle(
+                            ChainTime(self.now),
+                            EngineInput::Reply(t, Input::Tx(Ok(()))),
+                        );
                     }
                     Tx::ReserveSlot { slot } => {
                         self.reserving.insert(t, slot);
@@ -1165,8 +1189,10 @@ impl Node {
             SaleCommand::UpdateExpiry { .. } => {
                 // The slot's file is kept until its sale ends, whatever the expiry: there is
                 // no block store whose expiry to extend.
-                self.engine
-                    .on_reply(t, Input::ExpiryUpdated(Ok(())), self.now);
+                self.engine.handle(
+                    ChainTime(self.now),
+                    EngineInput::Reply(t, Input::ExpiryUpdated(Ok(()))),
+                );
             }
             SaleCommand::Filled(s) => {
                 log::info!(target: "codex::sales", "slot {} of {}: filled; we host it now and prove it every period it is required", s.slot_index, short(&s.request_id));
@@ -1178,7 +1204,10 @@ impl Node {
         let now = self.now;
         match d {
             Done::Progress(t, bytes) => {
-                self.engine.on_reply(t, Input::DownloadProgress(bytes), now);
+                self.engine.handle(
+                    ChainTime(now),
+                    EngineInput::Reply(t, Input::DownloadProgress(bytes)),
+                );
             }
             Done::Downloaded(t, res) => {
                 self.downloads.remove(&t.slot);
@@ -1190,13 +1219,17 @@ impl Node {
                         log::warn!(target: "codex::sales", "slot {} of {}: download failed: {e}", t.slot.slot_index, short(&t.slot.request_id))
                     }
                 }
-                self.engine.on_reply(t, Input::Downloaded(res), now);
+                self.engine.handle(
+                    ChainTime(now),
+                    EngineInput::Reply(t, Input::Downloaded(res)),
+                );
             }
             Done::Proved(t, res) => {
                 if let Err(e) = &res {
                     log::warn!(target: "codex::proving", "slot {} of {}: proof failed: {e}", t.slot.slot_index, short(&t.slot.request_id));
                 }
-                self.engine.on_reply(t, Input::Proved(res), now);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Reply(t, Input::Proved(res)));
             }
         }
     }
@@ -1224,7 +1257,8 @@ impl Node {
                         }
                     }
                     let res = res.map(|_| ()).map_err(|e| sale_tx_error(&e));
-                    self.engine.on_reply(t, Input::Tx(res), self.now);
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::Reply(t, Input::Tx(res)));
                 }
                 TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),
             }

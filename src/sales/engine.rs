@@ -1,18 +1,26 @@
 //! The sales engine: owns the slot queue, the sales (one per slot) and the ledger, routes
-//! chain events to them (spec/sales.md §1.7), feeds workers from the queue and performs the
+//! chain events to them (docs/sales.md), feeds workers from the queue and performs the
 //! ledger operations the sales ask for. Everything else a sale asks for becomes a
-//! [`Command`] for the driver, whose answers come back through [`Engine::on_reply`].
+//! [`Command`] for the driver.
 //!
-//! Driving it (sans-IO): feed each input with the chain time `now` (the latest block's
-//! timestamp), drain [`Engine::poll`] until it returns None, execute the commands, and call
-//! [`Engine::on_time`] when [`Engine::next_deadline`] has passed (typically on each new
-//! block). Timers are data: one min-heap of `(time, key)` entries; proving sales wake at the
-//! same period boundary, so one block fires them all and no sale has a loop of its own. A
-//! timer that is no longer wanted (a sale ended or re-armed its wake-up, a watch ended) is
-//! left in the heap and recognised when it comes up: a sale's entry counts only while it
-//! is the sale's recorded wake-up, a watch's only while the request is watched. Stale
-//! entries are dropped whenever they reach the root (so [`Engine::next_deadline`] is exact)
-//! and the heap is rebuilt from the live entries when stale ones outnumber them.
+//! Driving it (sans-IO, one way in and one way out): [`Engine::start`] builds a running
+//! engine that has resumed the slots the host holds; then every input (a chain event, the
+//! answer to a command, the passing of time, an availability change) goes through
+//! [`Engine::handle`] with the chain time `now` (the latest block's timestamp, a
+//! [`ChainTime`]); after each, drain [`Engine::poll`] until it returns None and execute the
+//! commands; hand in [`EngineInput::Time`] when [`Engine::next_deadline`] has passed
+//! (typically on each new block). Timers are data: one min-heap of `(time, key)` entries;
+//! proving sales wake at the same period boundary, so one block fires them all and no sale
+//! has a loop of its own. A timer that is no longer wanted (a sale ended or re-armed its
+//! wake-up, a watch ended) is left in the heap and recognised when it comes up: a sale's
+//! entry counts only while it is the sale's recorded wake-up, a watch's only while the
+//! request is watched. Stale entries are dropped whenever they reach the root (so
+//! [`Engine::next_deadline`] is exact) and the heap is rebuilt from the live entries when
+//! stale ones outnumber them.
+//!
+//! The ledger is a synchronous port: a reservation is created or ended (in SQLite, for the
+//! node) inside the step that decides it. A write that fails transiently is kept and tried
+//! again from the timer table.
 //!
 //! Invariants: a slot has at most one sale; a sale holds a worker from Preparing until it
 //! is filled or ends; every ending ends its reservation in the ledger with the collateral the
@@ -31,6 +39,7 @@ use super::idhash::{IdBuild, IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx};
+use super::ChainTime;
 
 /// Entries `no_match` may hold beyond twice those it kept at its last pruning.
 const NO_MATCH_SLACK: usize = 64;
@@ -81,7 +90,7 @@ pub struct FreedSlotInfo {
 }
 
 /// Names one answer a sale waits for: the slot, and the number the engine gave the command
-/// that asks for it. The engine accepts an answer ([`Engine::on_reply`]) only with the ticket
+/// that asks for it. The engine accepts an answer ([`EngineInput::Reply`]) only with the ticket
 /// of the command the sale is waiting on now, so a late answer to an earlier command (a
 /// `fillSlot` receipt that arrives after a cancellation moved the sale on to `freeSlot`) is
 /// dropped instead of being taken for the answer to the new one.
@@ -93,20 +102,53 @@ pub struct Ticket {
     pub seq: u64,
 }
 
+/// Everything that moves the engine (see the module docs); each comes with its chain time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineInput {
+    /// A Marketplace event (live or backfilled).
+    Event(MarketEvent),
+    /// The answer to the [`Command::Sale`] that carried this ticket.
+    Reply(Ticket, Input),
+    /// The answer to [`Command::ReadRequestState`] (None: the request is unknown).
+    RequestState(RequestId, Result<Option<RequestState>, ChainError>),
+    /// The answer to [`Command::LookupFreedSlot`].
+    FreedSlot {
+        /// The request.
+        request_id: RequestId,
+        /// The freed slot.
+        slot_index: u64,
+        /// What the chain says about the request (None: unknown).
+        info: Result<Option<FreedSlotInfo>, ChainError>,
+    },
+    /// Time passed (a new block, or the deadline).
+    Time,
+    /// An availability was created or changed; `grew` from
+    /// [`super::ledger::AvailabilityChange::grew`] (true when unsure): seen flags are
+    /// cleared and the queue unpaused.
+    AvailabilityChanged {
+        /// Whether it may have grown.
+        grew: bool,
+    },
+    /// Stop taking new work from the queue (sales in progress continue).
+    Pause,
+    /// Take work from the queue again.
+    Resume,
+}
+
 /// What the engine asks the driver to do.
 // Commands are short-lived values moved once from the engine to the driver; boxing the
 // large variant would cost an allocation per command for no gain.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Execute what a sale asks for and answer with [`Engine::on_reply`] with this ticket
+    /// Execute what a sale asks for and answer with [`EngineInput::Reply`] and this ticket
     /// (for [`SaleCommand::Filled`]: notify the node, no answer).
     Sale(Ticket, SaleCommand),
     /// Delete the data of a slot whose sale ended (no answer).
     ReleaseData(SlotRef),
-    /// Read `requestState` at `pending`; answer with [`Engine::on_request_state`].
+    /// Read `requestState` at `pending`; answer with [`EngineInput::RequestState`].
     ReadRequestState(RequestId),
-    /// Read the request of a freed slot; answer with [`Engine::on_freed_slot`].
+    /// Read the request of a freed slot; answer with [`EngineInput::FreedSlot`].
     LookupFreedSlot {
         /// The request.
         request_id: RequestId,
@@ -342,7 +384,7 @@ pub struct Engine<L: Ledger> {
     watches: IdMap<RequestId, u64>,
     commands: VecDeque<Command>,
     inbox: VecDeque<(SlotRef, Input)>,
-    /// Sales due at one wake-up time, put in slot id order (see [`Self::on_time`]).
+    /// Sales due at one wake-up time, put in slot id order (see `on_time`).
     due: Vec<(SlotId, SlotRef)>,
     rng: fastrand::Rng,
     now: u64,
@@ -363,9 +405,50 @@ pub struct Engine<L: Ledger> {
 }
 
 impl<L: Ledger> Engine<L> {
-    /// A stopped engine with an empty queue, whose order of a request's slots is this
-    /// host's own (the queue's salt is drawn from `rng`).
-    pub fn new(cfg: EngineConfig, ledger: L, mut rng: fastrand::Rng) -> Result<Self, EngineError> {
+    /// A running engine over `ledger` that has resumed the slots the host holds on chain
+    /// (`mySlots`, as (request, slot index)): each gets a sale in Unknown with its persisted
+    /// reservation; reservations no such slot holds are ended, giving back bytes and all
+    /// their collateral, and their data is released; the queue is started, and when an
+    /// enabled availability exists it counts as grown. The order of a request's slots is
+    /// this host's own (the queue's salt is drawn from `rng`).
+    pub fn start(
+        cfg: EngineConfig,
+        ledger: L,
+        rng: fastrand::Rng,
+        my_slots: &[(RequestId, u64)],
+        now: ChainTime,
+    ) -> Result<(Self, RestoreReport), EngineError> {
+        let mut e = Self::new(cfg, ledger, rng)?;
+        let report = e.restore(my_slots, now.0)?;
+        e.start_queue(now.0);
+        if e.ledger.availabilities()?.iter().any(|a| a.enabled) {
+            e.availability_changed(true, now.0);
+        }
+        Ok((e, report))
+    }
+
+    /// Feeds one input at chain time `now`; returns false for an answer that was dropped
+    /// because its ticket is not the one its sale waits for (the sale moved on or ended).
+    pub fn handle(&mut self, now: ChainTime, input: EngineInput) -> bool {
+        let now = now.0;
+        match input {
+            EngineInput::Event(ev) => self.on_event(ev, now),
+            EngineInput::Reply(ticket, input) => return self.on_reply(ticket, input, now),
+            EngineInput::RequestState(rid, state) => self.on_request_state(rid, state, now),
+            EngineInput::FreedSlot {
+                request_id,
+                slot_index,
+                info,
+            } => self.on_freed_slot(request_id, slot_index, info, now),
+            EngineInput::Time => self.on_time(now),
+            EngineInput::AvailabilityChanged { grew } => self.availability_changed(grew, now),
+            EngineInput::Pause => self.queue.stop(),
+            EngineInput::Resume => self.start_queue(now),
+        }
+        true
+    }
+
+    fn new(cfg: EngineConfig, ledger: L, mut rng: fastrand::Rng) -> Result<Self, EngineError> {
         let mut queue = SlotQueue::new(cfg.queue_capacity, cfg.max_workers)?;
         queue.set_salt(rng.u64(..));
         Ok(Engine {
@@ -391,16 +474,10 @@ impl<L: Ledger> Engine<L> {
         })
     }
 
-    /// Starts the queue's workers.
-    pub fn start(&mut self, now: u64) {
+    fn start_queue(&mut self, now: u64) {
         self.now = now;
         self.queue.start();
         self.dispatch();
-    }
-
-    /// Stops taking new work from the queue (sales in progress continue).
-    pub fn stop(&mut self) {
-        self.queue.stop();
     }
 
     /// The ledger.
@@ -408,7 +485,8 @@ impl<L: Ledger> Engine<L> {
         &self.ledger
     }
 
-    /// The ledger, for availability changes; call [`Self::availability_changed`] after one.
+    /// The ledger, for availability changes; hand in [`EngineInput::AvailabilityChanged`]
+    /// after one.
     pub fn ledger_mut(&mut self) -> &mut L {
         self.ledger_changed();
         &mut self.ledger
@@ -462,21 +540,22 @@ impl<L: Ledger> Engine<L> {
         self.commands.pop_front()
     }
 
-    /// The earliest time [`Self::on_time`] has work (a sale's wake-up, a request watch, or a
-    /// queue item's expiry).
-    pub fn next_deadline(&self) -> Option<u64> {
+    /// The earliest chain time at which [`EngineInput::Time`] has work (a sale's wake-up, a
+    /// request watch, a ledger retry, or a queue item's expiry).
+    pub fn next_deadline(&self) -> Option<ChainTime> {
         let t = self.timers.peek().map(|Reverse((t, _))| *t);
         let q = self.queue.next_expiry();
         match (t, q) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+        .map(ChainTime)
     }
 
     /// Resumes after a restart: every slot the host holds on chain (`mySlots`) gets a sale in
     /// Unknown with its persisted reservation; reservations no live slot holds are ended,
     /// giving back bytes and all their collateral (§8.2), and their data is released.
-    pub fn restore(
+    fn restore(
         &mut self,
         my_slots: &[(RequestId, u64)],
         now: u64,
@@ -528,7 +607,7 @@ impl<L: Ledger> Engine<L> {
     /// An availability was created or updated; `grew` from
     /// [`super::ledger::AvailabilityChange::grew`] (or true for a new enabled availability):
     /// clears the seen flags and unpauses the queue.
-    pub fn availability_changed(&mut self, grew: bool, now: u64) {
+    fn availability_changed(&mut self, grew: bool, now: u64) {
         self.now = now;
         self.ledger_changed();
         if grew {
@@ -548,7 +627,7 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// A Marketplace event (live or backfilled).
-    pub fn on_event(&mut self, event: MarketEvent, now: u64) {
+    fn on_event(&mut self, event: MarketEvent, now: u64) {
         self.now = now;
         match event {
             MarketEvent::StorageRequested {
@@ -626,7 +705,7 @@ impl<L: Ledger> Engine<L> {
     /// The driver's answer to the [`Command::Sale`] output that carried `ticket`. An answer
     /// whose ticket is not the one the sale waits for (the sale moved on, or ended) is
     /// dropped; returns whether it was taken.
-    pub fn on_reply(&mut self, ticket: Ticket, input: Input, now: u64) -> bool {
+    fn on_reply(&mut self, ticket: Ticket, input: Input, now: u64) -> bool {
         self.now = now;
         match self.sales.get(&ticket.slot) {
             Some(live) if live.ticket == ticket.seq && ticket.seq != 0 => {}
@@ -654,7 +733,7 @@ impl<L: Ledger> Engine<L> {
     }
 
     /// Answer to [`Command::ReadRequestState`] (None: the request is unknown).
-    pub fn on_request_state(
+    fn on_request_state(
         &mut self,
         request_id: RequestId,
         state: Result<Option<RequestState>, ChainError>,
@@ -690,7 +769,7 @@ impl<L: Ledger> Engine<L> {
 
     /// Answer to [`Command::LookupFreedSlot`]: pushes the freed slot with the repair-discounted
     /// collateral and an absolute expiry (expiresAt for a request still New, else its end).
-    pub fn on_freed_slot(
+    fn on_freed_slot(
         &mut self,
         request_id: RequestId,
         slot_index: u64,
@@ -736,7 +815,7 @@ impl<L: Ledger> Engine<L> {
 
     /// Time passed (a new block, or the deadline): fires due wake-ups and watches, purges
     /// expired queue items, and feeds workers.
-    pub fn on_time(&mut self, now: u64) {
+    fn on_time(&mut self, now: u64) {
         self.now = now;
         let purged = self.queue.purge_expired(now);
         self.stats.queue_expired += purged.len() as u64;
@@ -1257,7 +1336,9 @@ impl<L: Ledger> Engine<L> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Command, Engine, EngineConfig, SaleCommand, SlotSet, NO_MATCH_SLACK};
+    use super::{
+        ChainTime, Command, Engine, EngineConfig, EngineInput, SaleCommand, SlotSet, NO_MATCH_SLACK,
+    };
     use crate::market::{
         Address, Ask, Content, MarketEvent, Request, RequestState, SlotState, B256, U256,
     };
@@ -1289,9 +1370,14 @@ mod tests {
                 },
             )
             .unwrap();
-        let mut e =
-            Engine::new(EngineConfig::default(), ledger, fastrand::Rng::with_seed(1)).unwrap();
-        e.start(NOW);
+        let (mut e, _) = Engine::start(
+            EngineConfig::default(),
+            ledger,
+            fastrand::Rng::with_seed(1),
+            &[],
+            ChainTime(NOW),
+        )
+        .unwrap();
         let requests = 2_000u64;
         for n in 0..requests {
             let req = Arc::new(Request {
@@ -1313,13 +1399,13 @@ mod tests {
                 expiry: 600,
                 nonce: B256::from(U256::from(n)),
             });
-            e.on_event(
-                MarketEvent::StorageRequested {
+            e.handle(
+                ChainTime(NOW),
+                EngineInput::Event(MarketEvent::StorageRequested {
                     request_id: req.id(),
                     ask: req.ask.clone(),
                     expiry: NOW + 600,
-                },
-                NOW,
+                }),
             );
             while let Some(cmd) = e.poll() {
                 if let Command::Sale(slot, SaleCommand::ReadSlot(_)) = cmd {
@@ -1332,7 +1418,10 @@ mod tests {
                         host: Address::ZERO,
                         current_collateral: U256::ZERO,
                     };
-                    e.on_reply(slot, Input::Slot(Ok(view)), NOW);
+                    e.handle(
+                        ChainTime(NOW),
+                        EngineInput::Reply(slot, Input::Slot(Ok(view))),
+                    );
                 }
             }
         }

@@ -12,6 +12,25 @@
 //! - [`idhash`]: a cheap hasher for maps keyed by (keccak or random) 32-byte ids.
 pub mod engine;
 pub mod idhash;
+
+/// A time on the chain: a block timestamp, in Unix seconds. The engine's clock, distinct from
+/// the wall-clock `Instant`s the driver uses to bound I/O: a period starts when a block says
+/// so, not when the host's clock does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ChainTime(pub u64);
+
+impl ChainTime {
+    /// The seconds.
+    pub fn secs(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ChainTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 pub mod ledger;
 pub mod queue;
 pub mod sale;

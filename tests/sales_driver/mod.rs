@@ -8,13 +8,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use codex::market::{Address, MarketEvent, Request, RequestId, SlotId, U256};
-use codex::sales::engine::{Command, Engine, EngineConfig, FreedSlotInfo, SaleCommand, Ticket};
+use codex::sales::engine::{
+    Command, Engine, EngineConfig, EngineInput, FreedSlotInfo, SaleCommand, Ticket,
+};
 use codex::sales::ledger::{
     check_invariant, AvailabilityId, Ledger, Limits, MemLedger, NewAvailability,
 };
 use codex::sales::sale::{
     ChainError, Input, ProofView, Revert as SaleRevert, SaleConfig, SlotRef, SlotView, Tx, TxError,
 };
+use codex::sales::ChainTime;
 use codex::store::{Options, Store};
 
 use crate::sim::{self, Revert, Sim};
@@ -116,9 +119,14 @@ impl<L: Reopen> Node<L> {
         ledger: L,
     ) -> Node<L> {
         sim.fund(address, U256::from(10u64).pow(U256::from(30u64)));
-        let mut engine = Engine::new(cfg.clone(), ledger, fastrand::Rng::with_seed(seed))
-            .expect("valid engine config");
-        engine.start(sim.now());
+        let (engine, _) = Engine::start(
+            cfg.clone(),
+            ledger,
+            fastrand::Rng::with_seed(seed),
+            &[],
+            ChainTime(sim.now()),
+        )
+        .expect("valid engine config");
         Node {
             engine,
             address,
@@ -169,7 +177,10 @@ impl<L: Reopen> Node<L> {
             )
             .expect("valid availability");
         // Commands this produces run at the next step's pump.
-        self.engine.availability_changed(true, sim.now());
+        self.engine.handle(
+            ChainTime(sim.now()),
+            EngineInput::AvailabilityChanged { grew: true },
+        );
         id
     }
 
@@ -182,10 +193,11 @@ impl<L: Reopen> Node<L> {
             if self.drop_events.is_some_and(|drop| drop(e)) {
                 continue;
             }
-            self.engine.on_event(e.clone(), now);
+            self.engine
+                .handle(ChainTime(now), EngineInput::Event(e.clone()));
             self.pump(sim);
         }
-        self.engine.on_time(now);
+        self.engine.handle(ChainTime(now), EngineInput::Time);
         self.pump(sim);
         let due: Vec<u64> = self
             .downloads
@@ -203,11 +215,14 @@ impl<L: Reopen> Node<L> {
                         .sale(slot)
                         .and_then(|s| s.reservation().map(|r| r.slot_size))
                         .unwrap_or(0);
-                    self.engine
-                        .on_reply(ticket, Input::DownloadProgress(size), now);
+                    self.engine.handle(
+                        ChainTime(now),
+                        EngineInput::Reply(ticket, Input::DownloadProgress(size)),
+                    );
                     Input::Downloaded(Ok(()))
                 };
-                self.engine.on_reply(ticket, input, now);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Reply(ticket, input));
                 self.pump(sim);
             }
         }
@@ -254,12 +269,6 @@ impl<L: Reopen> Node<L> {
     /// `backfill_blocks` blocks (eth_getLogs).
     pub fn restart(&mut self, sim: &mut Sim, backfill_blocks: u64) {
         let ledger = self.engine.ledger().reopen();
-        let mut engine = Engine::new(
-            self.cfg.clone(),
-            ledger,
-            fastrand::Rng::with_seed(self.rng.u64(..)),
-        )
-        .expect("valid engine config");
         let now = sim.now();
         let pending = sim.pending();
         let mine: Vec<(RequestId, u64)> = pending
@@ -268,17 +277,14 @@ impl<L: Reopen> Node<L> {
             .filter_map(|s| pending.get_active_slot(s).ok())
             .map(|(r, i)| (r.id(), i))
             .collect();
-        engine.restore(&mine, now).expect("restore");
-        engine.start(now);
-        if engine
-            .ledger()
-            .availabilities()
-            .unwrap()
-            .iter()
-            .any(|a| a.enabled)
-        {
-            engine.availability_changed(true, now);
-        }
+        let (engine, _) = Engine::start(
+            self.cfg.clone(),
+            ledger,
+            fastrand::Rng::with_seed(self.rng.u64(..)),
+            &mine,
+            ChainTime(now),
+        )
+        .expect("restore");
         for (k, v) in &self.engine.stats().ended {
             *self.ended_before_restart.entry(k).or_default() += v;
         }
@@ -294,7 +300,7 @@ impl<L: Reopen> Node<L> {
         self.pump(sim);
         for e in logs {
             if matches!(e, MarketEvent::StorageRequested { .. }) {
-                self.engine.on_event(e, now);
+                self.engine.handle(ChainTime(now), EngineInput::Event(e));
                 self.pump(sim);
             }
         }
@@ -328,7 +334,8 @@ impl<L: Reopen> Node<L> {
                 self.trace
                     .push(format!("{}:{:?}", ticket.slot.slot_index, kind(&out)));
                 if let Some(input) = self.sale_output(sim, ticket, out) {
-                    self.engine.on_reply(ticket, input, now);
+                    self.engine
+                        .handle(ChainTime(now), EngineInput::Reply(ticket, input));
                 }
             }
             Command::ReleaseData(slot) => self.released.push(slot),
@@ -338,7 +345,8 @@ impl<L: Reopen> Node<L> {
                 } else {
                     Ok(sim.pending().request_state(id).ok())
                 };
-                self.engine.on_request_state(id, state, now);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::RequestState(id, state));
             }
             Command::LookupFreedSlot {
                 request_id,
@@ -353,8 +361,14 @@ impl<L: Reopen> Node<L> {
                         ends_at: p.request_end(request_id).ok()?,
                     })
                 });
-                self.engine
-                    .on_freed_slot(request_id, slot_index, Ok(info), now);
+                self.engine.handle(
+                    ChainTime(now),
+                    EngineInput::FreedSlot {
+                        request_id,
+                        slot_index,
+                        info: Ok(info),
+                    },
+                );
             }
         }
     }

@@ -57,7 +57,7 @@
 //! loop {
 //!     let block = sim.mine();
 //!     for log in &block.logs {
-//!         // core.on_event(log.event.clone(), block.header.timestamp)
+//!         // core.handle(ChainTime(block.header.timestamp), EngineInput::Event(log.event.clone()))
 //!     }
 //!     // core outputs become calls, e.g.:
 //!     sim.reserve_slot(me, id, 0)?;
