@@ -12,15 +12,16 @@
 //! `newHeads`, and backfills with bounded `eth_getLogs` after every (re)connect from the
 //! cursor of its [`LogSync`]: logs come out exactly once, in order, across disconnects.
 //!
-//! [`BlockingClient`] runs the same loop on its own `Poll` for one-shot CLI calls.
+//! [`BlockingClient`] runs the same client in its own [`EventLoop`] for one-shot CLI calls.
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes};
-use mio::{Events, Poll, Registry, Token};
+use mio::{Registry, Token};
 use serde_json::Value;
 
 use super::error::ChainError;
+use super::event_loop::{EventLoop, CHAIN};
 use super::rpc::{
     parse_incoming, parse_logs, parse_quantity, CallId, Head, Incoming, Log, LogRange, LogSync,
     ParseError, Pending, SubKind, Subscriptions, SyncEvent,
@@ -587,16 +588,14 @@ impl ChainClient {
     }
 }
 
-/// A blocking convenience wrapper for one-shot commands: the same client on its own `Poll`.
+/// A blocking convenience wrapper for one-shot commands: the same client in its own
+/// [`EventLoop`].
 pub struct BlockingClient {
-    poll: Poll,
-    events: Events,
+    lp: EventLoop,
     client: ChainClient,
     /// Outputs other than the awaited response (heads, logs), kept in order.
     backlog: VecDeque<ClientOutput>,
 }
-
-const TOKEN: Token = Token(0);
 
 impl BlockingClient {
     /// Connects to the provider (no reconnection) and waits until the WebSocket is open.
@@ -619,16 +618,15 @@ impl BlockingClient {
 
     /// Connects with the given configuration and waits until the WebSocket is open.
     pub fn with_config(config: ClientConfig) -> Result<BlockingClient, ChainError> {
-        let poll = Poll::new().map_err(|e| ChainError::Unreachable {
+        let lp = EventLoop::new().map_err(|e| ChainError::Unreachable {
             endpoint: config.endpoint.url.clone(),
             reason: format!("cannot create a poller: {e}"),
         })?;
         let now = Instant::now();
         let seed = now.elapsed().subsec_nanos() as u64 ^ u64::from(std::process::id());
-        let client = ChainClient::new(config, TOKEN, now, fastrand::Rng::with_seed(seed));
+        let client = ChainClient::new(config, CHAIN, now, fastrand::Rng::with_seed(seed));
         let mut bc = BlockingClient {
-            poll,
-            events: Events::with_capacity(16),
+            lp,
             client,
             backlog: VecDeque::new(),
         };
@@ -651,25 +649,10 @@ impl BlockingClient {
 
     /// Runs one loop turn: waits for readiness or the next deadline (at most `max_wait`).
     pub fn turn(&mut self, max_wait: Option<Duration>) -> Result<(), ChainError> {
-        let now = Instant::now();
-        let mut timeout = self
-            .client
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(now));
-        if let Some(m) = max_wait {
-            timeout = Some(timeout.map_or(m, |t| t.min(m)));
-        }
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(ChainError::Disconnected(format!("poll failed: {e}")));
-            }
-        }
-        let now = Instant::now();
-        let registry = self.poll.registry();
-        if !self.events.is_empty() {
-            self.client.on_ready(registry, now);
-        }
-        self.client.on_timer(registry, now);
+        let until = max_wait.map(|m| Instant::now() + m);
+        self.lp
+            .turn(&mut self.client, until)
+            .map_err(|e| ChainError::Disconnected(format!("poll failed: {e}")))?;
         Ok(())
     }
 
@@ -677,7 +660,7 @@ impl BlockingClient {
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, ChainError> {
         let id = self
             .client
-            .call(self.poll.registry(), method, &params, Instant::now());
+            .call(self.lp.registry(), method, &params, Instant::now());
         loop {
             while let Some(o) = self.client.poll_output() {
                 match o {
@@ -780,7 +763,7 @@ impl BlockingClient {
 
 impl Drop for BlockingClient {
     fn drop(&mut self) {
-        self.client.shutdown(self.poll.registry());
+        self.client.shutdown(self.lp.registry());
     }
 }
 

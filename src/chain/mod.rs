@@ -12,6 +12,7 @@
 //! - [`tx`]: EIP-1559 transactions, nonce tracking, gas headroom.
 pub mod client;
 pub mod error;
+pub mod event_loop;
 pub mod key;
 pub mod rpc;
 pub mod sender;

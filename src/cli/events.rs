@@ -14,23 +14,18 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{CliError, Context, Run};
 use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
+use crate::chain::event_loop::{EventLoop, CHAIN};
 use crate::chain::rpc::{parse_logs, Log, LogSync, SyncEvent};
 use crate::chain::ChainError;
 use crate::market::events::{decode_log, RpcLog};
 
 /// Blocks per `eth_getLogs` query.
 pub const MAX_RANGE: u64 = 1000;
-
-/// The token of the chain connection in the follow loop.
-const CHAIN: Token = Token(0);
-/// The token of the signal pipe in the follow loop.
-const SIGNALS: Token = Token(1);
 
 /// Print decoded Marketplace events as JSON lines (blockNumber, transactionHash, logIndex,
 /// event, fields); --follow keeps streaming through disconnects until interrupted.
@@ -125,7 +120,7 @@ impl Run for EventsArgs {
 
 fn follow(
     ctx: &mut Context,
-    mut signals: Signals,
+    signals: Signals,
     settings: &crate::chain::settings::ChainSettings,
     marketplace: alloy_primitives::Address,
     from: u64,
@@ -142,31 +137,14 @@ fn follow(
         to_block: to,
         max_range: MAX_RANGE,
     });
-    let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
+    let mut lp = EventLoop::new()?
+        .with_signals(signals)
         .map_err(CliError::Signals)?;
-    let mut events = Events::with_capacity(64);
     let now = Instant::now();
     let seed = u64::from(std::process::id()) ^ now.elapsed().subsec_nanos() as u64;
     let mut client = ChainClient::new(config, CHAIN, now, fastrand::Rng::with_seed(seed));
     loop {
-        let now = Instant::now();
-        let timeout = client
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(now));
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(CliError::Output(e));
-            }
-        }
-        let now = Instant::now();
-        let chain_ready = events.iter().any(|e| e.token() == CHAIN);
-        let signalled = events.iter().any(|e| e.token() == SIGNALS);
-        if chain_ready {
-            client.on_ready(poll.registry(), now);
-        }
-        client.on_timer(poll.registry(), now);
+        let turn = lp.turn(&mut client, None).map_err(CliError::Output)?;
         let mut wrote = false;
         while let Some(o) = client.poll_output() {
             match o {
@@ -184,21 +162,14 @@ fn follow(
         if wrote {
             ctx.out().flush()?;
         }
-        if signalled {
-            // Drain the pipe; any of our two signals ends the loop.
-            let mut interrupted = None;
-            for s in signals.pending() {
-                interrupted = Some(s);
-            }
-            if let Some(s) = interrupted {
-                let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
-                log::info!("{name} received; stopping");
-                client.shutdown(poll.registry());
-                return Ok(());
-            }
+        if let Some(s) = turn.signal {
+            let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
+            log::info!("{name} received; stopping");
+            client.shutdown(lp.registry());
+            return Ok(());
         }
         if client.sync().is_some_and(LogSync::is_done) {
-            client.shutdown(poll.registry());
+            client.shutdown(lp.registry());
             return Ok(());
         }
     }

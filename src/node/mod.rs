@@ -32,12 +32,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes, B256, U256};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Registry, Waker};
 use serde_json::{json, Value};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
+use crate::chain::event_loop::{EventLoop, CHAIN};
 use crate::chain::key::EthPrivateKey;
 use crate::chain::rpc::{parse_logs, CallId, Log};
 use crate::chain::tx::GasCall;
@@ -58,10 +59,6 @@ use crate::sales::sale::{Revert, TxError};
 use data::{DataSource, DownloadJob};
 use prover::{ProofJob, SimulatedProver};
 use workers::{Done, Job, Workers};
-
-const CHAIN: Token = Token(0);
-const SIGNALS: Token = Token(1);
-const WAKER: Token = Token(2);
 
 /// Blocks per `eth_getLogs` query.
 const MAX_RANGE: u64 = 1000;
@@ -161,14 +158,13 @@ struct Batch {
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     // Signals first, so that an interrupt while connecting is not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(io("installing signal handlers"))?;
-    let mut poll = Poll::new().map_err(io("creating the event loop"))?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(io("registering signals"))?;
+    let signals = Signals::new([SIGINT, SIGTERM]).map_err(io("installing signal handlers"))?;
+    let mut lp = EventLoop::new()
+        .and_then(|lp| lp.with_signals(signals))
+        .map_err(io("creating the event loop"))?;
     // Connect first (retrying while the provider is down) and verify the chain, so that a
     // wrong chain or address leaves no files behind.
-    let Some(mut rpc) = connect(&cfg, &mut poll, &mut signals)? else {
+    let Some(mut rpc) = connect(&cfg, &mut lp)? else {
         log::info!(target: "codex::node", "stopped before the node started");
         return Ok(());
     };
@@ -197,7 +193,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let store = Store::open(&cfg.data_dir, Options::node())?;
     // A connection lost during start-up starts it over on a new one.
     let start = loop {
-        match start_up(&cfg, rpc, &store, &mut poll, &mut signals) {
+        match start_up(&cfg, rpc, &store, &mut lp) {
             Ok(Some(start)) => break start,
             Ok(None) => {
                 log::info!(target: "codex::node", "stopped before the node started");
@@ -205,7 +201,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             }
             Err(NodeError::Chain(e)) if is_transient(&e) => {
                 log::warn!(target: "codex::chain", "{e}; starting over");
-                match connect(&cfg, &mut poll, &mut signals)? {
+                match connect(&cfg, &mut lp)? {
                     Some(r) => rpc = r,
                     None => return Ok(()),
                 }
@@ -243,7 +239,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         engine.handle(ChainTime(start.now), EngineInput::Event(ev));
     }
 
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(io("creating the waker"))?);
+    let waker: Arc<Waker> = lp.waker().map_err(io("creating the waker"))?;
     let workers = Workers::start(cfg.max_workers, Arc::new(SimulatedProver), waker.clone())
         .map_err(io("starting worker threads"))?;
 
@@ -282,48 +278,24 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         tx_actions: Vec::new(),
         reserving: HashMap::new(),
     };
-    node.pump(&poll);
-    let mut events = Events::with_capacity(256);
+    node.pump(lp.registry());
     loop {
-        let now = Instant::now();
-        let deadline = [node.client.next_deadline(), Some(node.next_tick)]
-            .into_iter()
-            .flatten()
-            .min();
-        let timeout = deadline.map(|d| d.saturating_duration_since(now));
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io("waiting for events")(e));
-            }
-        }
-        let mut signalled = false;
-        for ev in events.iter() {
-            match ev.token() {
-                CHAIN => node.client.on_ready(poll.registry(), Instant::now()),
-                SIGNALS => signalled = true,
-                _ => {}
-            }
-        }
-        node.client.on_timer(poll.registry(), Instant::now());
-        node.pump(&poll);
+        let turn = lp
+            .turn(&mut node.client, Some(node.next_tick))
+            .map_err(io("waiting for events"))?;
+        node.pump(lp.registry());
         if Instant::now() >= node.next_tick {
             node.next_tick = Instant::now() + TICK;
             node.check_availabilities();
-            node.pump(&poll);
+            node.pump(lp.registry());
         }
-        if signalled {
-            let mut got = None;
-            for s in signals.pending() {
-                got = Some(s);
-            }
-            if let Some(s) = got {
-                let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
-                log::info!(target: "codex::node", "{name} received; stopping (live sales resume on the next start)");
-                node.engine.handle(ChainTime(node.now), EngineInput::Pause);
-                node.workers.shutdown();
-                node.client.shutdown(poll.registry());
-                return Ok(());
-            }
+        if let Some(s) = turn.signal {
+            let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
+            log::info!(target: "codex::node", "{name} received; stopping (live sales resume on the next start)");
+            node.engine.handle(ChainTime(node.now), EngineInput::Pause);
+            node.workers.shutdown();
+            node.client.shutdown(lp.registry());
+            return Ok(());
         }
     }
 }
@@ -347,11 +319,9 @@ struct Start {
 /// chain; None when a signal came first.
 fn connect(
     cfg: &NodeConfig,
-    poll: &mut Poll,
-    signals: &mut Signals,
+    lp: &mut EventLoop,
 ) -> Result<Option<(BlockingClient, u64, Address)>, NodeError> {
     let mut delay = Duration::from_millis(250);
-    let mut events = Events::with_capacity(4);
     loop {
         let attempt =
             BlockingClient::connect_to(cfg.provider.clone(), cfg.timeout).and_then(|mut rpc| {
@@ -370,12 +340,12 @@ fn connect(
             Err(e) => return Err(e.into()),
         }
         // Wait for the backoff, or a signal.
-        if let Err(e) = poll.poll(&mut events, Some(delay)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io("waiting to reconnect")(e));
-            }
-        }
-        if events.iter().any(|e| e.token() == SIGNALS) && signals.pending().next().is_some() {
+        let until = Instant::now() + delay;
+        if lp
+            .wait_for_signal(until)
+            .map_err(io("waiting to reconnect"))?
+            .is_some()
+        {
             return Ok(None);
         }
         delay = (delay * 2).min(Duration::from_secs(30));
@@ -395,8 +365,7 @@ fn start_up(
     cfg: &NodeConfig,
     (mut rpc, chain_id, marketplace): (BlockingClient, u64, Address),
     store: &Store,
-    poll: &mut Poll,
-    signals: &mut Signals,
+    lp: &mut EventLoop,
 ) -> Result<Option<Start>, NodeError> {
     let me = cfg.key.address();
     let config = calls::decode_configuration(&rpc.eth_call(marketplace, &calls::configuration())?)
@@ -465,7 +434,6 @@ fn start_up(
     // Transactions sent before a restart that are still in the pool would change what we
     // host after we looked (a fillSlot mined later would be a slot without a sale): wait
     // until they are mined, or dropped, first.
-    let mut events = Events::with_capacity(4);
     let started = Instant::now();
     loop {
         let count = |rpc: &mut BlockingClient, tag: &str| -> Result<u64, NodeError> {
@@ -490,12 +458,12 @@ fn start_up(
             "waiting for {} transactions sent before the restart to be mined",
             pending - mined
         );
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io("waiting for pending transactions")(e));
-            }
-        }
-        if events.iter().any(|e| e.token() == SIGNALS) && signals.pending().next().is_some() {
+        let until = Instant::now() + Duration::from_secs(1);
+        if lp
+            .wait_for_signal(until)
+            .map_err(io("waiting for pending transactions"))?
+            .is_some()
+        {
             return Ok(None);
         }
     }
@@ -626,12 +594,12 @@ struct Node {
 
 impl Node {
     /// Drains everything that is ready: client outputs, worker results, engine commands.
-    fn pump(&mut self, poll: &Poll) {
+    fn pump(&mut self, reg: &Registry) {
         loop {
             let mut progressed = false;
             while let Some(o) = self.client.poll_output() {
                 progressed = true;
-                self.on_client(poll, o);
+                self.on_client(reg, o);
             }
             while let Some(d) = self.workers.try_recv() {
                 progressed = true;
@@ -639,11 +607,11 @@ impl Node {
             }
             while let Some(cmd) = self.engine.poll() {
                 progressed = true;
-                self.execute(poll, cmd);
+                self.execute(reg, cmd);
             }
             if !self.tx_actions.is_empty() {
                 progressed = true;
-                self.run_tx_actions(poll);
+                self.run_tx_actions(reg);
             }
             if !progressed {
                 return;
@@ -651,7 +619,7 @@ impl Node {
         }
     }
 
-    fn on_client(&mut self, poll: &Poll, o: ClientOutput) {
+    fn on_client(&mut self, reg: &Registry, o: ClientOutput) {
         match o {
             ClientOutput::Connected => {
                 log::info!(target: "codex::chain", "connected to {}", self.cfg.provider.url)
@@ -694,7 +662,7 @@ impl Node {
                 self.engine.handle(ChainTime(self.now), EngineInput::Time);
                 self.txs.on_head(h.number, &mut self.tx_actions);
                 let id = self.client.call(
-                    poll.registry(),
+                    reg,
                     "eth_feeHistory",
                     &json!(["0x1", "latest", []]),
                     Instant::now(),
@@ -807,15 +775,13 @@ impl Node {
         }
     }
 
-    fn eth_call(&mut self, poll: &Poll, data: Vec<u8>, purpose: Purpose) {
+    fn eth_call(&mut self, reg: &Registry, data: Vec<u8>, purpose: Purpose) {
         let params = json!([{"from": self.txs.address(), "to": self.marketplace, "data": Bytes::from(data)}, "pending"]);
-        let id = self
-            .client
-            .call(poll.registry(), "eth_call", &params, Instant::now());
+        let id = self.client.call(reg, "eth_call", &params, Instant::now());
         self.calls.insert(id, purpose);
     }
 
-    fn batch(&mut self, poll: &Poll, kind: BatchKind, calls: Vec<Vec<u8>>) {
+    fn batch(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>) {
         self.next_batch += 1;
         let id = self.next_batch;
         self.batches.insert(
@@ -827,7 +793,7 @@ impl Node {
             },
         );
         for (i, data) in calls.into_iter().enumerate() {
-            self.eth_call(poll, data, Purpose::Batch(id, i));
+            self.eth_call(reg, data, Purpose::Batch(id, i));
         }
     }
 
@@ -981,9 +947,9 @@ impl Node {
         })
     }
 
-    fn execute(&mut self, poll: &Poll, cmd: Command) {
+    fn execute(&mut self, reg: &Registry, cmd: Command) {
         match cmd {
-            Command::Sale(t, out) => self.sale_output(poll, t, out),
+            Command::Sale(t, out) => self.sale_output(reg, t, out),
             Command::ReleaseData(slot) => {
                 if let Some(c) = self.downloads.remove(&slot) {
                     c.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -999,14 +965,14 @@ impl Node {
                 }
             }
             Command::ReadRequestState(rid) => {
-                self.eth_call(poll, calls::request_state(rid), Purpose::RequestState(rid));
+                self.eth_call(reg, calls::request_state(rid), Purpose::RequestState(rid));
             }
             Command::LookupFreedSlot {
                 request_id,
                 slot_index,
             } => {
                 self.batch(
-                    poll,
+                    reg,
                     BatchKind::Freed(request_id, slot_index),
                     vec![
                         calls::get_request(request_id),
@@ -1030,7 +996,7 @@ impl Node {
         data::slot_path(&self.cfg.data_dir, &slot.slot_id().to_string())
     }
 
-    fn sale_output(&mut self, poll: &Poll, t: Ticket, out: SaleCommand) {
+    fn sale_output(&mut self, reg: &Registry, t: Ticket, out: SaleCommand) {
         let slot = t.slot;
         let state = self.engine.sale(slot).map_or("-", |s| s.state_name());
         let (idx, rid) = (slot.slot_index, short(&slot.request_id));
@@ -1051,12 +1017,12 @@ impl Node {
                     calls::get_host(sid),
                     calls::current_collateral(sid),
                 ]);
-                self.batch(poll, BatchKind::Slot(t, cached), views);
+                self.batch(reg, BatchKind::Slot(t, cached), views);
             }
             SaleCommand::ReadProof(s) => {
                 let sid = s.slot_id();
                 self.batch(
-                    poll,
+                    reg,
                     BatchKind::Proof(t),
                     vec![
                         calls::slot_state(sid),
@@ -1079,7 +1045,7 @@ impl Node {
                     return;
                 }
                 self.batch(
-                    poll,
+                    reg,
                     BatchKind::CanReserve(t),
                     vec![calls::can_reserve_slot(s.request_id, s.slot_index)],
                 );
@@ -1234,14 +1200,12 @@ impl Node {
         }
     }
 
-    fn run_tx_actions(&mut self, poll: &Poll) {
+    fn run_tx_actions(&mut self, reg: &Registry) {
         let actions = std::mem::take(&mut self.tx_actions);
         for a in actions {
             match a {
                 TxAction::Call(tag, method, params) => {
-                    let id = self
-                        .client
-                        .call(poll.registry(), method, &params, Instant::now());
+                    let id = self.client.call(reg, method, &params, Instant::now());
                     self.calls.insert(id, Purpose::Tx(tag));
                 }
                 TxAction::Done(t, res) => {

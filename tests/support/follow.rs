@@ -1,15 +1,14 @@
-//! Drives a following [`ChainClient`] in a mio loop of the test thread.
+//! Drives a following [`ChainClient`] in codex's event loop, on the test thread.
 use std::time::{Duration, Instant};
 
 use codex::chain::client::{ChainClient, ClientConfig, ClientOutput, Follow};
+use codex::chain::event_loop::{EventLoop, CHAIN};
 use codex::chain::rpc::Log;
 use codex::chain::ws::Endpoint;
-use mio::{Events, Poll, Token};
 
 /// A follower and everything it has reported.
 pub struct Follower {
-    poll: Poll,
-    events: Events,
+    lp: EventLoop,
     pub client: ChainClient,
     pub logs: Vec<Log>,
     pub removed: Vec<Log>,
@@ -33,16 +32,10 @@ pub fn fast_config(url: &str) -> ClientConfig {
 impl Follower {
     pub fn new(mut config: ClientConfig, follow: Follow) -> Follower {
         config.follow = Some(follow);
-        let poll = Poll::new().unwrap();
-        let client = ChainClient::new(
-            config,
-            Token(7),
-            Instant::now(),
-            fastrand::Rng::with_seed(7),
-        );
+        let lp = EventLoop::new().unwrap();
+        let client = ChainClient::new(config, CHAIN, Instant::now(), fastrand::Rng::with_seed(7));
         Follower {
-            poll,
-            events: Events::with_capacity(64),
+            lp,
             client,
             logs: vec![],
             removed: vec![],
@@ -65,17 +58,7 @@ impl Follower {
                 self.processed,
                 self.disconnects
             );
-            let wait = self
-                .client
-                .next_deadline()
-                .map_or(deadline - now, |d| d.saturating_duration_since(now))
-                .min(deadline - now);
-            self.poll.poll(&mut self.events, Some(wait)).unwrap();
-            let now = Instant::now();
-            if !self.events.is_empty() {
-                self.client.on_ready(self.poll.registry(), now);
-            }
-            self.client.on_timer(self.poll.registry(), now);
+            self.lp.turn(&mut self.client, Some(deadline)).unwrap();
             while let Some(o) = self.client.poll_output() {
                 match o {
                     ClientOutput::Connected => self.connects += 1,
