@@ -196,6 +196,24 @@ fn timestamp() -> String {
     )
 }
 
+/// Collects a record's key-value fields for the JSON format.
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for JsonFields {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let v = match value.to_u64() {
+            Some(n) => serde_json::Value::from(n),
+            None => serde_json::Value::from(value.to_string()),
+        };
+        self.0.insert(key.as_str().to_string(), v);
+        Ok(())
+    }
+}
+
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
         self.format != LogFormat::None && m.level() <= self.level.level_for(m.target())
@@ -207,12 +225,20 @@ impl Log for Logger {
         }
         let line = match self.format {
             LogFormat::Json => {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "ts": timestamp(),
                     "level": record.level().as_str(),
                     "topic": record.target(),
                     "msg": record.args().to_string(),
                 });
+                // Structured fields (full ids, where the text has short ones).
+                let mut fields = JsonFields(serde_json::Map::new());
+                let _ = record.key_values().visit(&mut fields);
+                if let Some(obj) = v.as_object_mut() {
+                    for (k, val) in fields.0 {
+                        obj.entry(k).or_insert(val);
+                    }
+                }
                 v.to_string()
             }
             LogFormat::Colors => {

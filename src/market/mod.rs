@@ -19,3 +19,13 @@ pub use types::*;
 
 #[cfg(test)]
 mod vectors;
+
+/// An id as text logs show it: `0x` and its first eight hex digits, then `…` (the JSON
+/// format carries the whole id as a field).
+pub fn short(id: &impl std::fmt::Display) -> String {
+    let s = id.to_string();
+    match s.get(..10) {
+        Some(head) if s.len() > 10 => format!("{head}…"),
+        _ => s,
+    }
+}

@@ -45,7 +45,7 @@ use crate::chain::tx::GasCall;
 use crate::chain::ws::Endpoint;
 use crate::chain::ChainError;
 use crate::market::events::{decode_log, RpcLog};
-use crate::market::{calls, MarketEvent, Request, RequestId, RequestState};
+use crate::market::{calls, short, MarketEvent, Request, RequestId, RequestState};
 use crate::sales::engine::{
     Command, Engine, EngineConfig, EngineInput, FreedSlotInfo, SaleCommand, Ticket,
 };
@@ -555,16 +555,6 @@ fn data_version(store: &Store) -> i64 {
         .unwrap_or(0)
 }
 
-/// Short id for text logs.
-fn short(id: &impl std::fmt::Display) -> String {
-    let s = id.to_string();
-    if s.len() > 10 {
-        format!("{}…", &s[..10])
-    } else {
-        s
-    }
-}
-
 struct Node {
     cfg: NodeConfig,
     engine: Engine<Store>,
@@ -1060,7 +1050,7 @@ impl Node {
                 };
                 match tx {
                     Tx::ReserveSlot { slot } if self.reserved_on_chain(slot) => {
-                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: reserved on chain before the restart");
+                        log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: reserved on chain before the restart");
                         self.engine.handle(
                             ChainTime(self.now),
                             EngineInput::Reply(t, Input::Tx(Ok(()))),
@@ -1068,7 +1058,7 @@ impl Node {
                     }
                     Tx::ReserveSlot { slot } => {
                         self.reserving.insert(t, slot);
-                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: reserving the slot");
+                        log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: reserving the slot");
                         let r = req(
                             "reserveSlot",
                             GasCall::ReserveSlot,
@@ -1082,7 +1072,7 @@ impl Node {
                         proof,
                         collateral,
                     } => {
-                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: filling the slot, posting {collateral} collateral");
+                        log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: filling the slot, posting {collateral} collateral");
                         let approve = req(
                             "approve",
                             GasCall::Other,
@@ -1098,7 +1088,7 @@ impl Node {
                         self.txs.send_fill(approve, fill, &mut self.tx_actions);
                     }
                     Tx::SubmitProof { slot, proof } => {
-                        log::info!(target: "codex::proving", "slot {idx} of {rid}: submitting a proof{}", if proof.is_zero() { " (simulated failure)" } else { "" });
+                        log::info!(target: "codex::proving", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: submitting a proof{}", if proof.is_zero() { " (simulated failure)" } else { "" });
                         let r = req(
                             "submitProof",
                             GasCall::Other,
@@ -1108,7 +1098,7 @@ impl Node {
                         self.txs.send(r, &mut self.tx_actions);
                     }
                     Tx::FreeSlot { slot } => {
-                        log::info!(target: "codex::sales", "slot {idx} of {rid}: {state}: freeing the slot to collect payout and collateral");
+                        log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: freeing the slot to collect payout and collateral");
                         let data = match self.cfg.reward_recipient {
                             Some(to) => calls::free_slot_to(slot.slot_id(), to, self.txs.address()),
                             None => calls::free_slot(slot.slot_id()),
@@ -1120,7 +1110,7 @@ impl Node {
             }
             SaleCommand::Download { slot, request, .. } => {
                 let cid = crate::market::cid::format_cid(&request.content.cid);
-                log::info!(target: "codex::sales", "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
+                log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.downloads.insert(slot, cancel.clone());
                 self.workers

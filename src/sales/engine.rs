@@ -41,6 +41,17 @@ use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQu
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx};
 use super::ChainTime;
 
+/// Logs a sale's change of state at info: short ids in the text, the full ones as fields
+/// (`--log-format json` shows them).
+fn log_transition(slot: SlotRef, from: &str, to: &str) {
+    log::info!(
+        request:% = slot.request_id, slot = slot.slot_index;
+        "slot {} of {}: {from} -> {to}",
+        slot.slot_index,
+        crate::market::short(&slot.request_id)
+    );
+}
+
 /// Entries `no_match` may hold beyond twice those it kept at its last pruning.
 const NO_MATCH_SLACK: usize = 64;
 
@@ -1025,6 +1036,7 @@ impl<L: Ledger> Engine<L> {
                         continue;
                     }
                     self.insert_sale(sale, true);
+                    log_transition(slot, "queued", "SalePreparing");
                     self.apply(slot, &mut out);
                     self.scratch = out;
                     self.run_inbox();
@@ -1067,8 +1079,14 @@ impl<L: Ledger> Engine<L> {
             return true;
         };
         let slot = sale.slot();
+        let before = sale.state_name();
         let mut out = std::mem::take(&mut self.scratch);
-        entry.sale = Some(sale.on(input, self.now, &self.cfg.sale, &mut out));
+        let next = sale.on(input, self.now, &self.cfg.sale, &mut out);
+        let after = next.state_name();
+        entry.sale = Some(next);
+        if before != after {
+            log_transition(slot, before, after);
+        }
         self.apply(slot, &mut out);
         self.scratch = out;
         true
@@ -1165,9 +1183,10 @@ impl<L: Ledger> Engine<L> {
                         unreachable!("a sale announced its end in state {state}");
                     };
                     log::info!(
+                        request:% = slot.request_id, slot = slot.slot_index;
                         "slot {} of {}: sale ended in {state}: {}",
                         slot.slot_index,
-                        slot.request_id,
+                        crate::market::short(&slot.request_id),
                         ending.reason
                     );
                     if let Some((rid, returned)) = ending.reservation {

@@ -30,6 +30,8 @@ struct Host {
     global: Vec<String>,
     /// `codex run` options.
     args: Vec<String>,
+    /// `--log-format`.
+    log_format: String,
     starts: usize,
 }
 
@@ -69,6 +71,7 @@ impl Host {
                 "debug".to_string(),
             ],
             args: args.iter().map(|s| s.to_string()).collect(),
+            log_format: "nocolors".into(),
             starts: 0,
         }
     }
@@ -137,7 +140,7 @@ impl Host {
         c.arg("--eth-private-key")
             .arg(&self.key)
             .arg("--log-format")
-            .arg("nocolors")
+            .arg(&self.log_format)
             .args(&self.global)
             .arg("run")
             .args(&self.args)
@@ -513,6 +516,7 @@ fn two_hosts_share_a_request() {
     let mut w = World::new();
     let mut a = w.host("a", 1, &[]);
     let mut b = w.host("b", 2, &[]);
+    b.log_format = "json".into();
     a.offer("1MiB", "10000000");
     b.offer("1MiB", "10000000");
     a.start();
@@ -533,6 +537,19 @@ fn two_hosts_share_a_request() {
         let held_b = 2 - held_a;
         free_size(&a) == (1 << 20) - held_a * 4096 && free_size(&b) == (1 << 20) - held_b * 4096
     });
+    // Host b logs JSON lines: every state change has the short id in its text and the full
+    // request id as a field.
+    let text = std::fs::read_to_string(&b.log).unwrap();
+    let transitions: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["msg"].as_str().is_some_and(|m| m.contains(" -> ")))
+        .collect();
+    assert!(!transitions.is_empty(), "{text}");
+    for t in &transitions {
+        assert_eq!(t["request"], id.to_string(), "{t}");
+        assert!(t["msg"].as_str().unwrap().contains('…'), "{t}");
+    }
 }
 
 /// SIGTERM stops the node within a second with status 0.
