@@ -15,7 +15,7 @@ use codex::market::{calls, Ask, Content, Request, SlotId, SlotState};
 use serde_json::{json, Value};
 use support::dataserver::{DataServer, Mode};
 use support::devchain::{self, Devchain};
-use support::proxy::Proxy;
+use support::proxy::{text_frame, Proxy};
 
 /// Seconds of chain time each mined block adds.
 const BLOCK_SECS: u64 = 10;
@@ -780,6 +780,15 @@ fn a_sale_survives_dropped_connections() {
             }
         }
         turn += 1;
+        // Garbage from the "node" between frames: malformed JSON, an answer to no call, a
+        // notification for no subscription, and a log that is not a Marketplace event.
+        if turn == 5 {
+            proxy.inject(&text_frame(b"{\"jsonrpc\":\"2.0\",\"id\":"));
+            proxy.inject(&text_frame(br#"{"jsonrpc":"2.0","id":987654,"result":"0x1"}"#));
+            proxy.inject(&text_frame(
+                br#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xdead","result":{}}}"#,
+            ));
+        }
         w.host_of(slot) == me
     });
     proxy.drop_all();
