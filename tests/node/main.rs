@@ -1077,3 +1077,51 @@ fn a_stalled_download_times_out_and_returns_everything() {
         host.slots_dir_files()
     );
 }
+
+/// A provider that is down when the node starts is tried again with backoff (and logged)
+/// until it answers; a SIGTERM while waiting stops the node at once with status 0.
+#[test]
+fn a_provider_down_at_start_is_retried_until_it_answers() {
+    let mut w = World::new();
+    let upstream: std::net::SocketAddr =
+        format!("127.0.0.1:{}", w.chain.anvil.port).parse().unwrap();
+    let proxy = Proxy::start(upstream);
+    proxy.refuse(true);
+    let mut host = w.host("h1", 1, &[]).via(&proxy.ws_url());
+    host.offer("1MiB", "10000000");
+    host.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host.log_text().matches("retrying in").count() < 2 {
+        host.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no retries logged:\n{}",
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Stopped while waiting: at once, cleanly.
+    let t = Instant::now();
+    assert!(host.terminate(Duration::from_secs(5)).success());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // Started again while still down; the provider comes back and the node sells.
+    host.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host.log_text().matches("retrying in").count() < 3 {
+        host.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no retries logged:\n{}",
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.refuse(false);
+    let me = w.chain.account(1);
+    w.mine_until(&[&host], "connected", 40, |_| host.log_has("connected to"));
+    let req = w.post(1, 900, 600, 16);
+    let slot = SlotId::of(req.id(), 0);
+    w.mine_until(&[&host], "sold once the provider answers", 60, |w| {
+        w.host_of(slot) == me
+    });
+}
