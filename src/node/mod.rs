@@ -190,10 +190,10 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             return Err(io(format!("locking {}", lock_path.display()))(e))
         }
     }
-    let store = Store::open(&cfg.data_dir, Options::node())?;
+    let mut store = Store::open(&cfg.data_dir, Options::node())?;
     // A connection lost during start-up starts it over on a new one.
     let start = loop {
-        match start_up(&cfg, rpc, &store, &mut lp) {
+        match start_up(&cfg, rpc, &mut store, &mut lp) {
             Ok(Some(start)) => break start,
             Ok(None) => {
                 log::info!(target: "codex::node", "stopped before the node started");
@@ -364,7 +364,7 @@ fn is_transient(e: &ChainError) -> bool {
 fn start_up(
     cfg: &NodeConfig,
     (mut rpc, chain_id, marketplace): (BlockingClient, u64, Address),
-    store: &Store,
+    store: &mut Store,
     lp: &mut EventLoop,
 ) -> Result<Option<Start>, NodeError> {
     let me = cfg.key.address();
@@ -481,6 +481,7 @@ fn start_up(
             calls::decode_get_active_slot(&d).map_err(|e| bad("getActiveSlot", e))?;
         my_slots.push((request.id(), index));
     }
+    forfeit_lost_slots(cfg, &mut rpc, marketplace, store, &my_slots, window_start)?;
     Ok(Some(Start {
         key: cfg.key.clone(),
         chain_id,
@@ -494,6 +495,94 @@ fn start_up(
         my_slots,
         open_requests,
     }))
+}
+
+/// Slots this host filled that are gone from `mySlots` while it was down took its posted
+/// collateral with them, unless it was paid out (a `freeSlot` mined just before the crash):
+/// a forced free (missed proofs) or a failed request forfeits it. Their reservations are
+/// ended here with nothing returned, so the availability does not count tokens the host no
+/// longer has; the engine then ends the remaining orphaned reservations (never filled) with
+/// everything returned.
+fn forfeit_lost_slots(
+    cfg: &NodeConfig,
+    rpc: &mut BlockingClient,
+    marketplace: Address,
+    store: &mut Store,
+    my_slots: &[(RequestId, u64)],
+    from_block: u64,
+) -> Result<(), NodeError> {
+    use crate::sales::ledger::Ledger;
+    let reservations = store
+        .reservations()
+        .map_err(|e| NodeError::Store(StoreError::Ledger(e)))?;
+    for r in reservations {
+        if my_slots.contains(&(r.request_id, r.slot_index)) {
+            continue;
+        }
+        let slot = SlotRef::new(r.request_id, r.slot_index);
+        let state = calls::decode_slot_state(
+            &rpc.eth_call(marketplace, &calls::slot_state(slot.slot_id()))?,
+        )
+        .map_err(|e| bad("slotState", e))?;
+        if state == crate::market::SlotState::Paid {
+            continue;
+        }
+        // Did we fill it? The node records its fills; a fill mined just before a crash may
+        // not be recorded yet, so the chain is asked too: a SlotFilled of this slot whose
+        // transaction we sent.
+        let filled = store.has_chain_fill(r.request_id, r.slot_index)?
+            || filled_by(rpc, marketplace, slot, cfg.key.address(), from_block)?;
+        if !filled {
+            continue;
+        }
+        log::warn!(
+            target: "codex::sales",
+            request:% = r.request_id, slot = r.slot_index;
+            "slot {} of {} was taken from this host while it was down (now {state:?}): its collateral {} is lost",
+            r.slot_index,
+            short(&r.request_id),
+            r.collateral
+        );
+        store
+            .end_reservation(r.id, U256::ZERO)
+            .map_err(|e| NodeError::Store(StoreError::Ledger(e)))?;
+        let path = data::slot_path(&cfg.data_dir, &slot.slot_id().to_string());
+        if let Err(e) = data::release(&path) {
+            log::warn!(target: "codex::sales", "deleting {}: {e}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` sent a transaction that filled `slot` (a SlotFilled log since `from_block`).
+fn filled_by(
+    rpc: &mut BlockingClient,
+    marketplace: Address,
+    slot: SlotRef,
+    host: Address,
+    from_block: u64,
+) -> Result<bool, NodeError> {
+    use alloy_sol_types::SolEvent;
+    let topic = crate::market::abi::Marketplace::SlotFilled::SIGNATURE_HASH;
+    let v = rpc.call(
+        "eth_getLogs",
+        json!([{"address": marketplace, "fromBlock": format!("{from_block:#x}"), "toBlock": "latest",
+                "topics": [topic, slot.request_id.0]}]),
+    )?;
+    for l in parse_logs(&v).map_err(|e| bad("eth_getLogs", e))? {
+        let Ok(d) = decode_log(&to_rpc_log(&l)) else {
+            continue;
+        };
+        if !matches!(d.event, MarketEvent::SlotFilled { slot_index, .. } if slot_index == slot.slot_index)
+        {
+            continue;
+        }
+        let tx = rpc.call("eth_getTransactionByHash", json!([l.transaction_hash]))?;
+        if tx["from"].as_str().and_then(|f| f.parse::<Address>().ok()) == Some(host) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The first block whose timestamp is at least `t` (bisection on block timestamps).
@@ -941,6 +1030,14 @@ impl Node {
         match cmd {
             Command::Sale(t, out) => self.sale_output(reg, t, out),
             Command::ReleaseData(slot) => {
+                // The sale is over: a fill it made is settled.
+                if let Err(e) = self
+                    .engine
+                    .ledger_port()
+                    .forget_chain_fill(slot.request_id, slot.slot_index)
+                {
+                    log::warn!(target: "codex::store", "forgetting the fill of slot {} of {}: {e}", slot.slot_index, short(&slot.request_id));
+                }
                 if let Some(c) = self.downloads.remove(&slot) {
                     c.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -1151,6 +1248,13 @@ impl Node {
                 );
             }
             SaleCommand::Filled(s) => {
+                if let Err(e) = self
+                    .engine
+                    .ledger_port()
+                    .record_chain_fill(s.request_id, s.slot_index)
+                {
+                    log::warn!(target: "codex::store", "recording the fill of slot {} of {}: {e}", s.slot_index, short(&s.request_id));
+                }
                 log::info!(target: "codex::sales", "slot {} of {}: filled; we host it now and prove it every period it is required", s.slot_index, short(&s.request_id));
             }
         }

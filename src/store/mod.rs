@@ -93,12 +93,15 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     // 2: the best-fit order of the enabled availabilities, walked by reserve_matching.
     "CREATE INDEX availabilities_best_fit ON availabilities (free_size, id) WHERE enabled = 1;",
-    // 3: slots this host reserved on chain (reserveSlot succeeded). The contract has no
-    // view for it and refuses a second reservation by the same address, so a node that
-    // restarts between reserving and filling needs to remember it.
+    // 3: slots this host reserved on chain (reserveSlot succeeded), and whether it filled
+    // them. The contract has no view for the first and refuses a second reservation by the
+    // same address, so a node that restarts between reserving and filling needs to
+    // remember it; the second tells a restarted node that a slot gone from mySlots took
+    // posted collateral with it.
     "CREATE TABLE chain_reservations (
         request_id BLOB NOT NULL CHECK (length(request_id) = 32),
         slot_index INTEGER NOT NULL,
+        filled INTEGER NOT NULL DEFAULT 0 CHECK (filled IN (0, 1)),
         PRIMARY KEY (request_id, slot_index)
     ) WITHOUT ROWID;",
 ];
@@ -611,6 +614,39 @@ impl Store {
         })
     }
 
+    /// Records that this host filled the slot (posted its collateral).
+    pub fn record_chain_fill(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT INTO chain_reservations (request_id, slot_index, filled) VALUES (?1, ?2, 1)
+                 ON CONFLICT (request_id, slot_index) DO UPDATE SET filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Whether this host filled the slot (see [`Self::record_chain_fill`]).
+    pub fn has_chain_fill(
+        &self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Whether this host reserved the slot on chain (see [`Self::record_chain_reservation`]).
     pub fn has_chain_reservation(
         &self,
@@ -628,12 +664,29 @@ impl Store {
             .is_some())
     }
 
-    /// Forgets the on-chain reservations of a request that ended.
+    /// Forgets the on-chain reservations of a request that can take no more fills (it
+    /// started, was cancelled or failed) that this host did not fill; the filled ones stay
+    /// until their sales end ([`Self::forget_chain_fill`]).
     pub fn forget_chain_reservations(&mut self, request_id: RequestId) -> Result<(), StoreError> {
         self.immediate(|tx| {
             tx.execute(
-                "DELETE FROM chain_reservations WHERE request_id = ?1",
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND filled = 0",
                 params![request_id.0.as_slice()],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Forgets a filled slot whose sale ended.
+    pub fn forget_chain_fill(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
             )?;
             Ok::<_, StoreError>(())
         })

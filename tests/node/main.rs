@@ -363,6 +363,12 @@ impl World {
     }
 }
 
+/// The accounting invariant of every availability, as a fresh process reads the file.
+fn assert_invariant(h: &Host) {
+    let mut store = codex::store::Store::open(&h.dir, codex::store::Options::cli()).unwrap();
+    store.check_invariant(None).unwrap();
+}
+
 fn free_size(h: &Host) -> u64 {
     h.availabilities()
         .iter()
@@ -448,6 +454,7 @@ fn a_host_killed_while_proving_resumes_after_a_restart() {
     w.mine_until(&[&host], "bytes back", 20, |_| free_size(&host) == 1 << 20);
     let text = std::fs::read_to_string(&host.log).unwrap();
     assert_eq!(text.matches("sent fillSlot").count(), 1, "filled once");
+    assert_invariant(&host);
 }
 
 /// Item 5 of the node's duties (spec §5.6): an availability added with the CLI while the
@@ -859,6 +866,7 @@ fn a_host_killed_while_downloading_sells_the_slot_after_a_restart() {
         (1 << 20) - 4096,
         "one reservation, not two"
     );
+    assert_invariant(&host);
 }
 
 /// `kill -9` after fillSlot was sent but before it was mined (automine is off, so the
@@ -902,6 +910,7 @@ fn a_host_killed_before_its_fill_is_mined_resumes_the_slot() {
     );
     let text = std::fs::read_to_string(&host.log).unwrap();
     assert_eq!(text.matches("sent fillSlot").count(), 1, "filled once");
+    assert_invariant(&host);
 }
 
 /// `kill -9` while freeing the slot at the end: the restarted node finds the slot paid or
@@ -933,6 +942,7 @@ fn a_host_killed_during_payout_collects_after_a_restart() {
         "10000000"
     );
     assert!(host.slots_dir_files().is_empty());
+    assert_invariant(&host);
 }
 
 fn forcibly_free(slot: SlotId) -> Vec<u8> {
@@ -1124,4 +1134,43 @@ fn a_provider_down_at_start_is_retried_until_it_answers() {
     w.mine_until(&[&host], "sold once the provider answers", 60, |w| {
         w.host_of(slot) == me
     });
+}
+
+/// Slots taken from a host while it was down (forcibly freed, and the request failed with
+/// them) took the host's collateral: the restarted node records it as lost instead of
+/// counting it back, gives the bytes back, deletes the data, and the accounting invariant
+/// holds.
+#[test]
+fn slots_taken_while_the_host_was_down_count_their_collateral_as_lost() {
+    let mut w = World::new();
+    let mut host = w.host("h1", 1, &[]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    let me = w.chain.account(1);
+    let req = w.post(2, 900, 300, 17);
+    let id = req.id();
+    let slots = [SlotId::of(id, 0), SlotId::of(id, 1)];
+    w.mine_until(&[&host], "both slots filled", 60, |w| {
+        slots.iter().all(|s| w.host_of(*s) == me)
+    });
+    host.kill9();
+    let deployer = w.chain.account(0);
+    let mkt = w.chain.marketplace();
+    for s in slots {
+        devchain::send(&mut w.rpc, deployer, mkt, &forcibly_free(s));
+    }
+    host.start();
+    w.mine_until(&[&host], "bytes back", 20, |_| free_size(&host) == 1 << 20);
+    let a = &host.availabilities()[0];
+    assert_eq!(a["collateralLost"], (2 * 4096).to_string(), "{a}");
+    assert_eq!(
+        a["totalRemainingCollateral"],
+        (10_000_000 - 2 * 4096).to_string()
+    );
+    assert!(
+        host.slots_dir_files().is_empty(),
+        "{:?}",
+        host.slots_dir_files()
+    );
+    assert_invariant(&host);
 }
