@@ -905,3 +905,27 @@ fn defect_8_16_startup_read_failures_are_retried() {
     let (s, _) = feed(s, vec![Input::Slot(Ok(view(SlotState::Filled, ME)))], now);
     assert_eq!(s.state_name(), "SaleFilled");
 }
+
+/// A cancellation or failure that the chain does not confirm (the slot still reads Filled
+/// with us as host, e.g. after a reorganisation removed the event) never sends freeSlot,
+/// which on a Filled slot is a forced free that forfeits all the collateral: the sale goes
+/// back to proving.
+#[test]
+fn an_unconfirmed_end_never_frees_a_live_slot() {
+    for interrupt in [Input::Cancelled, Input::Failed] {
+        let (sale, out) = feed(
+            proving(),
+            vec![
+                interrupt.clone(),
+                Input::Slot(Ok(view(SlotState::Filled, ME))),
+            ],
+            T0 + 150,
+        );
+        assert_eq!(sale.state_name(), "SaleProving", "{interrupt:?}");
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Send(Tx::FreeSlot { .. }))),
+            "{interrupt:?}: {out:?}"
+        );
+    }
+}

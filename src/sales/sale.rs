@@ -1521,6 +1521,13 @@ fn freeing(
                 let held = held_of(&f.hosted);
                 return end_hosted(Closing::Finished, &f.hosted, "already paid", held, out);
             }
+            if is_host && view.slot_state == SlotState::Filled {
+                // The chain says the slot is live: the request was not cancelled or failed
+                // after all (a reorganisation removed the event) or is not over yet. A
+                // freeSlot now would be a forced free, forfeiting all the collateral: keep
+                // proving instead; the proving loop sees the slot's real end.
+                return start_proving(Box::new(f.hosted), now, cfg, out);
+            }
             if !is_host {
                 let returned = if f.was_hosting {
                     U256::ZERO
