@@ -929,3 +929,43 @@ fn an_unconfirmed_end_never_frees_a_live_slot() {
         );
     }
 }
+
+/// A slot read that fails in Preparing (the chain cannot be reached) is tried again after a
+/// backoff instead of giving the slot up at once; after three failed reads the sale ends,
+/// holding nothing.
+#[test]
+fn preparing_reads_again_when_the_chain_cannot_be_reached() {
+    let err = || Input::Slot(Err(ChainError("connection lost".into())));
+    // Two failures, then the read works: the sale goes on to reserve.
+    let (sale, out) = feed(
+        preparing(),
+        vec![
+            err(),
+            Input::Wake,
+            err(),
+            Input::Wake,
+            Input::Slot(Ok(view(SlotState::Free, Address::ZERO))),
+        ],
+        T0,
+    );
+    assert_eq!(sale.state_name(), "SalePreparing");
+    assert_eq!(
+        out.iter()
+            .filter(|o| matches!(o, Output::ReadSlot(_)))
+            .count(),
+        2,
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Reserve { .. })),
+        "{out:?}"
+    );
+    // Three failures: it ends, holding nothing.
+    let (sale, out) = feed(
+        preparing(),
+        vec![err(), Input::Wake, err(), Input::Wake, err()],
+        T0,
+    );
+    assert_eq!(sale.state_name(), "SaleErrored");
+    assert_eq!(ending(&sale, &out).reservation, None);
+}

@@ -404,6 +404,16 @@ pub struct Preparing {
 pub enum PrepStep {
     /// Waiting for [`Input::Slot`].
     Reading,
+    /// The read failed (the chain could not be reached); read again at the wake-up.
+    ReadBackoff {
+        /// Failed reads so far.
+        attempt: u32,
+    },
+    /// Waiting for [`Input::Slot`] after `attempt` failed reads.
+    Rereading {
+        /// Failed reads so far.
+        attempt: u32,
+    },
     /// Waiting for [`Input::Reserved`].
     Reserving {
         /// The request, read.
@@ -755,7 +765,7 @@ impl Sale {
             _ => {}
         }
         match self {
-            Sale::Preparing(p) => preparing(p, input, now, out),
+            Sale::Preparing(p) => preparing(p, input, now, cfg, out),
             Sale::SlotReserving(s) => slot_reserving(s, input, out),
             Sale::Downloading(r) => downloading(r, input, now, cfg, out),
             Sale::InitialProving(r, step) => initial_proving(r, step, input, now, cfg, out),
@@ -966,20 +976,58 @@ fn base_of(slot: SlotRef, view: &SlotView, request: Arc<Request>) -> Base {
     }
 }
 
-fn preparing(mut p: Box<Preparing>, input: Input, now: u64, out: &mut Vec<Output>) -> Sale {
-    let slot = p.slot;
-    let step = std::mem::replace(&mut p.step, PrepStep::Reading);
-    match (step, input) {
-        (PrepStep::Reading, Input::Slot(Err(e))) => end(
+/// Reads a Preparing sale makes before it gives up on a chain it cannot reach (it holds a
+/// worker meanwhile).
+const PREPARE_READS: u32 = 3;
+
+/// A Preparing read failed: read again after a backoff, up to [`PREPARE_READS`] reads, then
+/// end (nothing is held yet).
+fn prepare_read_failed(
+    mut p: Box<Preparing>,
+    attempt: u32,
+    e: ChainError,
+    now: u64,
+    cfg: &SaleConfig,
+    out: &mut Vec<Output>,
+) -> Sale {
+    if attempt + 1 >= PREPARE_READS {
+        return end(
             Closing::Errored,
-            slot,
+            p.slot,
             e.to_string(),
             None,
             None,
             false,
             out,
-        ),
-        (PrepStep::Reading, Input::Slot(Ok(mut view))) => {
+        );
+    }
+    out.push(Output::WakeAt(cfg.backoff(now, attempt)));
+    p.step = PrepStep::ReadBackoff {
+        attempt: attempt + 1,
+    };
+    Sale::Preparing(p)
+}
+
+fn preparing(
+    mut p: Box<Preparing>,
+    input: Input,
+    now: u64,
+    cfg: &SaleConfig,
+    out: &mut Vec<Output>,
+) -> Sale {
+    let slot = p.slot;
+    let step = std::mem::replace(&mut p.step, PrepStep::Reading);
+    match (step, input) {
+        (PrepStep::Reading, Input::Slot(Err(e))) => prepare_read_failed(p, 0, e, now, cfg, out),
+        (PrepStep::Rereading { attempt }, Input::Slot(Err(e))) => {
+            prepare_read_failed(p, attempt, e, now, cfg, out)
+        }
+        (PrepStep::ReadBackoff { attempt }, Input::Wake) => {
+            out.push(Output::ReadSlot(slot));
+            p.step = PrepStep::Rereading { attempt };
+            Sale::Preparing(p)
+        }
+        (PrepStep::Reading | PrepStep::Rereading { .. }, Input::Slot(Ok(mut view))) => {
             let Some(request) = view.request.take() else {
                 return end(
                     Closing::Errored,
