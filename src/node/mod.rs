@@ -294,6 +294,9 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             log::info!(target: "codex::node", "{name} received; stopping (live sales resume on the next start)");
             node.engine.handle(ChainTime(node.now), EngineInput::Pause);
             node.workers.shutdown();
+            for c in node.downloads.values() {
+                c.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             node.client.shutdown(lp.registry());
             return Ok(());
         }
@@ -1210,10 +1213,6 @@ impl Node {
                 log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.downloads.insert(slot, cancel.clone());
-                self.workers
-                    .cancels
-                    .retain(|c| !c.load(std::sync::atomic::Ordering::Relaxed));
-                self.workers.cancels.push(cancel.clone());
                 let job = DownloadJob {
                     source: self.cfg.data_source.clone(),
                     cid,

@@ -2,7 +2,7 @@
 //! computation). The loop hands them [`Job`]s over a channel; each result comes back over
 //! another channel, and a [`mio::Waker`] wakes the loop to read it. A worker never touches
 //! the engine, the store or the chain: it owns only its job.
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,8 +37,6 @@ pub enum Done {
 pub struct Workers {
     jobs: Option<Sender<Job>>,
     results: Receiver<Done>,
-    /// Cancel flags of running downloads (shared with their jobs).
-    pub cancels: Vec<Arc<AtomicBool>>,
 }
 
 impl Workers {
@@ -59,7 +57,6 @@ impl Workers {
         Ok(Workers {
             jobs: Some(jobs),
             results,
-            cancels: Vec::new(),
         })
     }
 
@@ -79,11 +76,8 @@ impl Workers {
         self.results.try_recv().ok()
     }
 
-    /// Stops handing out jobs; running ones see their cancel flags.
+    /// Stops handing out jobs (the caller sets the cancel flags of the running downloads).
     pub fn shutdown(&mut self) {
-        for c in &self.cancels {
-            c.store(true, Ordering::Relaxed);
-        }
         self.jobs = None;
     }
 }
