@@ -464,3 +464,17 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod keys_tests {
+    /// Every chain option is a file key too (the two lists must not drift apart).
+    #[test]
+    fn file_keys_hold_every_chain_key() {
+        for k in crate::chain::settings::KEYS {
+            assert!(
+                super::FILE_KEYS.contains(k),
+                "{k} is missing from FILE_KEYS"
+            );
+        }
+    }
+}

@@ -3,9 +3,13 @@
 //! Architecture (see README.md for the map):
 //! - [`market`]: Marketplace types, ids, ABI, event and error decoding. Pure.
 //! - [`sales`]: the core: slot queue, per-slot sale state machines, matching and the
-//!   availability/reservation ledger rules. Pure: no sockets, clocks, threads or files.
-//! - [`store`]: SQLite persistence of availabilities, reservations, sales and chain position.
-//! - [`chain`]: WebSocket JSON-RPC client over mio, transactions.
+//!   availability/reservation ledger rules. Pure: no sockets, clocks or threads; the ledger
+//!   is a synchronous port (the node's is the SQLite store), called inside a step.
+//! - [`store`]: SQLite persistence of availabilities, reservations, the slots reserved and
+//!   filled on chain, and the chain position.
+//! - [`chain`]: WebSocket JSON-RPC client, the one event loop, transactions.
+//! - [`node`]: `codex run`, the loop that drives the engine over the chain, the store and
+//!   worker threads (see `docs/architecture.md`).
 //! - [`cli`]: one module per subcommand; [`config`] (CLI > `CODEX_*` env > TOML file >
 //!   defaults), [`logging`] (stderr, text or JSON lines), [`units`] (sizes, durations,
 //!   256-bit amounts as people write them).

@@ -623,8 +623,8 @@ impl BlockingClient {
             reason: format!("cannot create a poller: {e}"),
         })?;
         let now = Instant::now();
-        let seed = now.elapsed().subsec_nanos() as u64 ^ u64::from(std::process::id());
-        let client = ChainClient::new(config, CHAIN, now, fastrand::Rng::with_seed(seed));
+        // Backoff jitter only: the generator's own seeding (time of day, thread) will do.
+        let client = ChainClient::new(config, CHAIN, now, fastrand::Rng::new());
         let mut bc = BlockingClient {
             lp,
             client,

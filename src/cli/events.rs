@@ -141,8 +141,7 @@ fn follow(
         .with_signals(signals)
         .map_err(CliError::Signals)?;
     let now = Instant::now();
-    let seed = u64::from(std::process::id()) ^ now.elapsed().subsec_nanos() as u64;
-    let mut client = ChainClient::new(config, CHAIN, now, fastrand::Rng::with_seed(seed));
+    let mut client = ChainClient::new(config, CHAIN, now, fastrand::Rng::new());
     loop {
         let turn = lp.turn(&mut client, None).map_err(CliError::Output)?;
         let mut wrote = false;

@@ -25,7 +25,7 @@
 //! - An availability can be removed only when no reservation holds it.
 //!
 //! [`MemLedger`] is the in-memory implementation (simulation, reference for property
-//! tests); `crate::store::SqliteLedger` is the durable one. Both run the generic property
+//! tests); `crate::store::Store` is the durable one. Both run the generic property
 //! tests in `tests/ledger_props.rs`.
 
 use std::collections::BTreeMap;

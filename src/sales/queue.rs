@@ -642,17 +642,6 @@ impl SlotQueue {
         self.busy_workers = self.busy_workers.saturating_sub(1);
     }
 
-    /// Takes a worker for work that did not come from [`Self::next_for_worker`]; false when
-    /// none is free.
-    pub fn take_worker(&mut self) -> bool {
-        if self.busy_workers < self.max_workers {
-            self.busy_workers += 1;
-            true
-        } else {
-            false
-        }
-    }
-
     /// Removes one slot's item; returns it when it was queued. O(log n).
     pub fn delete(&mut self, request_id: RequestId, slot_index: u64) -> Option<SlotQueueItem> {
         let id = self.index.get(&(request_id, slot_index)).copied()?;

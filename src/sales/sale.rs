@@ -393,7 +393,7 @@ pub enum Input {
 pub struct Preparing {
     /// The queue item this sale came from.
     pub item: SlotQueueItem,
-    /// The slot (its id computed once).
+    /// The slot.
     pub slot: SlotRef,
     /// Where it is.
     pub step: PrepStep,
@@ -745,11 +745,6 @@ impl Sale {
             Sale::Unknown(u) => u.reservation.as_ref(),
             _ => None,
         }
-    }
-
-    /// True from the fill on (the sale no longer holds a worker).
-    pub fn is_hosting(&self) -> bool {
-        matches!(self, Sale::Proving(_) | Sale::Payout(_))
     }
 
     /// Feeds one input at chain time `now`.
@@ -1645,8 +1640,14 @@ fn freeing(
             }
             Err(TxError::Transient(e)) => {
                 if cause == FreeCause::Failed && attempt + 1 >= cfg.max_attempts {
-                    let _ = e;
-                    return free_done(&f, cause, U256::ZERO, out);
+                    // A failed request pays nothing back: give up on the freeSlot, saying why.
+                    return end_hosted(
+                        Closing::Closed("SaleFailed"),
+                        &f.hosted,
+                        format!("request failed; freeSlot not sent: {e}"),
+                        U256::ZERO,
+                        out,
+                    );
                 }
                 // A payout stays claimable: keep trying, with capped backoff.
                 out.push(Output::WakeAt(cfg.backoff(now, attempt)));

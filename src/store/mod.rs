@@ -198,8 +198,8 @@ impl Options {
             retry_for: Duration::from_secs(10),
         }
     }
-    /// For the node's event loop: wait at most 20 ms, no retries (the caller retries on a
-    /// later loop turn).
+    /// For the node's event loop: wait at most 20 ms, no retries here (the engine keeps a
+    /// write that met a busy database and tries it again from its timer table).
     pub fn node() -> Options {
         Options {
             busy_timeout: Duration::from_millis(20),
