@@ -23,8 +23,8 @@ use serde_json::Value;
 use super::error::ChainError;
 use super::event_loop::{EventLoop, CHAIN};
 use super::rpc::{
-    parse_incoming, parse_logs, parse_quantity, CallId, Head, Incoming, Log, LogRange, LogSync,
-    ParseError, Pending, SubKind, Subscriptions, SyncEvent,
+    parse_incoming, parse_incoming_batch, parse_logs, parse_quantity, CallId, Head, Incoming, Log,
+    LogRange, LogSync, ParseError, Pending, SubKind, Subscriptions, SyncEvent,
 };
 use super::ws::{Endpoint, WsConn, WsError, WsEvent, WsLimits};
 
@@ -191,6 +191,38 @@ impl ChainClient {
         now: Instant,
     ) -> CallId {
         self.start(registry, method, params, Tag::User, now)
+    }
+
+    /// Sends several calls as one JSON-RPC batch (one frame out, one frame back, so the
+    /// node answers them together instead of one small frame each) and returns their ids;
+    /// each answer comes as its own [`ClientOutput::Response`].
+    pub fn call_batch(
+        &mut self,
+        registry: &Registry,
+        calls: &[(&str, Value)],
+        now: Instant,
+    ) -> Vec<CallId> {
+        let deadline = now + self.config.call_timeout;
+        let mut ids = Vec::with_capacity(calls.len());
+        let mut frame = String::from("[");
+        for (i, (method, params)) in calls.iter().enumerate() {
+            let (id, one) = self.pending.start(method, params, Tag::User, deadline);
+            if i > 0 {
+                frame.push(',');
+            }
+            frame.push_str(&one);
+            ids.push(id);
+        }
+        frame.push(']');
+        let Some(&first) = ids.first() else {
+            return ids;
+        };
+        if self.is_connected() {
+            self.send(registry, frame, now);
+        } else {
+            self.outbox.push_back((first, frame));
+        }
+        ids
     }
 
     fn start(
@@ -473,7 +505,17 @@ impl ChainClient {
     }
 
     fn on_text(&mut self, registry: &Registry, text: &str, now: Instant) {
-        match parse_incoming(text) {
+        if text.trim_start().starts_with('[') {
+            for msg in parse_incoming_batch(text) {
+                self.on_message(registry, msg, now);
+            }
+            return;
+        }
+        self.on_message(registry, parse_incoming(text), now);
+    }
+
+    fn on_message(&mut self, registry: &Registry, msg: Result<Incoming, ParseError>, now: Instant) {
+        match msg {
             Ok(Incoming::Response { id, result }) => match self.pending.complete(id) {
                 Some(call) => self.on_response(registry, id, call.method, call.tag, result, now),
                 None => log::warn!("ignoring a response for unknown call id {id}"),

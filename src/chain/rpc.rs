@@ -114,6 +114,25 @@ fn excerpt(text: &str) -> String {
 /// Classifies one text frame. Never panics.
 pub fn parse_incoming(text: &str) -> Result<Incoming, ParseError> {
     let v: Value = serde_json::from_str(text).map_err(|e| ParseError::Json(e.to_string()))?;
+    classify(&v, text)
+}
+
+/// Classifies one text frame that may be the answer to a batch (a JSON array of responses):
+/// one entry per message in it. Never panics.
+pub fn parse_incoming_batch(text: &str) -> Vec<Result<Incoming, ParseError>> {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return vec![Err(ParseError::Json(e.to_string()))],
+    };
+    match &v {
+        Value::Array(items) if !items.is_empty() => {
+            items.iter().map(|item| classify(item, text)).collect()
+        }
+        _ => vec![classify(&v, text)],
+    }
+}
+
+fn classify(v: &Value, text: &str) -> Result<Incoming, ParseError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ParseError::Unexpected(excerpt(text)))?;
@@ -1066,5 +1085,39 @@ mod tests {
         assert_eq!(logs_of(&out), vec![(1500, 0)]);
         assert!(s.is_done());
         assert_eq!(s.next_range(), None);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_answer_gives_one_message_per_entry_and_never_panics() {
+        let text = r#"[{"jsonrpc":"2.0","id":3,"result":"0x01"},{"jsonrpc":"2.0","id":4,"error":{"code":3,"message":"execution reverted","data":"0x3b920b88"}},7]"#;
+        let got = parse_incoming_batch(text);
+        assert_eq!(got.len(), 3);
+        assert!(matches!(
+            &got[0],
+            Ok(Incoming::Response {
+                id: 3,
+                result: Ok(_)
+            })
+        ));
+        assert!(matches!(
+            &got[1],
+            Ok(Incoming::Response {
+                id: 4,
+                result: Err(_)
+            })
+        ));
+        assert!(got[2].is_err(), "a stray entry is an error, not a panic");
+        assert_eq!(parse_incoming_batch("[").len(), 1);
+        assert!(parse_incoming_batch("[]")[0].is_err());
+        // A single object still parses.
+        assert!(matches!(
+            parse_incoming_batch(r#"{"jsonrpc":"2.0","id":9,"result":null}"#)[..],
+            [Ok(Incoming::Response { id: 9, .. })]
+        ));
     }
 }

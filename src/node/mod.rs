@@ -66,6 +66,10 @@ const MAX_RANGE: u64 = 1000;
 const TICK: Duration = Duration::from_secs(1);
 /// Requests kept in the view cache (a request never changes once posted).
 const REQUEST_CACHE: usize = 4096;
+/// The most a loop turn spends on queued work before it polls its sockets again: long
+/// bursts (a period's first block wakes every proving sale) are spread over turns so that
+/// the connection keeps being read and pings answered.
+const TURN_BUDGET: Duration = Duration::from_millis(2);
 /// How long start-up waits for transactions of an earlier run to be mined.
 const PENDING_WAIT: Duration = Duration::from_secs(120);
 
@@ -278,16 +282,18 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         tx_actions: Vec::new(),
         reserving: HashMap::new(),
     };
-    node.pump(lp.registry());
+    let mut more = node.pump(lp.registry());
     loop {
+        // With work left over, only look at the sockets and come straight back.
+        let until = if more { Instant::now() } else { node.next_tick };
         let turn = lp
-            .turn(&mut node.client, Some(node.next_tick))
+            .turn(&mut node.client, Some(until))
             .map_err(io("waiting for events"))?;
-        node.pump(lp.registry());
+        more = node.pump(lp.registry());
         if Instant::now() >= node.next_tick {
             node.next_tick = Instant::now() + TICK;
             node.check_availabilities();
-            node.pump(lp.registry());
+            more |= node.pump(lp.registry());
         }
         if let Some(s) = turn.signal {
             let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
@@ -676,27 +682,44 @@ struct Node {
 
 impl Node {
     /// Drains everything that is ready: client outputs, worker results, engine commands.
-    fn pump(&mut self, reg: &Registry) {
+    /// Drains what is ready (client outputs, worker results, engine commands, transaction
+    /// actions) for at most [`TURN_BUDGET`]; returns true when work is left, so that the
+    /// loop polls its sockets (answering pings, reading frames) before it goes on.
+    fn pump(&mut self, reg: &Registry) -> bool {
+        let start = Instant::now();
+        let over = || start.elapsed() >= TURN_BUDGET;
         loop {
             let mut progressed = false;
             while let Some(o) = self.client.poll_output() {
                 progressed = true;
                 self.on_client(reg, o);
+                if over() {
+                    return true;
+                }
             }
             while let Some(d) = self.workers.try_recv() {
                 progressed = true;
                 self.on_done(d);
+                if over() {
+                    return true;
+                }
             }
             while let Some(cmd) = self.engine.poll() {
                 progressed = true;
                 self.execute(reg, cmd);
+                if over() {
+                    return true;
+                }
             }
             if !self.tx_actions.is_empty() {
                 progressed = true;
                 self.run_tx_actions(reg);
             }
             if !progressed {
-                return;
+                return false;
+            }
+            if over() {
+                return true;
             }
         }
     }
@@ -874,8 +897,20 @@ impl Node {
                 missing: calls.len(),
             },
         );
-        for (i, data) in calls.into_iter().enumerate() {
-            self.eth_call(reg, data, Purpose::Batch(id, i));
+        // One JSON-RPC batch: the node answers the views together, in one frame.
+        let from = self.txs.address();
+        let params: Vec<(&str, Value)> = calls
+            .into_iter()
+            .map(|data| {
+                (
+                    "eth_call",
+                    json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, "pending"]),
+                )
+            })
+            .collect();
+        let ids = self.client.call_batch(reg, &params, Instant::now());
+        for (i, call) in ids.into_iter().enumerate() {
+            self.calls.insert(call, Purpose::Batch(id, i));
         }
     }
 
@@ -1294,7 +1329,9 @@ impl Node {
     }
 
     fn run_tx_actions(&mut self, reg: &Registry) {
-        let actions = std::mem::take(&mut self.tx_actions);
+        // A bounded slice at a time, so that a pump can stop between slices.
+        let n = self.tx_actions.len().min(64);
+        let actions: Vec<TxAction<Ticket>> = self.tx_actions.drain(..n).collect();
         for a in actions {
             match a {
                 TxAction::Call(tag, method, params) => {
