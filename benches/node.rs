@@ -183,6 +183,7 @@ impl NodeProc {
             .args(["--eth-provider", provider])
             .args(["--marketplace-address", &chain.marketplace().to_string()])
             .arg("run")
+            .args(["--api-port", "0"])
             .args(run_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

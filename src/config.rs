@@ -39,6 +39,12 @@ pub const FILE_KEYS: &[&str] = &[
     "reward-recipient",
     "from-block",
     "download-timeout",
+    "api-bindaddr",
+    "api-port",
+    "api-cors-origin",
+    "metrics",
+    "metrics-address",
+    "metrics-port",
 ];
 
 /// The default storage quota: 20 GiB.

@@ -6,20 +6,24 @@
 //!   availability/reservation ledger rules. Pure: no sockets, clocks or threads; the ledger
 //!   is a synchronous port (the node's is the SQLite store), called inside a step.
 //! - [`store`]: SQLite persistence of availabilities, reservations, the slots reserved and
-//!   filled on chain, and the chain position.
+//!   filled on chain, the history of ended sales, and the chain position.
 //! - [`chain`]: WebSocket JSON-RPC client, the one event loop, transactions.
 //! - [`node`]: `codex run`, the loop that drives the engine over the chain, the store and
 //!   worker threads (see `docs/architecture.md`).
+//! - [`api`]: the REST API (routes over the node's state, JSON shapes shared with the
+//!   CLI, a small HTTP/1.1 server for the loop); [`metrics`]: the Prometheus exposition.
 //! - [`cli`]: one module per subcommand; [`config`] (CLI > `CODEX_*` env > TOML file >
 //!   defaults), [`logging`] (stderr, text or JSON lines), [`units`] (sizes, durations,
 //!   256-bit amounts as people write them).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod market;
+pub mod metrics;
 pub mod node;
 pub mod sales;
 pub mod store;

@@ -13,7 +13,7 @@
 //! The logger is a few lines over `log`: simplelog has neither per-module levels nor JSON.
 
 use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -166,7 +166,7 @@ impl LogFormat {
 }
 
 struct Logger {
-    level: LogLevel,
+    level: RwLock<LogLevel>,
     format: LogFormat,
 }
 
@@ -216,7 +216,11 @@ impl<'kvs> log::kv::VisitSource<'kvs> for JsonFields {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        self.format != LogFormat::None && m.level() <= self.level.level_for(m.target())
+        self.format != LogFormat::None
+            && match self.level.read() {
+                Ok(l) => m.level() <= l.level_for(m.target()),
+                Err(_) => false,
+            }
     }
 
     fn log(&self, record: &Record) {
@@ -285,18 +289,31 @@ pub fn init(level: &LogLevel, format: LogFormat) {
         f => f,
     };
     let logger = LOGGER.get_or_init(|| Logger {
-        level: level.clone(),
+        level: RwLock::new(level.clone()),
         format,
     });
     if log::set_logger(logger).is_ok() {
         log::set_max_level(if format == LogFormat::None {
             LevelFilter::Off
         } else {
-            logger.level.max()
+            level.max()
         });
     }
     for t in &level.unknown_topics {
         log::warn!("Unrecognized logging topic: {t}");
+    }
+}
+
+/// Changes the level of the installed logger at run time (the REST API's
+/// `POST /debug/chronicles/loglevel`); unknown topics are ignored, as at start-up.
+pub fn set_level(level: &LogLevel) {
+    if let Some(logger) = LOGGER.get() {
+        if let Ok(mut l) = logger.level.write() {
+            *l = level.clone();
+        }
+        if logger.format != LogFormat::None {
+            log::set_max_level(level.max());
+        }
     }
 }
 

@@ -34,7 +34,12 @@ pub struct EventLoop {
     poll: Poll,
     events: Events,
     signals: Option<Signals>,
+    /// Readiness of the caller's own sockets in the last turn: (token, readable, writable).
+    others: Vec<(Token, bool, bool)>,
 }
+
+/// The first token free for the caller's own sockets (the REST and metrics servers).
+pub const FIRST_FREE: usize = 16;
 
 impl EventLoop {
     /// A loop with nothing registered yet.
@@ -43,6 +48,7 @@ impl EventLoop {
             poll: Poll::new()?,
             events: Events::with_capacity(256),
             signals: None,
+            others: Vec::new(),
         })
     }
 
@@ -80,12 +86,17 @@ impl EventLoop {
         let mut turn = Turn::default();
         let mut chain_ready = false;
         let mut signalled = false;
+        self.others.clear();
         for ev in self.events.iter() {
             match ev.token() {
                 CHAIN => chain_ready = true,
                 SIGNALS => signalled = true,
                 WAKER => turn.woken = true,
-                _ => {}
+                t => self.others.push((
+                    t,
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable() || ev.is_write_closed(),
+                )),
             }
         }
         let registry = self.poll.registry();
@@ -101,6 +112,12 @@ impl EventLoop {
             }
         }
         Ok(turn)
+    }
+
+    /// The readiness the last [`Self::turn`] saw on the caller's own sockets (tokens from
+    /// [`FIRST_FREE`] on): (token, readable, writable).
+    pub fn others(&self) -> &[(Token, bool, bool)] {
+        &self.others
     }
 
     /// Waits until `until` for a signal only (no chain connection yet: start-up backoff);

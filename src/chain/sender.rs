@@ -182,6 +182,7 @@ impl Sender {
                                 .map(super::rpc::parse_quantity)
                                 .and_then(Result::ok)
                                 .unwrap_or(0),
+                            logs: receipt["logs"].clone(),
                         });
                     }
                 }

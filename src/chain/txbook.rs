@@ -56,6 +56,9 @@ pub struct Mined {
     pub block_number: u64,
     /// Gas it used.
     pub gas_used: u64,
+    /// The receipt's logs, as the node sent them (`logs`), for callers that read what the
+    /// transaction emitted (e.g. token transfers).
+    pub logs: Value,
 }
 
 /// Why a transaction did not go through.
@@ -582,6 +585,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                         hash,
                         block_number: block,
                         gas_used,
+                        logs: receipt["logs"].clone(),
                     }),
                 ));
                 if tx.fill_lane {

@@ -20,10 +20,13 @@ use crate::store::{Options, Store, StoreError};
 
 pub mod availability;
 pub mod events;
-pub mod json;
+pub mod node_api;
+pub mod queue;
 pub mod request;
 pub mod reservation;
 pub mod run;
+pub mod sale;
+pub mod status;
 pub mod table;
 pub mod version;
 
@@ -37,6 +40,12 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The Ethereum node could not be reached (chain commands).
     pub const CHAIN: i32 = 3;
+    /// The codex node (`codex run`) is not running or not answering on its API address
+    /// (`codex queue show`, `codex sale`, `codex status`).
+    pub const NODE: i32 = 4;
+    /// `codex status`: the node answers but is not healthy (no chain connection, or no
+    /// block for two minutes).
+    pub const UNHEALTHY: i32 = 5;
 }
 
 /// A storage-provider node for the Codex decentralized storage marketplace.
@@ -118,7 +127,10 @@ commands! {
     Events(events::EventsArgs),
     Request(request::RequestArgs),
     Reservation(reservation::ReservationArgs),
+    Queue(queue::QueueArgs),
     Run(run::RunArgs),
+    Sale(sale::SaleArgs),
+    Status(status::StatusArgs),
     Version(version::VersionArgs),
 }
 
@@ -154,6 +166,29 @@ pub enum CliError {
     /// The node (`codex run`) stopped with an error.
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    /// No codex node answers at the API address.
+    #[error(
+        "no codex node answers at {url} ({reason}); is `codex run` running, with this --api-port?"
+    )]
+    NodeDown {
+        /// The API's base URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered with an error.
+    #[error("{url} answered {status}: {body}")]
+    NodeAnswer {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The answer's text.
+        body: String,
+    },
+    /// `codex status`: the node is not healthy (the reason was printed with the status).
+    #[error("the node is not healthy: {0}")]
+    Unhealthy(String),
 }
 
 impl From<crate::sales::ledger::LedgerError> for CliError {
@@ -177,6 +212,10 @@ impl CliError {
             CliError::Node(crate::node::NodeError::Chain(e)) if e.is_unreachable() => exit::CHAIN,
             CliError::Node(crate::node::NodeError::Store(e)) => e.exit_code(),
             CliError::Node(_) => exit::FAILURE,
+            CliError::NodeDown { .. } => exit::NODE,
+            CliError::NodeAnswer { status, .. } if (400..500).contains(status) => exit::USAGE,
+            CliError::NodeAnswer { .. } => exit::FAILURE,
+            CliError::Unhealthy(_) => exit::UNHEALTHY,
         }
     }
 

@@ -43,6 +43,37 @@ pub struct RunArgs {
     /// attempt is tried again three times (default 30s; env CODEX_DOWNLOAD_TIMEOUT)
     #[argh(option, arg_name = "DURATION")]
     pub download_timeout: Option<String>,
+    /// address the REST API listens on (default 127.0.0.1; env CODEX_API_BINDADDR)
+    #[argh(option, arg_name = "IP")]
+    pub api_bindaddr: Option<String>,
+    /// port of the REST API (default 8080; 0 picks a free one; env CODEX_API_PORT)
+    #[argh(option, arg_name = "PORT")]
+    pub api_port: Option<String>,
+    /// origin allowed to call the REST API from a browser: CORS headers are sent for it
+    /// (default none; env CODEX_API_CORS_ORIGIN)
+    #[argh(option, arg_name = "ORIGIN")]
+    pub api_cors_origin: Option<String>,
+    /// serve Prometheus metrics at /metrics (default off; env CODEX_METRICS=true)
+    #[argh(switch)]
+    pub metrics: bool,
+    /// address the metrics listen on (default 127.0.0.1; env CODEX_METRICS_ADDRESS)
+    #[argh(option, arg_name = "IP")]
+    pub metrics_address: Option<String>,
+    /// port of the metrics (default 8008; env CODEX_METRICS_PORT)
+    #[argh(option, arg_name = "PORT")]
+    pub metrics_port: Option<String>,
+}
+
+/// Parses an IP address option.
+pub(crate) fn ip_arg(v: &str) -> Result<std::net::IpAddr, String> {
+    v.parse()
+        .map_err(|_| "not an IP address (e.g. 127.0.0.1 or ::1)".to_string())
+}
+
+/// Parses a port option.
+pub(crate) fn port_arg(v: &str) -> Result<u16, String> {
+    v.parse()
+        .map_err(|_| "not a port number (0-65535)".to_string())
 }
 
 fn positive(what: &str) -> impl Fn(&str) -> Result<usize, String> + '_ {
@@ -114,6 +145,46 @@ impl Run for RunArgs {
                 secs => Ok(std::time::Duration::from_secs(secs)),
             },
         )?;
+        let api_ip = sources.parse(
+            "api-bindaddr",
+            self.api_bindaddr.as_deref(),
+            || std::net::IpAddr::from([127, 0, 0, 1]),
+            ip_arg,
+        )?;
+        let api_port = sources.parse("api-port", self.api_port.as_deref(), || 8080, port_arg)?;
+        let cors_origin = sources.parse(
+            "api-cors-origin",
+            self.api_cors_origin.as_deref(),
+            || None,
+            |v| match v.trim() {
+                "" => Err("must not be empty".to_string()),
+                o if o.contains(['\r', '\n']) => Err("must be one line".to_string()),
+                o => Ok(Some(o.to_string())),
+            },
+        )?;
+        let metrics_on = self.metrics
+            || sources.parse(
+                "metrics",
+                None,
+                || false,
+                |v| match v {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err("must be true or false".to_string()),
+                },
+            )?;
+        let metrics_ip = sources.parse(
+            "metrics-address",
+            self.metrics_address.as_deref(),
+            || std::net::IpAddr::from([127, 0, 0, 1]),
+            ip_arg,
+        )?;
+        let metrics_port = sources.parse(
+            "metrics-port",
+            self.metrics_port.as_deref(),
+            || 8008,
+            port_arg,
+        )?;
         let settings = ctx.chain_settings()?;
         let key_path = settings.private_key.clone().ok_or_else(|| {
             CliError::Usage(
@@ -143,6 +214,11 @@ impl Run for RunArgs {
             reward_recipient,
             from_block,
             download_timeout,
+            api: node::ApiConfig {
+                bind: std::net::SocketAddr::new(api_ip, api_port),
+                cors_origin,
+            },
+            metrics: metrics_on.then(|| std::net::SocketAddr::new(metrics_ip, metrics_port)),
         })?;
         Ok(())
     }

@@ -21,7 +21,9 @@
 //! core asks for, repeat. Nothing in the loop waits on the network or a disk other than the
 //! SQLite commits of the ledger.
 
+mod api;
 pub mod data;
+mod history;
 pub mod prover;
 pub mod workers;
 
@@ -37,8 +39,9 @@ use serde_json::{json, Value};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::api::http;
 use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
-use crate::chain::event_loop::{EventLoop, CHAIN};
+use crate::chain::event_loop::{EventLoop, CHAIN, FIRST_FREE};
 use crate::chain::key::EthPrivateKey;
 use crate::chain::rpc::{parse_logs, CallId, Log};
 use crate::chain::tx::GasCall;
@@ -103,6 +106,19 @@ pub struct NodeConfig {
     pub from_block: Option<u64>,
     /// How long a download may receive nothing before the attempt fails.
     pub download_timeout: Duration,
+    /// The REST API.
+    pub api: ApiConfig,
+    /// Where the Prometheus metrics are served (None: off).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// The REST API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where it listens.
+    pub bind: std::net::SocketAddr,
+    /// The `Access-Control-Allow-Origin` to send (None: no CORS headers).
+    pub cors_origin: Option<String>,
 }
 
 /// Why the node stopped with an error.
@@ -142,6 +158,8 @@ enum Purpose {
     Tx(TxCall),
     RequestState(RequestId),
     FeeHistory,
+    EthBalance,
+    TokenBalance,
 }
 
 #[derive(Debug)]
@@ -194,6 +212,31 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             return Err(io(format!("locking {}", lock_path.display()))(e))
         }
     }
+    // The API's port is taken before the chain work starts, so a port in use fails at once.
+    let mut api_server = http::Server::bind(
+        cfg.api.bind,
+        lp.registry(),
+        FIRST_FREE,
+        http::Limits::default(),
+    )
+    .map_err(io(format!(
+        "listening for the REST API on {}",
+        cfg.api.bind
+    )))?;
+    log::info!(target: "codex::restapi", "REST API on http://{}{}", api_server.local_addr(), crate::api::rest::BASE);
+    let mut metrics_server = match cfg.metrics {
+        Some(addr) => {
+            let limits = http::Limits {
+                max_connections: 16,
+                ..http::Limits::default()
+            };
+            let s = http::Server::bind(addr, lp.registry(), FIRST_FREE + 1000, limits)
+                .map_err(io(format!("listening for metrics on {addr}")))?;
+            log::info!(target: "codex::metrics", "metrics on http://{}/metrics", s.local_addr());
+            Some(s)
+        }
+        None => None,
+    };
     let mut store = Store::open(&cfg.data_dir, Options::node())?;
     // A connection lost during start-up starts it over on a new one.
     let start = loop {
@@ -259,6 +302,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         max_range: MAX_RANGE,
     });
     let client = ChainClient::new(client_cfg, CHAIN, Instant::now(), fastrand::Rng::new());
+    let (queue_size, max_workers) = (cfg.queue_size, cfg.max_workers);
     let data_version = data_version(engine.ledger());
     let mut node = Node {
         cfg,
@@ -281,18 +325,52 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         hashes: HashMap::new(),
         tx_actions: Vec::new(),
         reserving: HashMap::new(),
+        received: HashMap::new(),
+        chain_id: start.chain_id,
+        market_config: start.config.clone(),
+        recent: std::collections::VecDeque::new(),
+        connected_at: Some(Instant::now()),
+        last_head_at: Some(Instant::now()),
+        balances: (None, None),
+        next_balances: Instant::now(),
+        metrics: crate::metrics::NodeMetrics::new(queue_size, max_workers),
+        proving: std::collections::HashSet::new(),
+        processed: start.head,
     };
     let mut more = node.pump(lp.registry());
     loop {
         // With work left over, only look at the sockets and come straight back.
-        let until = if more { Instant::now() } else { node.next_tick };
+        let http_busy = api_server.has_pending_work()
+            || metrics_server
+                .as_ref()
+                .is_some_and(|m| m.has_pending_work());
+        let until = if more || http_busy {
+            Instant::now()
+        } else {
+            [
+                Some(node.next_tick),
+                api_server.next_deadline(),
+                metrics_server.as_ref().and_then(|m| m.next_deadline()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(node.next_tick)
+        };
         let turn = lp
             .turn(&mut node.client, Some(until))
             .map_err(io("waiting for events"))?;
+        node.serve(
+            lp.registry(),
+            lp.others(),
+            &mut api_server,
+            &mut metrics_server,
+        );
         more = node.pump(lp.registry());
         if Instant::now() >= node.next_tick {
             node.next_tick = Instant::now() + TICK;
             node.check_availabilities();
+            node.read_balances(lp.registry());
             more |= node.pump(lp.registry());
         }
         if let Some(s) = turn.signal {
@@ -678,6 +756,23 @@ struct Node {
     tx_actions: Vec<TxAction<Ticket>>,
     /// reserveSlot transactions in flight, to record when they succeed.
     reserving: HashMap<Ticket, SlotRef>,
+    /// Tokens the Marketplace sent for a slot (payout and collateral), for its history.
+    received: HashMap<SlotRef, U256>,
+    chain_id: u64,
+    market_config: crate::market::MarketplaceConfig,
+    /// Requests announced lately, for "why no work" (`GET /sales/queue`).
+    recent: std::collections::VecDeque<api::Seen>,
+    /// When the connection came up (None while it is down), and when the last head came.
+    connected_at: Option<Instant>,
+    last_head_at: Option<Instant>,
+    /// The host's ETH and token balances, as last read.
+    balances: (Option<U256>, Option<U256>),
+    next_balances: Instant,
+    metrics: crate::metrics::NodeMetrics,
+    /// submitProof transactions in flight.
+    proving: std::collections::HashSet<Ticket>,
+    /// The last block fully processed.
+    processed: u64,
 }
 
 impl Node {
@@ -727,15 +822,20 @@ impl Node {
     fn on_client(&mut self, reg: &Registry, o: ClientOutput) {
         match o {
             ClientOutput::Connected => {
+                self.connected_at = Some(Instant::now());
                 log::info!(target: "codex::chain", "connected to {}", self.cfg.provider.url)
             }
             ClientOutput::Disconnected(e) => {
+                self.connected_at = None;
+                self.metrics.reconnects.inc();
                 log::warn!(target: "codex::chain", "{e}; reconnecting (missed events are backfilled)")
             }
             ClientOutput::Failed(e) => log::error!(target: "codex::chain", "{e}"),
             ClientOutput::Log(l) => match decode_log(&to_rpc_log(&l)) {
                 Ok(d) => {
                     log::info!(target: "codex::market", "block {}: {}", l.block_number, d.event.name());
+                    self.metrics.events_processed.inc();
+                    api::remember(&mut self.recent, &d.event, self.now);
                     self.note_request(&d.event);
                     self.engine
                         .handle(ChainTime(self.now), EngineInput::Event(d.event));
@@ -754,12 +854,14 @@ impl Node {
                 l.block_number
             ),
             ClientOutput::Processed(b) => {
+                self.processed = b;
                 let hash = self.hashes.get(&b).copied().unwrap_or_default();
                 if let Err(e) = self.engine.ledger_port().set_cursor(b, hash) {
                     log::warn!(target: "codex::store", "saving the chain cursor at block {b}: {e}");
                 }
             }
             ClientOutput::Head(h) => {
+                self.last_head_at = Some(Instant::now());
                 self.head = h.number;
                 self.now = self.now.max(h.timestamp);
                 self.hashes.insert(h.number, h.hash);
@@ -846,6 +948,23 @@ impl Node {
                 }
             }
             Purpose::Tx(call) => self.txs.on_answer(call, result, &mut self.tx_actions),
+            Purpose::EthBalance => {
+                if let Some(b) = result
+                    .ok()
+                    .and_then(|v| v.as_str().and_then(|s| s.parse::<U256>().ok()))
+                {
+                    self.balances.0 = Some(b);
+                }
+            }
+            Purpose::TokenBalance => {
+                if let Some(b) = result
+                    .ok()
+                    .and_then(|v| hex_bytes(&v))
+                    .and_then(|d| calls::decode_balance_of(&d).ok())
+                {
+                    self.balances.1 = Some(b);
+                }
+            }
             Purpose::RequestState(rid) => {
                 let st = match result {
                     Ok(v) => match hex_bytes(&v).map(|d| calls::decode_request_state(&d)) {
@@ -876,6 +995,70 @@ impl Node {
                         self.finish_batch(b);
                     }
                 }
+            }
+        }
+    }
+
+    /// Reads the host's balances for `codex status`, at most every ten seconds.
+    fn read_balances(&mut self, reg: &Registry) {
+        if Instant::now() < self.next_balances {
+            return;
+        }
+        self.next_balances = Instant::now() + Duration::from_secs(10);
+        let me = self.txs.address();
+        let id = self.client.call(
+            reg,
+            "eth_getBalance",
+            &json!([me, "latest"]),
+            Instant::now(),
+        );
+        self.calls.insert(id, Purpose::EthBalance);
+        let params =
+            json!([{"to": self.token, "data": Bytes::from(calls::balance_of(me))}, "latest"]);
+        let id = self.client.call(reg, "eth_call", &params, Instant::now());
+        self.calls.insert(id, Purpose::TokenBalance);
+    }
+
+    /// Feeds the HTTP servers their readiness and answers the requests that are complete.
+    fn serve(
+        &mut self,
+        reg: &Registry,
+        ready: &[(mio::Token, bool, bool)],
+        api: &mut http::Server,
+        metrics: &mut Option<http::Server>,
+    ) {
+        let now = Instant::now();
+        for &(token, r, w) in ready {
+            if api.owns(token) {
+                api.on_ready(reg, token, r, w, now);
+            } else if let Some(m) = metrics.as_mut().filter(|m| m.owns(token)) {
+                m.on_ready(reg, token, r, w, now);
+            }
+        }
+        api.on_timer(reg, now);
+        while let Some((conn, req)) = api.poll_request() {
+            let resp = crate::api::rest::handle(self, &req);
+            self.metrics.count_response(resp.status);
+            api.respond(reg, conn, resp, Instant::now());
+        }
+        if let Some(m) = metrics.as_mut() {
+            m.on_timer(reg, now);
+            while let Some((conn, req)) = m.poll_request() {
+                let resp = match (req.method.as_str(), req.path.as_str()) {
+                    ("GET", "/metrics") => {
+                        self.refresh_gauges();
+                        http::Response {
+                            status: 200,
+                            headers: vec![(
+                                "Content-Type".into(),
+                                crate::metrics::CONTENT_TYPE.into(),
+                            )],
+                            body: self.metrics.render().into_bytes(),
+                        }
+                    }
+                    _ => http::Response::text(404, "metrics are at GET /metrics"),
+                };
+                m.respond(reg, conn, resp, Instant::now());
             }
         }
     }
@@ -1092,6 +1275,7 @@ impl Node {
             Command::ReadRequestState(rid) => {
                 self.eth_call(reg, calls::request_state(rid), Purpose::RequestState(rid));
             }
+            Command::Ended(e) => self.record_end(e),
             Command::LookupFreedSlot {
                 request_id,
                 slot_index,
@@ -1223,6 +1407,10 @@ impl Node {
                         self.txs.send_fill(approve, fill, &mut self.tx_actions);
                     }
                     Tx::SubmitProof { slot, proof } => {
+                        if proof.is_zero() {
+                            self.metrics.proofs_failed.inc();
+                        }
+                        self.proving.insert(t);
                         log::info!(target: "codex::proving", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: submitting a proof{}", if proof.is_zero() { " (simulated failure)" } else { "" });
                         let r = req(
                             "submitProof",
@@ -1320,12 +1508,33 @@ impl Node {
             }
             Done::Proved(t, res) => {
                 if let Err(e) = &res {
+                    self.metrics.proofs_failed.inc();
                     log::warn!(target: "codex::proving", "slot {} of {}: proof failed: {e}", t.slot.slot_index, short(&t.slot.request_id));
                 }
                 self.engine
                     .handle(ChainTime(now), EngineInput::Reply(t, Input::Proved(res)));
             }
         }
+    }
+
+    /// Tokens the Marketplace transferred in a receipt's logs (the payout and the collateral
+    /// that `freeSlot` sends back).
+    fn transfers_from_marketplace(&self, logs: &Value) -> U256 {
+        const TRANSFER: B256 = alloy_primitives::b256!(
+            "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+        );
+        let Ok(logs) = serde_json::from_value::<Vec<Log>>(logs.clone()) else {
+            return U256::ZERO;
+        };
+        let from = B256::left_padding_from(self.marketplace.as_slice());
+        logs.iter()
+            .filter(|l| {
+                l.address == self.token
+                    && l.topics.first() == Some(&TRANSFER)
+                    && l.topics.get(1) == Some(&from)
+            })
+            .filter_map(|l| U256::try_from_be_slice(&l.data))
+            .fold(U256::ZERO, |a, b| a.saturating_add(b))
     }
 
     fn run_tx_actions(&mut self, reg: &Registry) {
@@ -1339,6 +1548,20 @@ impl Node {
                     self.calls.insert(id, Purpose::Tx(tag));
                 }
                 TxAction::Done(t, res) => {
+                    if self.proving.remove(&t) {
+                        if res.is_ok() {
+                            self.metrics.proofs_submitted.inc();
+                        } else {
+                            self.metrics.proofs_missed.inc();
+                        }
+                    }
+                    if let Ok(m) = &res {
+                        let got = self.transfers_from_marketplace(&m.logs);
+                        if !got.is_zero() {
+                            let e = self.received.entry(t.slot).or_default();
+                            *e = e.saturating_add(got);
+                        }
+                    }
                     if let Some(slot) = self.reserving.remove(&t) {
                         if res.is_ok() {
                             if let Err(e) = self

@@ -166,6 +166,26 @@ pub enum Command {
         /// The freed slot.
         slot_index: u64,
     },
+    /// A sale ended (its reservation, if any, is already ended in the ledger): for the
+    /// history. No answer.
+    Ended(SaleEnded),
+}
+
+/// A sale that ended, as [`Command::Ended`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleEnded {
+    /// The slot.
+    pub slot: SlotRef,
+    /// The final state's name (`SaleFinished`, `SaleErrored`, ...).
+    pub state: &'static str,
+    /// Why it ended.
+    pub reason: String,
+    /// The reservation it held as it was before it ended, with the collateral returned.
+    pub reservation: Option<(Reservation, U256)>,
+    /// Chain time the sale began on this node.
+    pub started_at: u64,
+    /// Chain time it ended.
+    pub ended_at: u64,
 }
 
 /// What a sale asks the driver to do: the [`Output`]s that leave the engine (the ledger,
@@ -268,6 +288,18 @@ pub struct SaleSummary {
     pub reservation: Option<ReservationId>,
     /// Whether it holds a worker.
     pub holds_worker: bool,
+    /// Chain time the sale began on this node.
+    pub started: u64,
+    /// Chain time it entered its current state.
+    pub since: u64,
+    /// Chain time of its next wake-up (a period, a deadline), if it has one.
+    pub wake: Option<u64>,
+    /// Whether it waits for the answer of a command (a chain read, a receipt, a download,
+    /// a proof).
+    pub waiting: bool,
+    /// What its request pays for the whole slot: price per byte per second × slot size ×
+    /// duration (None when not known, e.g. for a sale restored before its request was read).
+    pub expected_payout: Option<U256>,
 }
 
 /// Counters, for logs and tests.
@@ -378,6 +410,9 @@ struct Live {
     holds_worker: bool,
     /// The ticket number of the command whose answer the sale waits for (0: none).
     ticket: u64,
+    /// Chain time the sale began on this node, and the time it entered its current state.
+    started: u64,
+    since: u64,
 }
 
 /// The sales engine. See the module docs.
@@ -897,12 +932,23 @@ impl<L: Ledger> Engine<L> {
         let mut v: Vec<SaleSummary> = self
             .sales
             .values()
-            .filter_map(|l| Some((l.sale.as_ref()?, l.holds_worker)))
-            .map(|(s, holds_worker)| SaleSummary {
+            .filter_map(|l| Some((l.sale.as_ref()?, l)))
+            .map(|(s, l)| SaleSummary {
                 slot: s.slot(),
                 state: s.state_name(),
                 reservation: s.reservation().map(|r| r.id),
-                holds_worker,
+                holds_worker: l.holds_worker,
+                started: l.started,
+                since: l.since,
+                wake: l.wake,
+                waiting: l.ticket != 0,
+                expected_payout: s.base().map(|b| {
+                    b.request
+                        .ask
+                        .price_per_byte_per_second
+                        .saturating_mul(U256::from(b.request.ask.slot_size))
+                        .saturating_mul(U256::from(b.request.ask.duration))
+                }),
             })
             .collect();
         v.sort_by_key(|s| (s.slot.request_id, s.slot.slot_index));
@@ -1059,6 +1105,8 @@ impl<L: Ledger> Engine<L> {
                 wake: None,
                 holds_worker,
                 ticket: 0,
+                started: self.now,
+                since: self.now,
             },
         );
     }
@@ -1085,6 +1133,7 @@ impl<L: Ledger> Engine<L> {
         let after = next.state_name();
         entry.sale = Some(next);
         if before != after {
+            entry.since = self.now;
             log_transition(slot, before, after);
         }
         self.apply(slot, &mut out);
@@ -1175,6 +1224,7 @@ impl<L: Ledger> Engine<L> {
                 }
                 Output::Ended => {
                     // The step that ended the sale stored its final state: take it out.
+                    let started = self.sales.get(&slot).map_or(self.now, |l| l.started);
                     let Some(sale) = self.remove_sale(slot) else {
                         continue;
                     };
@@ -1189,9 +1239,20 @@ impl<L: Ledger> Engine<L> {
                         crate::market::short(&slot.request_id),
                         ending.reason
                     );
+                    let reservation = ending.reservation.and_then(|(rid, returned)| {
+                        Some((self.ledger.reservation(rid).ok()?, returned))
+                    });
                     if let Some((rid, returned)) = ending.reservation {
                         self.end_reservation(rid, returned);
                     }
+                    self.commands.push_back(Command::Ended(SaleEnded {
+                        slot,
+                        state,
+                        reason: ending.reason.to_string(),
+                        reservation,
+                        started_at: started,
+                        ended_at: self.now,
+                    }));
                     if ending.release_data {
                         self.commands.push_back(Command::ReleaseData(ending.slot));
                     }

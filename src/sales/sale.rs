@@ -730,6 +730,20 @@ impl Sale {
         }
     }
 
+    /// The request and its times, once the sale has read them.
+    pub fn base(&self) -> Option<&Base> {
+        match self {
+            Sale::SlotReserving(s) => Some(&s.held.base),
+            Sale::Downloading(r) | Sale::InitialProving(r, _) | Sale::Filling(r, _, _) => {
+                Some(&r.base)
+            }
+            Sale::Filled(h, _) => Some(&h.base),
+            Sale::Proving(p) => Some(&p.hosted.base),
+            Sale::Payout(f) | Sale::Cancelled(f, _) | Sale::Failed(f, _) => Some(&f.hosted.base),
+            _ => None,
+        }
+    }
+
     /// The reservation the sale holds, if any.
     pub fn reservation(&self) -> Option<&Reservation> {
         match self {

@@ -22,8 +22,9 @@
 //! [`MIGRATIONS`] is an append-only list; migration *n* (1-based) brings the schema to
 //! version *n*, kept in `PRAGMA user_version` and applied in the same transaction. A
 //! database whose version is higher than this codex knows is refused with
-//! [`StoreError::NewerSchema`] before anything is written. Later tables (sales) come as
-//! new migrations at the end of the list.
+//! [`StoreError::NewerSchema`] before anything is written. Tables: availabilities,
+//! reservations and the chain cursor (1), the best-fit index (2), the slots reserved and
+//! filled on chain (3), and the history of ended sales (4, see [`history`]).
 //!
 //! Encodings: ids, request ids and block hashes are 32-byte BLOBs; 256-bit amounts are
 //! 32-byte big-endian BLOBs (fixed width, so SQL comparisons and `ORDER BY` follow the
@@ -49,6 +50,8 @@ use alloy_primitives::{B256, U256};
 use rusqlite::{
     params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
+
+pub mod history;
 
 use crate::market::RequestId;
 use crate::sales::ledger::{
@@ -104,6 +107,25 @@ pub const MIGRATIONS: &[&str] = &[
         filled INTEGER NOT NULL DEFAULT 0 CHECK (filled IN (0, 1)),
         PRIMARY KEY (request_id, slot_index)
     ) WITHOUT ROWID;",
+    // 4: the history of ended sales (`history`).
+    "CREATE TABLE sale_history (
+        id INTEGER PRIMARY KEY,
+        request_id BLOB NOT NULL CHECK (length(request_id) = 32),
+        slot_index INTEGER NOT NULL,
+        availability_id BLOB CHECK (availability_id IS NULL OR length(availability_id) = 32),
+        reservation_id BLOB CHECK (reservation_id IS NULL OR length(reservation_id) = 32),
+        outcome TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        slot_size INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER NOT NULL,
+        payout BLOB NOT NULL CHECK (length(payout) = 32),
+        collateral BLOB NOT NULL CHECK (length(collateral) = 32),
+        collateral_returned BLOB NOT NULL CHECK (length(collateral_returned) = 32),
+        collateral_lost BLOB NOT NULL CHECK (length(collateral_lost) = 32)
+    );
+    CREATE INDEX sale_history_by_slot ON sale_history (request_id, slot_index);
+    CREATE INDEX sale_history_by_end ON sale_history (ended_at);",
 ];
 
 /// The schema version this codex writes: the number of migrations.
@@ -222,11 +244,11 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn u256_blob(v: &U256) -> [u8; 32] {
+pub(crate) fn u256_blob(v: &U256) -> [u8; 32] {
     v.to_be_bytes::<32>()
 }
 
-fn blob32(row: &Row, i: usize) -> rusqlite::Result<[u8; 32]> {
+pub(crate) fn blob32(row: &Row, i: usize) -> rusqlite::Result<[u8; 32]> {
     let v: Vec<u8> = row.get(i)?;
     v.as_slice().try_into().map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -237,7 +259,7 @@ fn blob32(row: &Row, i: usize) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
-fn u64_col(row: &Row, i: usize) -> rusqlite::Result<u64> {
+pub(crate) fn u64_col(row: &Row, i: usize) -> rusqlite::Result<u64> {
     Ok(row.get::<_, i64>(i)? as u64)
 }
 

@@ -33,6 +33,17 @@ struct Host {
     /// `--log-format`.
     log_format: String,
     starts: usize,
+    /// The REST API's port.
+    api_port: u16,
+}
+
+/// A port free right now (the OS picks it; the node binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn key_file(dir: &Path, key: &str) -> PathBuf {
@@ -57,6 +68,9 @@ impl Host {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let key = key_file(&dir, &chain.private_key(account));
+        let api_port = free_port();
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.extend(["--api-port".to_string(), api_port.to_string()]);
         Host {
             child: Default::default(),
             log: dir.join("node.log"),
@@ -70,9 +84,10 @@ impl Host {
                 "--log-level".to_string(),
                 "debug".to_string(),
             ],
-            args: args.iter().map(|s| s.to_string()).collect(),
+            args,
             log_format: "nocolors".into(),
             starts: 0,
+            api_port,
         }
     }
 
@@ -1173,4 +1188,486 @@ fn slots_taken_while_the_host_was_down_count_their_collateral_as_lost() {
         host.slots_dir_files()
     );
     assert_invariant(&host);
+}
+
+/// One HTTP/1.1 exchange over a fresh connection: (status, headers lowercased, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn api(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (st, _, b) = http(port, method, &format!("/api/codex/v1{path}"), body);
+    (st, b)
+}
+
+impl Host {
+    /// Waits until the node answers on its API.
+    fn wait_api(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_err() {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "the API never answered:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn api_json(&self, path: &str) -> Value {
+        let (st, body) = api(self.api_port, "GET", path, None);
+        assert_eq!(st, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The REST API table (spec items 99–101, 103, 105–109 and the CORS cases), against a
+/// running node: every path, status and body, and a failed call changes nothing.
+#[test]
+fn the_rest_api_answers_as_the_reference_does() {
+    let w = World::new();
+    let mut host = w.host("rest", 1, &["--api-cors-origin", "http://example.org"]);
+    host.start();
+    host.wait_api();
+    let p = host.api_port;
+    let list = |p| {
+        let (st, b) = api(p, "GET", "/sales/availability", None);
+        assert_eq!(st, 200, "{b}");
+        serde_json::from_str::<Value>(&b).unwrap()
+    };
+    assert_eq!(list(p), json!([]));
+    let good = r#"{"totalSize":140000,"duration":7200,"minPricePerBytePerSecond":"1","totalCollateral":"140000"}"#;
+    // 99: two POSTs, two availabilities.
+    let (st, b) = api(p, "POST", "/sales/availability", Some(good));
+    assert_eq!(st, 201, "{b}");
+    let a: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(a["totalSize"], 140000);
+    assert_eq!(a["freeSize"], 140000);
+    assert_eq!(a["minPricePerBytePerSecond"], "1");
+    assert_eq!(a["totalRemainingCollateral"], "140000");
+    assert_eq!(a["enabled"], true);
+    assert_eq!(a["until"], 0);
+    let id = a["id"].as_str().unwrap().to_string();
+    let (st, b2) = api(p, "POST", "/sales/availability", Some(good));
+    assert_eq!(st, 201, "{b2}");
+    let id2 = serde_json::from_str::<Value>(&b2).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(id, id2);
+    assert_eq!(list(p).as_array().unwrap().len(), 2);
+    // 100: PATCH changes what it names; sizes stay.
+    let until = now_secs() + 100_000;
+    let patch = format!(
+        r#"{{"duration":100,"minPricePerBytePerSecond":"2","totalCollateral":"200000","enabled":false,"until":{until}}}"#
+    );
+    let (st, b) = api(
+        p,
+        "PATCH",
+        &format!("/sales/availability/{id}"),
+        Some(&patch),
+    );
+    assert_eq!((st, b.as_str()), (204, ""));
+    let a = list(p)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(a["duration"], 100);
+    assert_eq!(a["minPricePerBytePerSecond"], "2");
+    assert_eq!(a["totalCollateral"], "200000");
+    assert_eq!(a["enabled"], false);
+    assert_eq!(a["until"], until);
+    assert_eq!(
+        (a["totalSize"].clone(), a["freeSize"].clone()),
+        (json!(140000), json!(140000))
+    );
+    // 101.
+    let (st, _) = api(
+        p,
+        "PATCH",
+        &format!("/sales/availability/{id}"),
+        Some(r#"{"totalSize":100000}"#),
+    );
+    assert_eq!(st, 204);
+    let before = list(p);
+    let a = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(a["freeSize"], 100000);
+    // The error table: (method, path, body, status, exact body).
+    let unknown = format!("0x{}", "ab".repeat(32));
+    let on = format!("/sales/availability/{id}");
+    let cases: Vec<(&str, String, String, u16, &str)> = vec![
+        ("PATCH", on.clone(), r#"{"until":-1}"#.into(), 422, "Cannot set until to a negative value"),
+        ("PATCH", format!("/sales/availability/{unknown}"), r#"{"duration":5}"#.into(), 404, "Availability not found"),
+        ("PATCH", on.clone(), r#"{"freeSize":1}"#.into(), 422, "Updating freeSize is not allowed"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":24000000000,"duration":100,"minPricePerBytePerSecond":1,"totalCollateral":1}"#.into(), 422, "Not enough storage quota"),
+        ("PATCH", on.clone(), r#"{"totalSize":24000000000}"#.into(), 422, "Not enough storage quota"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":0,"duration":100,"minPricePerBytePerSecond":1,"totalCollateral":1}"#.into(), 422, "Total size must be larger then zero"),
+        ("PATCH", on.clone(), r#"{"totalSize":0}"#.into(), 422, "Total size must be larger then zero"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":"-1","duration":100,"minPricePerBytePerSecond":1,"totalCollateral":1}"#.into(), 400, "Parsed integer outside of valid range"),
+        ("PATCH", on.clone(), r#"{"totalSize":"-1"}"#.into(), 400, "Parsed integer outside of valid range"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":100,"duration":100,"minPricePerBytePerSecond":1,"totalCollateral":1,"until":-1}"#.into(), 422, "Cannot set until to a negative value"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":100,"duration":0,"minPricePerBytePerSecond":1,"totalCollateral":1}"#.into(), 422, "duration must be larger then zero"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":100,"duration":100,"minPricePerBytePerSecond":0,"totalCollateral":1}"#.into(), 422, "minPricePerBytePerSecond must be larger then zero"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":100,"duration":100,"minPricePerBytePerSecond":1,"totalCollateral":0}"#.into(), 422, "totalCollateral must be larger then zero"),
+        // The order: totalSize before duration, duration before the price, quota before until.
+        ("POST", "/sales/availability".into(), r#"{"totalSize":0,"duration":0}"#.into(), 422, "Total size must be larger then zero"),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":24000000000,"duration":1,"minPricePerBytePerSecond":1,"totalCollateral":1,"until":-1}"#.into(), 422, "Not enough storage quota"),
+        ("POST", "/sales/availability".into(), "{".into(), 400, ""),
+        ("POST", "/sales/availability".into(), "[1,2]".into(), 400, ""),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":true}"#.into(), 400, ""),
+        ("POST", "/sales/availability".into(), r#"{"totalSize":"18446744073709551616"}"#.into(), 400, ""),
+        ("PATCH", "/sales/availability/0x12".into(), "{}".into(), 400, ""),
+        ("GET", "/sales/availability/0x12/reservations".into(), String::new(), 400, ""),
+        ("GET", format!("/sales/availability/{unknown}/reservations"), String::new(), 404, "Availability not found"),
+        ("GET", "/sales/slots/nothex".into(), String::new(), 400, ""),
+        ("GET", format!("/sales/slots/{unknown}"), String::new(), 404, "Provider not filling slot"),
+        ("POST", "/debug/chronicles/loglevel".into(), String::new(), 400, "Missing level parameter"),
+        ("POST", "/debug/chronicles/loglevel?level=loud".into(), String::new(), 500, ""),
+        ("DELETE", "/sales/availability".into(), String::new(), 405, ""),
+        ("GET", "/no/such/thing".into(), String::new(), 404, ""),
+    ];
+    for (method, path, body, status, text) in &cases {
+        let (st, b) = api(p, method, path, (!body.is_empty()).then_some(body.as_str()));
+        assert_eq!(st, *status, "{method} {path} {body}: {b}");
+        if !text.is_empty() {
+            assert_eq!(b, *text, "{method} {path} {body}");
+        } else {
+            assert!(!b.is_empty(), "{method} {path}: an error needs a message");
+        }
+    }
+    assert_eq!(list(p), before, "a refused call changed the availabilities");
+    // Reservations, slots, space, log level and codex's own endpoints.
+    assert_eq!(
+        host.api_json(&format!("/sales/availability/{id}/reservations")),
+        json!([])
+    );
+    assert_eq!(host.api_json("/sales/slots"), json!([]));
+    let space = host.api_json("/space");
+    assert_eq!(space["quotaMaxBytes"], 20u64 << 30);
+    assert_eq!(space["quotaReservedBytes"], 240000);
+    let (st, _) = api(p, "POST", "/debug/chronicles/loglevel?level=trace", None);
+    assert_eq!(st, 200);
+    assert!(host.api_json("/sales/queue")["capacity"].is_number());
+    assert_eq!(host.api_json("/sales/status")["healthy"], true);
+    assert_eq!(host.api_json("/sales/history"), json!([]));
+    assert_eq!(host.api_json("/sales/live"), json!([]));
+    // CORS: on GET and POST, not on PATCH; OPTIONS answers 204 with PATCH allowed.
+    let (st, h, _) = http(p, "GET", "/api/codex/v1/sales/availability", None);
+    assert_eq!(st, 200);
+    assert!(
+        h.contains(&(
+            "access-control-allow-origin".into(),
+            "http://example.org".into()
+        )),
+        "{h:?}"
+    );
+    assert!(
+        h.contains(&("access-control-max-age".into(), "86400".into())),
+        "{h:?}"
+    );
+    let (st, h, _) = http(
+        p,
+        "PATCH",
+        &format!("/api/codex/v1{on}"),
+        Some(r#"{"duration":120}"#),
+    );
+    assert_eq!(st, 204);
+    assert!(
+        !h.iter().any(|(k, _)| k == "access-control-allow-origin"),
+        "{h:?}"
+    );
+    let (st, h, _) = http(p, "OPTIONS", &format!("/api/codex/v1{on}"), None);
+    assert_eq!(st, 204);
+    assert!(
+        h.contains(&("access-control-allow-methods".into(), "PATCH".into())),
+        "{h:?}"
+    );
+    // A body over the limit is refused without being read.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"POST /api/codex/v1/sales/availability HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n{").unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    }
+    assert_eq!(list(p).as_array().unwrap().len(), 2);
+    // The CLI sees what the API created (one database).
+    assert_eq!(host.availabilities().len(), 2);
+    host.assert_running();
+}
+
+/// The operator's window during a sale: `GET /sales/slots` and `/sales/slots/{id}` (item
+/// 122), PATCH against a hosted slot (items 102 and 104), `codex queue show` with the rule
+/// that refused a request, `codex sale list`, `codex status` and the metrics while
+/// proving; after the payout the history shows what was paid, also after a restart and
+/// with the node down.
+#[test]
+fn an_operator_follows_a_sale_through_the_api_and_the_cli() {
+    let mut w = World::new();
+    let metrics_port = free_port();
+    let mp = metrics_port.to_string();
+    let mut host = w.host("op", 1, &["--metrics", "--metrics-port", &mp]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    host.wait_api();
+    let p = host.api_port;
+    let port = p.to_string();
+    let me = w.chain.account(1);
+    let before = w.balance(me);
+    let req = w.post(1, 600, 300, 7);
+    let slot = SlotId::of(req.id(), 0);
+    w.mine_until(&[&host], "slot filled", 60, |w| w.host_of(slot) == me);
+    w.mine_until(&[&host], "a proof after the fill", 40, |w| {
+        w.proofs(slot) >= 2
+    });
+    // 122: the slot and its state.
+    let slots = host.api_json("/sales/slots");
+    assert_eq!(slots.as_array().unwrap().len(), 1, "{slots}");
+    assert_eq!(slots[0]["id"], slot.to_string());
+    assert_eq!(slots[0]["request"]["ask"]["slotSize"], 4096);
+    let one = host.api_json(&format!("/sales/slots/{slot}"));
+    assert_eq!(one["state"], "SaleProving", "{one}");
+    assert_eq!(one["reservation"]["slotIndex"], 0);
+    // 102 and 104.
+    let id = host.availabilities()[0]["id"].as_str().unwrap().to_string();
+    let on = format!("/sales/availability/{id}");
+    let (st, b) = api(p, "PATCH", &on, Some(r#"{"totalSize":1000}"#));
+    assert_eq!((st, b.as_str()), (422, "New totalSize must be larger then current totalSize - freeSize, which is currently: 4096"));
+    let free = free_size(&host);
+    let (st, _) = api(
+        p,
+        "PATCH",
+        &on,
+        Some(&format!(r#"{{"totalSize":{}}}"#, (1 << 20) + 20000)),
+    );
+    assert_eq!(st, 204);
+    assert_eq!(free_size(&host), free + 20000);
+    let (st, b) = api(
+        p,
+        "PATCH",
+        &on,
+        Some(&format!(r#"{{"until":{}}}"#, now_secs() + 1)),
+    );
+    assert_eq!(
+        (st, b.as_str()),
+        (
+            422,
+            "Until parameter must be greater or equal to the longest currently hosted slot"
+        )
+    );
+    // A request this host cannot take (each slot larger than what is free): queue show says
+    // which rule of which availability refused it.
+    let big = {
+        let client = w.chain.account(3);
+        let r = Request {
+            client,
+            ask: Ask {
+                proof_probability: U256::from(1u8),
+                price_per_byte_per_second: U256::from(1u8),
+                collateral_per_byte: U256::from(1u8),
+                slots: 1,
+                slot_size: 4 << 20,
+                duration: 600,
+                max_slot_loss: 0,
+            },
+            content: Content {
+                cid: vec![0x01, 0x55, 0x12, 0x20, 99],
+                merkle_root: B256::repeat_byte(0x42),
+            },
+            expiry: 300,
+            nonce: B256::repeat_byte(99),
+        };
+        let (token, mkt) = (w.chain.token(), w.chain.marketplace());
+        devchain::send(
+            &mut w.rpc,
+            client,
+            token,
+            &calls::approve(mkt, r.ask.price_per_slot()),
+        );
+        devchain::send(&mut w.rpc, client, mkt, &calls::request_storage(&r));
+        r
+    };
+    let big_id = big.id().to_string();
+    w.mine_until(&[&host], "the big request seen", 20, |_| {
+        host.api_json("/sales/queue")["recentRequests"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|r| r["requestId"] == big_id.as_str()))
+    });
+    let out = host.cli(&["queue", "show", "--api-port", &port, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["kind"], "queue");
+    let refused = lines
+        .iter()
+        .find(|l| l["kind"] == "request" && l["requestId"] == big_id.as_str())
+        .expect("the big request in queue show");
+    assert_eq!(refused["verdict"], "refused", "{refused}");
+    assert_eq!(refused["refusals"][0]["rule"], "size", "{refused}");
+    assert_eq!(refused["refusals"][0]["availabilityId"], id.as_str());
+    let taken = lines
+        .iter()
+        .find(|l| l["kind"] == "request" && l["requestId"] == req.id().to_string().as_str())
+        .expect("the sold request in queue show");
+    assert_eq!(taken["verdict"], "taken", "{taken}");
+    assert_eq!(taken["taken"][0]["state"], "SaleProving");
+    let out = host.cli(&["queue", "show", "--api-port", &port]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("size (slot size 4194304 exceeds free size"),
+        "{text}"
+    );
+    // sale list and status.
+    let out = host.cli(&["sale", "list", "--api-port", &port, "--json"]);
+    let live: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(live["state"], "SaleProving");
+    assert_eq!(live["slotId"], slot.to_string());
+    assert_eq!(live["expectedPayout"], (4096u64 * 600).to_string());
+    let out = host.cli(&["status", "--api-port", &port, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["sales"]["SaleProving"], 1);
+    assert_eq!(st["chain"]["chainId"], 31337);
+    assert!(st["proofs"]["submitted"].as_u64().unwrap() >= 1, "{st}");
+    // Metrics, scraped while proving.
+    let (code, _, text) = http(metrics_port, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+    };
+    assert!(metric("codex_proofs_submitted_total") >= 1.0, "{text}");
+    assert!(
+        text.contains("codex_sales{state=\"SaleProving\"} 1"),
+        "{text}"
+    );
+    // The request ends: paid, and the history says so.
+    w.mine_until(&[&host], "slot paid", 120, |w| {
+        w.slot_state(slot) == SlotState::Paid
+    });
+    w.mine_until(&[&host], "sale in the history", 20, |_| {
+        host.api_json("/sales/history")
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    });
+    let paid = w.balance(me) - before;
+    let h = host.api_json("/sales/history");
+    assert_eq!(h[0]["outcome"], "Finished", "{h}");
+    assert_eq!(h[0]["collateralReturned"], "4096");
+    assert_eq!(h[0]["collateralLost"], "0");
+    assert_eq!(
+        h[0]["payout"],
+        paid.to_string(),
+        "the recorded payout is what the host received"
+    );
+    let (st, _) = api(p, "GET", &format!("/sales/slots/{slot}"), None);
+    assert_eq!(st, 404);
+    let (_, _, text) = http(metrics_port, "GET", "/metrics", None);
+    assert!(
+        text.contains("codex_sales_ended_total{outcome=\"Finished\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("codex_tokens_earned_total {paid}\n")),
+        "{text}"
+    );
+    // The node stops: history and status from the shell.
+    assert!(host.terminate(Duration::from_secs(5)).success());
+    let out = host.cli(&["sale", "list", "--all", "--api-port", &port, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r["outcome"] == "Finished" && r["slotId"] == slot.to_string()),
+        "{rows:?}"
+    );
+    let out = host.cli(&["status", "--api-port", &port]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no codex node answers"));
+    let out = host.cli(&[
+        "sale",
+        "show",
+        &format!("{}:0", req.id()),
+        "--api-port",
+        &port,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("outcome: Finished"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

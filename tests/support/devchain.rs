@@ -103,6 +103,8 @@ pub fn send(rpc: &mut BlockingClient, from: Address, to: Address, data: &[u8]) -
             json!([{"from": from, "to": to, "data": alloy_primitives::hex::encode_prefixed(data)}]),
         )
         .unwrap();
+    // Automine usually has the receipt at the first ask; otherwise ask again every 5 ms
+    // rather than flooding anvil with back-to-back calls.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let r = rpc.call("eth_getTransactionReceipt", json!([tx])).unwrap();
@@ -111,6 +113,7 @@ pub fn send(rpc: &mut BlockingClient, from: Address, to: Address, data: &[u8]) -
             return r;
         }
         assert!(std::time::Instant::now() < deadline, "no receipt for {tx}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

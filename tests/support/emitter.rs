@@ -16,7 +16,8 @@ pub struct Emitter {
 }
 
 /// Waits for the receipt (automine includes the transaction right away, but the answer to
-/// `eth_sendTransaction` may come before the block is sealed).
+/// `eth_sendTransaction` may come before the block is sealed). Asks again every 5 ms, not
+/// back to back, so a slow anvil is not flooded with calls.
 fn receipt(rpc: &mut BlockingClient, tx: &Value) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -25,6 +26,7 @@ fn receipt(rpc: &mut BlockingClient, tx: &Value) -> Value {
             return r;
         }
         assert!(std::time::Instant::now() < deadline, "no receipt for {tx}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

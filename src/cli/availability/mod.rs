@@ -49,7 +49,7 @@ pub(crate) fn print(
 ) -> Result<(), CliError> {
     use std::io::Write;
     if json {
-        writeln!(ctx.out(), "{}", super::json::availability(a))?;
+        writeln!(ctx.out(), "{}", crate::api::json::availability(a))?;
     } else {
         super::table::write_availability(ctx.out(), a, reservations)?;
     }

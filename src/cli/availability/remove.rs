@@ -3,7 +3,8 @@ use std::io::Write;
 
 use argh::FromArgs;
 
-use crate::cli::{json, CliError, Context, Run};
+use crate::api::json;
+use crate::cli::{CliError, Context, Run};
 use crate::sales::ledger::Ledger;
 
 /// Remove an availability that no reservation holds, and print its id.

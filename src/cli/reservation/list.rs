@@ -3,7 +3,8 @@ use std::io::Write;
 
 use argh::FromArgs;
 
-use crate::cli::{json, table, CliError, Context, Run};
+use crate::api::json;
+use crate::cli::{table, CliError, Context, Run};
 use crate::sales::ledger::Ledger;
 
 /// List live reservations, ordered by id.

@@ -5,7 +5,7 @@
 //! - `storage-requested-1000.txt`: 1,000 `StorageRequested` notifications, one frame per line,
 //!   generated here from a seeded RNG in exactly anvil's layout (field order, lowercase hex,
 //!   `blockTimestamp`). The generator is checked against the captured frame byte for byte.
-//!   Regenerate with `CODEX_REGEN_FIXTURES=1 cargo test --test market_frames`.
+//!   Regenerate with `CODEX_REGEN_FIXTURES=1 cargo test --test chain market_frames::`.
 //!
 //! Used by `benches/decode.rs`.
 
@@ -158,7 +158,7 @@ fn the_generated_frames_are_current_and_decode() {
         .expect("fixtures/frames/storage-requested-1000.txt (CODEX_REGEN_FIXTURES=1 writes it)");
     assert!(
         on_disk == generated,
-        "{} is stale: run CODEX_REGEN_FIXTURES=1 cargo test --test market_frames",
+        "{} is stale: run CODEX_REGEN_FIXTURES=1 cargo test --test chain market_frames::",
         path.display()
     );
     let mut last = (0u64, 0u64);

@@ -6,8 +6,7 @@
 //!
 //! `SOAK_DAYS` (default 120) sets the simulated span; the seed is fixed in the file.
 
-mod sales_driver;
-mod sim;
+use crate::{sales_driver, sim};
 
 use codex::market::{Ask, MarketplaceConfig, RequestState, U256};
 use codex::sales::engine::EngineInput;

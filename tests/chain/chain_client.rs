@@ -1,5 +1,5 @@
 //! The chain client against a real anvil: calls, subscriptions, errors.
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -36,8 +36,10 @@ fn block_number_and_chain_id() {
 fn new_heads_and_logs_are_followed() {
     let anvil = Anvil::start(&[]);
     let mut em = Emitter::deploy(&anvil.ws_url());
+    let mut config = fast_config(&anvil.ws_url());
+    config.keepalive = crate::KEEPALIVE;
     let mut f = Follower::new(
-        fast_config(&anvil.ws_url()),
+        config,
         Follow {
             address: em.address(),
             from_block: 0,
@@ -180,7 +182,10 @@ fn idle_connection_stays_up_on_pings() {
     let anvil = Anvil::start(&[]);
     let em = Emitter::deploy(&anvil.ws_url());
     let mut config = fast_config(&anvil.ws_url());
-    config.keepalive = Duration::from_millis(100);
+    // Each pong has half a second to come back (loopback answers in well under a millisecond,
+    // a loaded machine can delay either side by hundreds); without pongs the link would be
+    // dropped after 1 s.
+    config.keepalive = Duration::from_millis(500);
     let mut f = Follower::new(
         config,
         Follow {
@@ -193,8 +198,8 @@ fn idle_connection_stays_up_on_pings() {
     f.run_until(Duration::from_secs(10), "connected", |f| {
         f.processed == Some(1)
     });
-    // Ten keep-alive periods without a block: pongs keep the link.
-    let end = std::time::Instant::now() + Duration::from_secs(1);
+    // Four keep-alive periods without a block: pongs keep the link.
+    let end = std::time::Instant::now() + Duration::from_secs(2);
     f.run_until(Duration::from_secs(10), "idle second", |_| {
         std::time::Instant::now() >= end
     });

@@ -339,6 +339,7 @@ impl<L: Reopen> Node<L> {
                 }
             }
             Command::ReleaseData(slot) => self.released.push(slot),
+            Command::Ended(_) => {}
             Command::ReadRequestState(id) => {
                 let state = if self.read_fails() {
                     Err(ChainError("simulated read failure".into()))

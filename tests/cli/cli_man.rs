@@ -108,6 +108,8 @@ fn man_pages_document_exit_codes_and_environment() {
         ".B 1",
         ".B 2",
         ".B 3",
+        ".B 4",
+        ".B 5",
         "CODEX_DATA_DIR",
         "CODEX_CONFIG_FILE",
         "CODEX_STORAGE_QUOTA",
@@ -118,7 +120,14 @@ fn man_pages_document_exit_codes_and_environment() {
     ] {
         assert!(main.contains(needle), "codex.1 lacks {needle}");
     }
-    for page in ["codex-availability.1", "codex-reservation.1", "codex-run.1"] {
+    for page in [
+        "codex-availability.1",
+        "codex-reservation.1",
+        "codex-run.1",
+        "codex-queue.1",
+        "codex-sale.1",
+        "codex-status.1",
+    ] {
         let t = std::fs::read_to_string(format!("{root}/man/{page}")).unwrap();
         for needle in ["EXIT STATUS", "ENVIRONMENT", "EXAMPLES", "| jq"] {
             assert!(t.contains(needle), "{page} lacks {needle}");

@@ -1,6 +1,6 @@
 //! Signed transactions against the real fixture contracts: nonce resync, confirmations,
 //! reverts with data.
-mod support;
+use crate::support;
 
 use alloy_primitives::U256;
 use codex::chain::key::EthPrivateKey;

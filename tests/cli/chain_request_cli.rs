@@ -1,5 +1,5 @@
 //! `codex request create|show|withdraw` against the real fixture Marketplace on anvil.
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! heights. The chain client must still report every log of a replaced block as removed (it
 //! re-queries the replaced heights when a head at or below its cursor arrives) and hand out the
 //! replacement logs once.
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -34,8 +34,10 @@ fn ids(logs: &[Log]) -> Vec<RequestId> {
 fn chain_client_reports_a_log_removed_by_anvil_reorg_and_the_replacement_once() {
     let chain = Devchain::start(&[]);
     let mut rpc = chain.rpc();
+    let mut config = fast_config(&chain.ws_url());
+    config.keepalive = crate::KEEPALIVE;
     let mut f = Follower::new(
-        fast_config(&chain.ws_url()),
+        config,
         Follow {
             address: chain.marketplace(),
             from_block: 0,

@@ -1,6 +1,6 @@
 //! `wss://` for real: codex against anvil behind a TLS-terminating proxy whose certificate
 //! is self-signed (made by rcgen here), trusted with `--eth-ca-file` or not at all.
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;

@@ -2,8 +2,7 @@
 //! a temporary data directory instead of the in-memory ledger, including restarts that open
 //! the database file anew.
 
-mod sales_driver;
-mod sim;
+use crate::{sales_driver, sim};
 
 use codex::market::{RequestState, U256};
 use codex::sales::ledger::Ledger;

@@ -1,5 +1,5 @@
 //! `codex events` against the real fixture Marketplace on anvil, also through faults.
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

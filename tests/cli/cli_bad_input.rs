@@ -167,7 +167,7 @@ fn cases() -> Vec<Case> {
         case(&["--data-dir", "{dir}/codex.sqlite/sub", ADD, "list"], 1, "cannot read data directory"),
         case(&["--data-dir", "{dir}/codex.sqlite/sub", ADD, "add", "--total-size", "1GiB", "--duration", "1d", "--min-price-per-byte-per-second", "1", "--total-collateral", "1"], 1, "cannot create data directory"),
         Case { setup: Setup::NotSqlite, ..case(&[ADD, "list"], 1, "is not a codex database") },
-        Case { setup: Setup::NewerSchema, ..case(&[ADD, "list"], 1, "has schema version 99, newer than this codex supports (3)") },
+        Case { setup: Setup::NewerSchema, ..case(&[ADD, "list"], 1, "has schema version 99, newer than this codex supports (4)") },
         Case { setup: Setup::NewerSchema, ..case(&[ADD, "add", "--total-size", "1GiB", "--duration", "1d", "--min-price-per-byte-per-second", "1", "--total-collateral", "1"], 1, "upgrade codex") },
     ]
 }

@@ -1,8 +1,7 @@
 //! Whole sales on the simulated Marketplace: spec/sales.md §7 items 54–76 and 121–123, and the
 //! engine-level defects of §8 that codex fixes.
 
-mod sales_driver;
-mod sim;
+use crate::{sales_driver, sim};
 
 use codex::market::{Ask, MarketEvent, RequestState, SlotId, SlotState, U256};
 use codex::sales::engine::{Engine, EngineConfig, EngineInput};

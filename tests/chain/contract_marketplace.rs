@@ -70,7 +70,7 @@
 //! | §7.7 | client refunds: Finished (unearned), Cancelled (unused + expiry..end), Failed (full maxPrice), fill at expiresAt (full maxPrice) | finished, cancelled, slashing, edges |
 //! | §7.6 | slash 20% of 1024 → 820, validator gets 40, the rest stays in the contract; second slash frees, resets missingProofs | slashing |
 //! | §4.1 | slotProbability = proofProbability × (256 − downtime) / 256 | edges |
-mod support;
+use crate::support;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_sol_types::SolCall;

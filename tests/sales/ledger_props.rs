@@ -9,6 +9,7 @@ use codex::sales::ledger::{
 };
 use codex::store::{Options, Store};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 const LIMITS: Limits = Limits {
     quota: 10_000,
@@ -237,8 +238,21 @@ fn run_ops<L: Ledger>(ledger: &mut L, ops: &[Op]) -> Vec<String> {
     outcomes
 }
 
+/// `cases` cases a test; failing inputs are saved to and replayed from
+/// `ledger_props.proptest-regressions` beside this file. (proptest's default looks for a
+/// `proptest-regressions/` directory beside the nearest directory with a `main.rs`: here
+/// `tests/proptest-regressions/ledger_props.txt`, far from the tests it belongs to.)
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::with_cases(cases)
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config(256))]
     #[test]
     fn invariant_holds_in_memory(ops in proptest::collection::vec(op(), 1..60)) {
         run_ops(&mut MemLedger::new(), &ops);
@@ -247,7 +261,7 @@ proptest! {
 
 proptest! {
     // Each SQLite operation is a durable commit; fewer cases keep the suite quick.
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(config(48))]
     #[test]
     fn invariant_holds_in_sqlite_and_matches_memory(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
@@ -289,7 +303,7 @@ fn fit_ask() -> impl Strategy<Value = (u64, u64, u64, u64, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(config(64))]
     /// The indexed best fit (MemLedger's ordered index, the SQLite index walk) picks what the
     /// naive linear best fit picks, also with a free size of 2^63 or more, and after
     /// reservations changed the free sizes.

@@ -1,7 +1,7 @@
 //! Faults between the client and a real anvil, through the fault-injecting proxy. In every case
 //! the follower reconnects (where needed) and reports exactly the logs on chain, each once, in
 //! order.
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -20,11 +20,19 @@ struct Scene {
     f: Follower,
 }
 
+/// A follower through the proxy with a generous keep-alive ([`crate::KEEPALIVE`]): a
+/// reconnect must come from the fault, not from a pong late on a loaded machine.
 fn scene(anvil: Anvil) -> Scene {
+    scene_with_keepalive(anvil, crate::KEEPALIVE)
+}
+
+fn scene_with_keepalive(anvil: Anvil, keepalive: Duration) -> Scene {
     let em = Emitter::deploy(&anvil.ws_url());
     let proxy = Proxy::start(([127, 0, 0, 1], anvil.port).into());
+    let mut config = fast_config(&proxy.ws_url());
+    config.keepalive = keepalive;
     let f = Follower::new(
-        fast_config(&proxy.ws_url()),
+        config,
         Follow {
             address: em.address(),
             from_block: 0,
@@ -84,7 +92,10 @@ fn connection_dropped_between_frames() {
 
 #[test]
 fn stalled_socket() {
-    let s = scene(Anvil::start(&[])).run(|s| s.proxy.stall());
+    // A short keep-alive, so the stall is noticed soon; a pong late for other reasons would
+    // only add a reconnect, which this test expects anyway.
+    let keepalive = Duration::from_millis(700);
+    let s = scene_with_keepalive(Anvil::start(&[]), keepalive).run(|s| s.proxy.stall());
     assert!(s.f.connects >= 2);
     assert!(
         s.f.disconnects

@@ -28,10 +28,18 @@ impl Drop for Guard {
     }
 }
 
+/// Runs this file's test `test` again in a child process of this test binary, with
+/// `CHILD_ENV` set to `arg`.
 fn spawn_self(test: &str, arg: &str) -> Guard {
+    // The harness names a test by its path within the binary: `store_processes::…`.
+    let name = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{test}"),
+        None => test.to_string(),
+    };
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
+        .args(["--exact", &name])
+        .args(["--nocapture", "--test-threads=1", "-q"])
         .env(CHILD_ENV, arg)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

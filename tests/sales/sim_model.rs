@@ -1,5 +1,5 @@
 //! Tests of the simulated Marketplace model against `spec/marketplace.md` §3–§7.
-mod sim;
+use crate::sim;
 
 use sim::*;
 
