@@ -1,6 +1,6 @@
 //! Benchmark (a) of issue 3: decoding and dispatch of recorded `StorageRequested` log
 //! notifications (raw WebSocket text frames, `fixtures/frames/storage-requested-1000.txt`,
-//! generated in anvil's exact layout by `tests/market_frames.rs`). Target: at least 100,000
+//! generated in anvil's exact layout by `tests/chain/market_frames.rs`). Target: at least 100,000
 //! events per second on one core.
 //!
 //! `cargo bench --bench decode`

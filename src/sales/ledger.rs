@@ -26,7 +26,7 @@
 //!
 //! [`MemLedger`] is the in-memory implementation (simulation, reference for property
 //! tests); `crate::store::Store` is the durable one. Both run the generic property
-//! tests in `tests/ledger_props.rs`.
+//! tests in `tests/sales/ledger_props.rs`.
 
 use std::collections::BTreeMap;
 
