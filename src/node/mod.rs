@@ -741,7 +741,8 @@ struct Node {
     /// Chain time: the latest block's timestamp.
     now: u64,
     head: u64,
-    calls: HashMap<CallId, Purpose>,
+    /// Calls in flight: what each answers, and when it was sent (for the latency metric).
+    calls: HashMap<CallId, (Purpose, Instant)>,
     batches: HashMap<u64, Batch>,
     next_batch: u64,
     requests: HashMap<RequestId, Arc<Request>>,
@@ -874,7 +875,7 @@ impl Node {
                     &json!(["0x1", "latest", []]),
                     Instant::now(),
                 );
-                self.calls.insert(id, Purpose::FeeHistory);
+                self.calls.insert(id, (Purpose::FeeHistory, Instant::now()));
                 let now = self.now;
                 self.open.retain(|_, ev| match ev {
                     MarketEvent::StorageRequested { expiry, .. } => *expiry > now,
@@ -882,9 +883,12 @@ impl Node {
                 });
             }
             ClientOutput::Response { id, result } => {
-                let Some(p) = self.calls.remove(&id) else {
+                let Some((p, sent)) = self.calls.remove(&id) else {
                     return;
                 };
+                self.metrics
+                    .rpc_latency
+                    .observe(sent.elapsed().as_secs_f64());
                 self.on_response(p, result);
             }
         }
@@ -1012,11 +1016,12 @@ impl Node {
             &json!([me, "latest"]),
             Instant::now(),
         );
-        self.calls.insert(id, Purpose::EthBalance);
+        self.calls.insert(id, (Purpose::EthBalance, Instant::now()));
         let params =
             json!([{"to": self.token, "data": Bytes::from(calls::balance_of(me))}, "latest"]);
         let id = self.client.call(reg, "eth_call", &params, Instant::now());
-        self.calls.insert(id, Purpose::TokenBalance);
+        self.calls
+            .insert(id, (Purpose::TokenBalance, Instant::now()));
     }
 
     /// Feeds the HTTP servers their readiness and answers the requests that are complete.
@@ -1066,7 +1071,7 @@ impl Node {
     fn eth_call(&mut self, reg: &Registry, data: Vec<u8>, purpose: Purpose) {
         let params = json!([{"from": self.txs.address(), "to": self.marketplace, "data": Bytes::from(data)}, "pending"]);
         let id = self.client.call(reg, "eth_call", &params, Instant::now());
-        self.calls.insert(id, purpose);
+        self.calls.insert(id, (purpose, Instant::now()));
     }
 
     fn batch(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>) {
@@ -1093,7 +1098,8 @@ impl Node {
             .collect();
         let ids = self.client.call_batch(reg, &params, Instant::now());
         for (i, call) in ids.into_iter().enumerate() {
-            self.calls.insert(call, Purpose::Batch(id, i));
+            self.calls
+                .insert(call, (Purpose::Batch(id, i), Instant::now()));
         }
     }
 
@@ -1545,7 +1551,7 @@ impl Node {
             match a {
                 TxAction::Call(tag, method, params) => {
                     let id = self.client.call(reg, method, &params, Instant::now());
-                    self.calls.insert(id, Purpose::Tx(tag));
+                    self.calls.insert(id, (Purpose::Tx(tag), Instant::now()));
                 }
                 TxAction::Done(t, res) => {
                     if self.proving.remove(&t) {

@@ -1599,6 +1599,8 @@ fn an_operator_follows_a_sale_through_the_api_and_the_cli() {
             .unwrap_or_else(|| panic!("{name} not in\n{text}"))
     };
     assert!(metric("codex_proofs_submitted_total") >= 1.0, "{text}");
+    assert!(metric("codex_rpc_latency_seconds_count") >= 1.0, "{text}");
+    assert!(metric("codex_events_processed_total") >= 3.0, "{text}");
     assert!(
         text.contains("codex_sales{state=\"SaleProving\"} 1"),
         "{text}"
