@@ -165,6 +165,17 @@ fn parse_id(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Σ total_size of the availabilities other than `except`: what the quota rule compares.
+fn others_total(host: &mut dyn Host, except: Option<AvailabilityId>) -> Result<u64, LedgerError> {
+    Ok(host
+        .store()
+        .availabilities()?
+        .iter()
+        .filter(|a| Some(a.id) != except)
+        .map(|a| a.total_size)
+        .fold(0, u64::saturating_add))
+}
+
 fn list_availabilities(host: &mut dyn Host) -> Response {
     match host.store().availabilities() {
         Ok(all) => ok_json(&Value::Array(all.iter().map(json::availability).collect())),
@@ -217,11 +228,8 @@ fn create_availability(
     if until < 0 {
         // After the quota check, as the reference orders them (the until-error response
         // has no CORS headers there either).
-        let others = match host.store().availabilities() {
-            Ok(all) => all
-                .iter()
-                .map(|a| a.total_size)
-                .fold(0u64, u64::saturating_add),
+        let others = match others_total(host, None) {
+            Ok(n) => n,
             Err(e) => return Response::text(500, e.to_string()),
         };
         if others.saturating_add(new.total_size) > limits.quota {
@@ -295,14 +303,10 @@ fn update_availability(host: &mut dyn Host, id: &str, body: &[u8]) -> Response {
         if u < 0 {
             // Everything before `until` in the order is checked first, without writing.
             let (others, held) = match (|| -> Result<_, LedgerError> {
-                let others = host
-                    .store()
-                    .availabilities()?
-                    .iter()
-                    .filter(|a| a.id != id)
-                    .map(|a| a.total_size)
-                    .fold(0u64, u64::saturating_add);
-                Ok((others, host.store().reservations_of(id)?))
+                Ok((
+                    others_total(host, Some(id))?,
+                    host.store().reservations_of(id)?,
+                ))
             })() {
                 Ok(x) => x,
                 Err(e) => return ledger_response(&e),

@@ -40,6 +40,15 @@ pub fn api_base(
     ))
 }
 
+/// A JSON value as a table cell: strings without quotes, null as `-`.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
 /// GETs `path` (below the API's base) and parses the JSON answer.
 pub fn get(base: &str, path: &str) -> Result<Value, CliError> {
     let url = format!("{base}{path}");

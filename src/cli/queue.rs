@@ -5,7 +5,8 @@ use std::io::Write;
 use argh::FromArgs;
 use serde_json::Value;
 
-use super::{node_api, table, CliError, Context, Run};
+use super::node_api::{self, text as s};
+use super::{table, CliError, Context, Run};
 
 /// Inspect the running node's slot queue.
 #[derive(FromArgs, Debug)]
@@ -45,14 +46,6 @@ pub struct ShowArgs {
     /// then one per recent request (`"request"`)
     #[argh(switch)]
     pub json: bool,
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 fn short(v: &Value) -> String {

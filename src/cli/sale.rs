@@ -5,7 +5,8 @@ use std::io::Write;
 use argh::FromArgs;
 use serde_json::Value;
 
-use super::{node_api, table, CliError, Context, Run};
+use super::node_api::{self, text as s};
+use super::{table, CliError, Context, Run};
 use crate::market::RequestId;
 use crate::sales::ledger::Ledger;
 use crate::store::history::HistoryFilter;
@@ -73,14 +74,6 @@ pub struct ShowArgs {
     /// print one JSON object per line
     #[argh(switch)]
     pub json: bool,
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 /// Live sales from the node, or None when it does not answer (then the caller falls back

@@ -4,9 +4,9 @@
 use std::io::Write;
 
 use argh::FromArgs;
-use serde_json::Value;
 
-use super::{node_api, CliError, Context, Run};
+use super::node_api::{self, text as s};
+use super::{CliError, Context, Run};
 
 /// Show the host's state: chain, marketplace, balances, availabilities, queue, sales,
 /// proofs and earnings; exits 0 when healthy, 5 when not, 4 when no node answers.
@@ -22,14 +22,6 @@ pub struct StatusArgs {
     /// print one JSON object
     #[argh(switch)]
     pub json: bool,
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 impl Run for StatusArgs {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::Node;
 use crate::api::json::u64_value;
 use crate::api::rest::Host;
+use crate::market::events::AskJson;
 use crate::market::{cid::format_cid, Ask, MarketEvent, Request, RequestId, SlotId, U256};
 use crate::sales::engine::{EngineInput, SaleSummary};
 use crate::sales::ledger::{self, Ledger, Limits, SlotAsk};
@@ -57,23 +58,11 @@ fn wall_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn ask_json(a: &Ask) -> Value {
-    json!({
-        "proofProbability": a.proof_probability.to_string(),
-        "pricePerBytePerSecond": a.price_per_byte_per_second.to_string(),
-        "collateralPerByte": a.collateral_per_byte.to_string(),
-        "slots": u64_value(a.slots),
-        "slotSize": u64_value(a.slot_size),
-        "duration": u64_value(a.duration),
-        "maxSlotLoss": u64_value(a.max_slot_loss),
-    })
-}
-
 fn request_json(id: RequestId, r: &Request) -> Value {
     json!({
         "id": id.to_string(),
         "client": r.client.to_string(),
-        "ask": ask_json(&r.ask),
+        "ask": serde_json::to_value(AskJson(&r.ask)).unwrap_or_default(),
         "content": {"cid": format_cid(&r.content.cid)},
         "expiry": u64_value(r.expiry),
         "nonce": r.nonce.to_string(),
@@ -246,10 +235,8 @@ fn rule_name(m: &ledger::Mismatch) -> &'static str {
 }
 
 impl Node {
-    /// Sets the metrics' gauges from the node's state, before a scrape.
-    pub(super) fn refresh_gauges(&mut self) {
-        let (offered, free, _, held) = self.offer_totals();
-        let q = self.engine.queue_snapshot();
+    /// The live sales counted by state, in name order.
+    fn sales_by_state(&self) -> Vec<(&'static str, u64)> {
         let mut by_state: Vec<(&'static str, u64)> = Vec::new();
         for s in self.engine.sales_snapshot() {
             match by_state.iter_mut().find(|(st, _)| *st == s.state) {
@@ -258,6 +245,14 @@ impl Node {
             }
         }
         by_state.sort();
+        by_state
+    }
+
+    /// Sets the metrics' gauges from the node's state, before a scrape.
+    pub(super) fn refresh_gauges(&mut self) {
+        let (offered, free, _, held) = self.offer_totals();
+        let q = self.engine.queue_snapshot();
+        let by_state = self.sales_by_state();
         let m = &mut self.metrics;
         m.queue_length = q.items.len() as u64;
         m.queue_capacity = q.capacity as u64;
@@ -382,11 +377,11 @@ impl Host for Node {
 
     fn status(&self) -> Value {
         let (offered, free, collateral, held) = self.offer_totals();
-        let mut by_state = serde_json::Map::new();
-        for s in self.engine.sales_snapshot() {
-            let n = by_state.get(s.state).and_then(Value::as_u64).unwrap_or(0);
-            by_state.insert(s.state.to_string(), Value::from(n + 1));
-        }
+        let by_state: serde_json::Map<String, Value> = self
+            .sales_by_state()
+            .into_iter()
+            .map(|(st, n)| (st.to_string(), Value::from(n)))
+            .collect();
         let q = self.engine.queue_snapshot();
         let earnings = self.engine.ledger().earnings().ok();
         let since_block = self
