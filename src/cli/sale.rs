@@ -190,9 +190,15 @@ impl Run for ListArgs {
                 s(&v["expectedPayout"]),
             ]);
         }
-        table::write_table(out, &rows)?;
-        if self.all {
-            writeln!(out)?;
+        if sales.is_empty() {
+            writeln!(out, "no live sales")?;
+        } else {
+            table::write_table(out, &rows)?;
+        }
+        if self.all && ended.is_empty() {
+            writeln!(out, "no ended sales in the history")?;
+        } else if self.all {
+            writeln!(out, "ended sales, newest first:")?;
             let mut rows = vec![[
                 "SLOT ID", "REQUEST", "SLOT", "OUTCOME", "ENDED", "PAYOUT", "RETURNED", "LOST",
             ]
