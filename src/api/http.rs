@@ -179,6 +179,10 @@ fn hex(b: &u8) -> Option<u8> {
     (*b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// The `Server` header of every answer (unless the response names its own): the CLI's client
+/// subcommands tell a codex node from another server on the port by it.
+pub const SERVER: &str = concat!("codex/", env!("CARGO_PKG_VERSION"));
+
 /// An answer for [`Server::respond`]. The server adds `Content-Length` and `Connection`
 /// itself (and ignores those, and `Transfer-Encoding`, if given here); a `Connection: close`
 /// given here closes the connection after this response.
@@ -1017,6 +1021,13 @@ fn encode(response: &Response, keep_alive: bool, head_request: bool) -> Vec<u8> 
         }
         let _ = write!(head, "{name}: {value}\r\n");
     }
+    if !response
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("server"))
+    {
+        let _ = write!(head, "Server: {SERVER}\r\n");
+    }
     if !bodiless {
         let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
     }
@@ -1820,13 +1831,17 @@ mod tests {
         let bytes = encode(&response, false, false);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
-            "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Fine: d\r\n\
-             Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+            format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nX-Fine: d\r\n\
+                 Server: {SERVER}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            )
         );
         let bytes = encode(&Response::new(204), true, false);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
-            "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+            format!(
+                "HTTP/1.1 204 No Content\r\nServer: {SERVER}\r\nConnection: keep-alive\r\n\r\n"
+            )
         );
         let bytes = encode(&Response::text(1234, "x"), true, false);
         assert!(String::from_utf8(bytes)

@@ -33,11 +33,22 @@ pub fn api_base(
     } else {
         ip
     };
-    let port = sources.parse("api-port", port, || 8080, super::run::port_arg)?;
+    let port = sources.parse("api-port", port, || 8080, ask_port)?;
     Ok(format!(
         "http://{}{BASE}",
         std::net::SocketAddr::new(ip, port)
     ))
+}
+
+/// A port to ask: `codex run --api-port 0` picks a free port, but a client must name the one
+/// the node logged.
+fn ask_port(v: &str) -> Result<u16, String> {
+    match super::run::port_arg(v)? {
+        0 => Err(
+            "port 0 is not a node's port: give the one `codex run` logged (REST API on …)".into(),
+        ),
+        p => Ok(p),
+    }
 }
 
 /// A JSON value as a table cell: strings without quotes, null as `-`.
@@ -71,6 +82,18 @@ pub fn get(base: &str, path: &str) -> Result<Value, CliError> {
             url: base.to_string(),
             reason: format!("reading the answer: {e}"),
         })?;
+    // Every answer of codex's HTTP server names it (`Server: codex/…`).
+    let codex = resp
+        .headers()
+        .get("server")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("codex/"));
+    if !codex {
+        return Err(CliError::NodeDown {
+            url: base.to_string(),
+            reason: format!("the server there answered {status} and is not a codex node"),
+        });
+    }
     if status != 200 {
         return Err(CliError::NodeAnswer {
             url,
@@ -81,6 +104,6 @@ pub fn get(base: &str, path: &str) -> Result<Value, CliError> {
     serde_json::from_str(&body).map_err(|e| CliError::NodeAnswer {
         url,
         status,
-        body: format!("not JSON ({e}): is a codex node listening there?"),
+        body: format!("not JSON ({e})"),
     })
 }

@@ -92,7 +92,7 @@ fn live(
             body: format!("not a list of sales: {other}"),
         }),
         Err(CliError::NodeDown { url, reason }) => {
-            log::info!("no node answers at {url} ({reason}); live sales from the database");
+            log::debug!("no node answers at {url} ({reason}); live sales from the database");
             Ok(None)
         }
         Err(e) => Err(e),

@@ -167,6 +167,25 @@ fn cases() -> Vec<Case> {
         case(&["--data-dir", "{dir}/codex.sqlite/sub", ADD, "list"], 1, "cannot read data directory"),
         case(&["--data-dir", "{dir}/codex.sqlite/sub", ADD, "add", "--total-size", "1GiB", "--duration", "1d", "--min-price-per-byte-per-second", "1", "--total-collateral", "1"], 1, "cannot create data directory"),
         Case { setup: Setup::NotSqlite, ..case(&[ADD, "list"], 1, "is not a codex database") },
+        // the subcommands that ask the running node ({closed}: a port nothing listens on;
+        // {http}: a web server that is not codex)
+        case(&["queue", "show", "--api-port", "abc"], 2, "invalid --api-port \"abc\""),
+        case(&["status", "--api-port", "70000"], 2, "invalid --api-port \"70000\""),
+        case(&["queue", "show", "--api-port", "0"], 2, "port 0 is not a node's port"),
+        case(&["sale", "list", "--api-bindaddr", "nowhere"], 2, "invalid --api-bindaddr \"nowhere\""),
+        Case { env: &[("CODEX_API_PORT", "http")], ..case(&["status"], 2, "(from environment variable CODEX_API_PORT)") },
+        case(&["queue", "show", "--api-port", "{closed}"], 4, "no codex node answers at http://127.0.0.1:{closed}/api/codex/v1"),
+        case(&["status", "--api-port", "{closed}", "--json"], 4, "is `codex run` running, with this --api-port?"),
+        case(&["queue", "show", "--api-port", "{http}"], 4, "the server there answered 404 and is not a codex node"),
+        case(&["status", "--api-port", "{http}"], 4, "at http://127.0.0.1:{http}/api/codex/v1"),
+        case(&["sale", "show", "zzz", "--api-port", "{closed}"], 2, "\"zzz\" is neither a slot id nor REQUEST_ID:SLOT_INDEX"),
+        case(&["sale", "show", "0x1234:x", "--api-port", "{closed}"], 2, "\"0x1234\" is not a request id"),
+        case(&["sale", "show", "0x0909090909090909090909090909090909090909090909090909090909090909:x", "--api-port", "{closed}"], 2, "\"x\" is not a slot index"),
+        case(&["sale", "show", "0x0909090909090909090909090909090909090909090909090909090909090909:7", "--api-port", "{closed}"], 2, "no sale of slot 0x0909090909090909090909090909090909090909090909090909090909090909:7 is live or in the history"),
+        case(&["sale", "list", "--request", "0x12", "--api-port", "{closed}"], 2, "\"0x12\" is not a request id"),
+        case(&["queue"], 2, "One of the following subcommands must be present"),
+        case(&["queue", "show", "--bogus"], 2, "Unrecognized argument: --bogus"),
+        case(&["status", "extra"], 2, "Unrecognized argument: extra"),
         Case { setup: Setup::NewerSchema, ..case(&[ADD, "list"], 1, "has schema version 99, newer than this codex supports (4)") },
         Case { setup: Setup::NewerSchema, ..case(&[ADD, "add", "--total-size", "1GiB", "--duration", "1d", "--min-price-per-byte-per-second", "1", "--total-collateral", "1"], 1, "upgrade codex") },
     ]
@@ -177,6 +196,31 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
     let cases = cases();
     assert!(cases.len() >= 25);
     let tomorrow = (now() + 86_400).to_string();
+    // A port nothing listens on, and a web server that is not a codex node.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = web.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in web.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+            );
+        }
+    });
+    let fill = |a: &str, d: &str| {
+        a.replace("{dir}", d)
+            .replace("{tomorrow}", &tomorrow)
+            .replace("{closed}", &closed)
+            .replace("{http}", &http)
+    };
     let mut failures = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
@@ -202,11 +246,7 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         std::fs::create_dir(dir.join("folder.toml")).unwrap();
         let before = snapshot(&dir);
         let d = dir.to_str().unwrap();
-        let args: Vec<String> = c
-            .args
-            .iter()
-            .map(|a| a.replace("{dir}", d).replace("{tomorrow}", &tomorrow))
-            .collect();
+        let args: Vec<String> = c.args.iter().map(|a| fill(a, d)).collect();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_codex"));
         cmd.env_clear()
             .env("HOME", tmp.path())
@@ -221,8 +261,9 @@ fn bad_input_is_refused_with_a_message_and_changes_nothing() {
         if out.status.code() != Some(c.code) {
             problems.push(format!("exit {:?}, want {}", out.status.code(), c.code));
         }
-        if !stderr.contains(c.message) {
-            problems.push(format!("message lacks {:?}", c.message));
+        let message = fill(c.message, d);
+        if !stderr.contains(&message) {
+            problems.push(format!("message lacks {message:?}"));
         }
         if stderr.trim_end().lines().count() != 1 {
             problems.push("stderr is not one line".to_string());
