@@ -1,7 +1,9 @@
 //! The chain client: JSON-RPC 2.0 over WebSocket, driven by mio.
 //!
-//! - [`rpc`]: the sans-IO core (ids, pending calls with deadlines, subscriptions, backfill
-//!   planning and the log cursor). No sockets, no clocks.
+//! - [`rpc`]: the sans-IO core (ids, pending calls with deadlines, subscriptions, the
+//!   parsed logs and heads). No sockets, no clocks.
+//! - [`logsync`]: [`logsync::LogSync`], the sans-IO backfill planning and log cursor
+//!   (deduplication, reorganisations).
 //! - [`ws`]: one WebSocket connection on a non-blocking mio socket (plain or rustls).
 //! - [`client`]: [`client::ChainClient`], the event-loop-friendly client with reconnection,
 //!   subscriptions and backfill, and [`client::BlockingClient`] for one-shot commands.
@@ -14,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod event_loop;
 pub mod key;
+pub mod logsync;
 pub mod rpc;
 pub mod sender;
 pub mod settings;

@@ -7,7 +7,8 @@
 //! here in Rust, saturating, since SQL cannot add BLOBs.
 use rusqlite::{params, Row};
 
-use super::{blob32, u256_blob, u64_col, Store, StoreError};
+use super::columns::{blob32, u256_blob, u64_col};
+use super::{Store, StoreError};
 use crate::market::{RequestId, U256};
 use crate::sales::ledger::{AvailabilityId, ReservationId};
 

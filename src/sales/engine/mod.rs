@@ -11,12 +11,10 @@
 //! commands; hand in [`EngineInput::Time`] when [`Engine::next_deadline`] has passed
 //! (typically on each new block). Timers are data: one min-heap of `(time, key)` entries;
 //! proving sales wake at the same period boundary, so one block fires them all and no sale
-//! has a loop of its own. A timer that is no longer wanted (a sale ended or re-armed its
-//! wake-up, a watch ended) is left in the heap and recognised when it comes up: a sale's
-//! entry counts only while it is the sale's recorded wake-up, a watch's only while the
-//! request is watched. Stale entries are dropped whenever they reach the root (so
-//! [`Engine::next_deadline`] is exact) and the heap is rebuilt from the live entries when
-//! stale ones outnumber them.
+//! has a loop of its own (the timer table, and how its stale entries go, is in `timers`).
+//!
+//! The views of the engine's state that the CLI and the API show (the queue, the live
+//! sales) are built in [`snapshot`].
 //!
 //! The ledger is a synchronous port: a reservation is created or ended (in SQLite, for the
 //! node) inside the step that decides it. A write that fails transiently is kept and tried
@@ -37,9 +35,15 @@ use crate::market::{Ask, MarketEvent, Request, RequestId, RequestState, SlotId, 
 
 use super::idhash::{IdBuild, IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
-use super::queue::{Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
+use super::queue::{Next, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx};
 use super::ChainTime;
+
+pub mod snapshot;
+mod timers;
+
+pub use snapshot::{QueueSnapshot, QueuedItemView, SaleSummary};
+use timers::TimerKey;
 
 /// Logs a sale's change of state at info: short ids in the text, the full ones as fields
 /// (`--log-format json` shows them).
@@ -234,14 +238,6 @@ pub enum SaleCommand {
     Filled(SlotRef),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKey {
-    Sale(SlotRef),
-    Watch(RequestId),
-    /// Ledger writes that failed transiently (SQLite busy) are tried again.
-    LedgerRetry,
-}
-
 /// A ledger write that failed transiently and is tried again from the timer table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LedgerRetry {
@@ -249,57 +245,6 @@ enum LedgerRetry {
     End(ReservationId, U256),
     /// Record downloaded bytes.
     Download(ReservationId, u64),
-}
-
-/// One queued item as `codex queue show` prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedItemView {
-    /// The item (request, slot, size, duration, price, collateral, expiry, seen).
-    pub item: SlotQueueItem,
-    /// duration × price × slot size.
-    pub profitability: U256,
-}
-
-/// `codex queue show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueSnapshot {
-    /// Items, best first.
-    pub items: Vec<QueuedItemView>,
-    /// Capacity.
-    pub capacity: usize,
-    /// Running.
-    pub running: bool,
-    /// Paused, and why.
-    pub paused: Option<PauseReason>,
-    /// Workers taken.
-    pub workers_busy: usize,
-    /// Workers free.
-    pub workers_free: usize,
-}
-
-/// One line of `codex sale list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaleSummary {
-    /// The slot.
-    pub slot: SlotRef,
-    /// State name (`SaleProving`, ...).
-    pub state: &'static str,
-    /// The reservation, if any.
-    pub reservation: Option<ReservationId>,
-    /// Whether it holds a worker.
-    pub holds_worker: bool,
-    /// Chain time the sale began on this node.
-    pub started: u64,
-    /// Chain time it entered its current state.
-    pub since: u64,
-    /// Chain time of its next wake-up (a period, a deadline), if it has one.
-    pub wake: Option<u64>,
-    /// Whether it waits for the answer of a command (a chain read, a receipt, a download,
-    /// a proof).
-    pub waiting: bool,
-    /// What its request pays for the whole slot: price per byte per second × slot size ×
-    /// duration (None when not known, e.g. for a sale restored before its request was read).
-    pub expected_payout: Option<U256>,
 }
 
 /// Counters, for logs and tests.
@@ -425,7 +370,7 @@ pub struct Engine<L: Ledger> {
     /// The slot indexes of each request's live sales.
     by_request: IdMap<RequestId, SlotSet>,
     ledger: L,
-    /// `(time, key)`, earliest first, with lazy deletion (see the module docs).
+    /// `(time, key)`, earliest first, with lazy deletion (see `timers`).
     timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
     watches: IdMap<RequestId, u64>,
     commands: VecDeque<Command>,
@@ -584,18 +529,6 @@ impl<L: Ledger> Engine<L> {
     /// The next command for the driver.
     pub fn poll(&mut self) -> Option<Command> {
         self.commands.pop_front()
-    }
-
-    /// The earliest chain time at which [`EngineInput::Time`] has work (a sale's wake-up, a
-    /// request watch, a ledger retry, or a queue item's expiry).
-    pub fn next_deadline(&self) -> Option<ChainTime> {
-        let t = self.timers.peek().map(|Reverse((t, _))| *t);
-        let q = self.queue.next_expiry();
-        match (t, q) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(ChainTime)
     }
 
     /// Resumes after a restart: every slot the host holds on chain (`mySlots`) gets a sale in
@@ -859,102 +792,6 @@ impl<L: Ledger> Engine<L> {
         self.dispatch();
     }
 
-    /// Time passed (a new block, or the deadline): fires due wake-ups and watches, purges
-    /// expired queue items, and feeds workers.
-    fn on_time(&mut self, now: u64) {
-        self.now = now;
-        let purged = self.queue.purge_expired(now);
-        self.stats.queue_expired += purged.len() as u64;
-        // Sales due at the same time wake in slot id order (the order of the chain's ids, as
-        // when the timers were keyed by them); the ids are computed here, once per wake-up.
-        let mut due = std::mem::take(&mut self.due);
-        let mut due_at = 0;
-        let mut last = None;
-        while let Some(&Reverse((t, key))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            // Equal entries come out one after the other: the first one fires.
-            if last.replace((t, key)) == Some((t, key)) {
-                continue;
-            }
-            if t != due_at {
-                Self::wake_due(&mut due, &mut self.inbox);
-                due_at = t;
-            }
-            match key {
-                TimerKey::Sale(slot) => {
-                    if let Some(live) = self.sales.get_mut(&slot) {
-                        if live.wake == Some(t) {
-                            live.wake = None;
-                            due.push((slot.slot_id(), slot));
-                        }
-                    }
-                }
-                TimerKey::Watch(rid) => {
-                    if self.watches.contains_key(&rid) {
-                        self.commands.push_back(Command::ReadRequestState(rid));
-                    }
-                }
-                TimerKey::LedgerRetry => self.retry_ledger(),
-            }
-        }
-        Self::wake_due(&mut due, &mut self.inbox);
-        self.due = due;
-        self.settle_timers();
-        self.run_inbox();
-        self.dispatch();
-    }
-
-    /// `codex queue show`.
-    pub fn queue_snapshot(&self) -> QueueSnapshot {
-        QueueSnapshot {
-            items: self
-                .queue
-                .items_in_order()
-                .into_iter()
-                .map(|item| QueuedItemView {
-                    profitability: item.profitability(),
-                    item,
-                })
-                .collect(),
-            capacity: self.queue.capacity(),
-            running: self.queue.is_running(),
-            paused: self.queue.paused(),
-            workers_busy: self.queue.busy_workers(),
-            workers_free: self.queue.max_workers() - self.queue.busy_workers(),
-        }
-    }
-
-    /// `codex sale list`, ordered by request and slot index.
-    pub fn sales_snapshot(&self) -> Vec<SaleSummary> {
-        let mut v: Vec<SaleSummary> = self
-            .sales
-            .values()
-            .filter_map(|l| Some((l.sale.as_ref()?, l)))
-            .map(|(s, l)| SaleSummary {
-                slot: s.slot(),
-                state: s.state_name(),
-                reservation: s.reservation().map(|r| r.id),
-                holds_worker: l.holds_worker,
-                started: l.started,
-                since: l.since,
-                wake: l.wake,
-                waiting: l.ticket != 0,
-                expected_payout: s.base().map(|b| {
-                    b.request
-                        .ask
-                        .price_per_byte_per_second
-                        .saturating_mul(U256::from(b.request.ask.slot_size))
-                        .saturating_mul(U256::from(b.request.ask.duration))
-                }),
-            })
-            .collect();
-        v.sort_by_key(|s| (s.slot.request_id, s.slot.slot_index));
-        v
-    }
-
     fn storage_requested(&mut self, request_id: RequestId, ask: &Ask, expiry: u64) {
         if expiry <= self.now {
             self.stats.requests_refused += 1;
@@ -1024,38 +861,6 @@ impl<L: Ledger> Engine<L> {
     fn unwatch(&mut self, request_id: RequestId) {
         if self.watches.remove(&request_id).is_some() {
             self.settle_timers();
-        }
-    }
-
-    /// Whether a timer entry is still wanted (see the module docs).
-    fn timer_live(
-        sales: &IdMap<SlotRef, Live>,
-        watches: &IdMap<RequestId, u64>,
-        t: u64,
-        key: &TimerKey,
-    ) -> bool {
-        match key {
-            TimerKey::Sale(slot) => sales.get(slot).is_some_and(|l| l.wake == Some(t)),
-            TimerKey::Watch(rid) => watches.contains_key(rid),
-            TimerKey::LedgerRetry => true,
-        }
-    }
-
-    /// Drops stale timer entries from the root, and rebuilds the heap from its live entries
-    /// when the stale ones outnumber them (plus slack, so small tables do not rebuild often).
-    fn settle_timers(&mut self) {
-        let (sales, watches) = (&self.sales, &self.watches);
-        if self.timers.len() > 2 * (sales.len() + watches.len()) + 64 {
-            let mut live = std::mem::take(&mut self.timers).into_vec();
-            live.retain(|Reverse((t, key))| Self::timer_live(sales, watches, *t, key));
-            self.timers = BinaryHeap::from(live);
-            return;
-        }
-        while let Some(Reverse((t, key))) = self.timers.peek() {
-            if Self::timer_live(sales, watches, *t, key) {
-                break;
-            }
-            self.timers.pop();
         }
     }
 
@@ -1382,12 +1187,6 @@ impl<L: Ledger> Engine<L> {
             self.no_match_limit = 2 * self.no_match.len() + NO_MATCH_SLACK;
         }
         self.no_match.insert(request_id, self.ledger_version);
-    }
-
-    /// Queues a wake-up for each sale in `due`, in slot id order, and empties it.
-    fn wake_due(due: &mut Vec<(SlotId, SlotRef)>, inbox: &mut VecDeque<(SlotRef, Input)>) {
-        due.sort_unstable();
-        inbox.extend(due.drain(..).map(|(_, slot)| (slot, Input::Wake)));
     }
 
     /// Removes the live sale of `id` with its request index entry, watch (when it was the

@@ -1,0 +1,129 @@
+//! What the node remembers of the chain across restarts: the slots this host reserved and
+//! filled on chain (`chain_reservations`), and the last fully processed block
+//! (`chain_cursor`), from which the node resumes ([`Store::cursor`], [`Store::set_cursor`]).
+
+use alloy_primitives::B256;
+use rusqlite::{params, OptionalExtension};
+
+use super::columns::{blob32, u64_col};
+use super::{Store, StoreError};
+use crate::market::RequestId;
+
+impl Store {
+    /// Records that this host holds an on-chain reservation of the slot.
+    pub fn record_chain_reservation(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO chain_reservations (request_id, slot_index) VALUES (?1, ?2)",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Records that this host filled the slot (posted its collateral).
+    pub fn record_chain_fill(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT INTO chain_reservations (request_id, slot_index, filled) VALUES (?1, ?2, 1)
+                 ON CONFLICT (request_id, slot_index) DO UPDATE SET filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Whether this host filled the slot (see [`Self::record_chain_fill`]).
+    pub fn has_chain_fill(
+        &self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Whether this host reserved the slot on chain (see [`Self::record_chain_reservation`]).
+    pub fn has_chain_reservation(
+        &self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2",
+                params![request_id.0.as_slice(), slot_index as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Forgets the on-chain reservations of a request that can take no more fills (it
+    /// started, was cancelled or failed) that this host did not fill; the filled ones stay
+    /// until their sales end ([`Self::forget_chain_fill`]).
+    pub fn forget_chain_reservations(&mut self, request_id: RequestId) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND filled = 0",
+                params![request_id.0.as_slice()],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Forgets a filled slot whose sale ended.
+    pub fn forget_chain_fill(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// The last fully processed block, if any.
+    pub fn cursor(&self) -> Result<Option<(u64, B256)>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT block_number, block_hash FROM chain_cursor WHERE id = 0",
+                [],
+                |r| Ok((u64_col(r, 0)?, B256::from(blob32(r, 1)?))),
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Records the last fully processed block.
+    pub fn set_cursor(&mut self, block: u64, hash: B256) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO chain_cursor (id, block_number, block_hash) VALUES (0, ?1, ?2)",
+                params![block as i64, hash.as_slice()],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+}
