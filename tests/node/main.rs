@@ -1673,3 +1673,183 @@ fn an_operator_follows_a_sale_through_the_api_and_the_cli() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Clients that hold the API's connections: `idle` connections that send nothing (each
+/// reopened when the node closes it, at the connection limit or its head timeout), and
+/// `slow` ones that send a request one byte a second. They run until dropped.
+struct Abuse {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Slow clients connected now.
+    slow_open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Idle connections held now.
+    idle_open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Abuse {
+    fn start(port: u16, idle: usize, slow: usize) -> Abuse {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for _ in 0..slow {
+            let (stop, open) = (stop.clone(), open.clone());
+            threads.push(std::thread::spawn(move || {
+                let req = b"GET /api/codex/v1/sales/status HTTP/1.1\r\nHost: x\r\n\r\n";
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    open.fetch_add(1, Ordering::Relaxed);
+                    for b in req.iter().cycle() {
+                        if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        // One byte a second, in steps that notice the stop.
+                        for _ in 0..10 {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let idle_open = Arc::new(AtomicUsize::new(0));
+        {
+            let (stop, idle_open) = (stop.clone(), idle_open.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut held: Vec<std::net::TcpStream> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // Drop the ones the node closed or answered (its 408 or 503).
+                    held.retain_mut(|s| {
+                        let mut b = [0u8; 512];
+                        matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                    });
+                    while held.len() < idle {
+                        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                            Ok(s) => {
+                                s.set_nonblocking(true).unwrap();
+                                held.push(s);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    idle_open.store(held.len(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }));
+        }
+        Abuse {
+            stop,
+            slow_open: open,
+            idle_open,
+            threads,
+        }
+    }
+}
+
+impl Drop for Abuse {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long after `since` the host's database holds a reservation for `request`: the
+/// node's reaction to a request, seen from outside (polled every 2 ms).
+fn reservation_after(h: &Host, request: codex::market::RequestId, since: Instant) -> Duration {
+    use codex::sales::ledger::Ledger;
+    let store = codex::store::Store::open(&h.dir, codex::store::Options::cli()).unwrap();
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        h.assert_running();
+        if store
+            .reservations()
+            .unwrap()
+            .iter()
+            .any(|r| r.request_id == request)
+        {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reservation for {request} within 60 s:\n{}",
+            h.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A client that holds every connection the API allows, and clients that send a request
+/// one byte a second, do not stall the loop: a request posted meanwhile is reserved and
+/// filled, its reaction time is printed next to one without them, and the API answers
+/// again once they are gone.
+#[test]
+fn clients_that_hold_the_api_do_not_delay_a_sale() {
+    use std::sync::atomic::Ordering;
+    let mut w = World::new();
+    let mut host = w.host("h1", 1, &[]);
+    host.offer("1MiB", "10000000");
+    host.start();
+    host.wait_api();
+    let me = w.chain.account(1);
+
+    let t = Instant::now();
+    let calm = w.post(1, 600, 300, 1);
+    let calm_reaction = reservation_after(&host, calm.id(), t);
+
+    // 4 slow clients, and 80 idle connections for the API's 64 (the rest are turned
+    // away with 503 and come back every 100 ms).
+    let abuse = Abuse::start(host.api_port, 80, 4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while abuse.idle_open.load(Ordering::Relaxed) < 50
+        || abuse.slow_open.load(Ordering::Relaxed) < 4
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the abusive clients never got in"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let busy = w.post(1, 600, 300, 2);
+    let busy_reaction = reservation_after(&host, busy.id(), t);
+    let held = abuse.idle_open.load(Ordering::Relaxed) + abuse.slow_open.load(Ordering::Relaxed);
+    eprintln!(
+        "reaction (request posted → reservation in the host's database): {:.1} ms alone, {:.1} ms with {held} connections open against the API's limit of 64 (idle ones, and 4 sending a byte a second)",
+        calm_reaction.as_secs_f64() * 1e3,
+        busy_reaction.as_secs_f64() * 1e3
+    );
+    assert!(
+        held >= 50,
+        "the abuse was still going on: {held} connections"
+    );
+    let slots = [SlotId::of(calm.id(), 0), SlotId::of(busy.id(), 0)];
+    w.mine_until(&[&host], "both slots filled during the abuse", 60, |w| {
+        slots.iter().all(|s| w.host_of(*s) == me)
+    });
+    drop(abuse);
+
+    // The connections are free again: the API answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, _) = api(host.api_port, "GET", "/sales/status", None);
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 503, "only the connection limit may refuse");
+        assert!(Instant::now() < deadline, "the API never answered again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = host.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(host.terminate(Duration::from_secs(5)).success());
+}
