@@ -66,6 +66,12 @@
 //! largest such run in one stall), runnable but waiting for a CPU (two cores shared with
 //! anvil, the proxy and the bench), or neither (blocked in a system call such as fsync).
 //!
+//! Every other measured period (CODEX_BENCH_PERIODS, default 4: two without, two with), a
+//! client thread asks `GET /sales/queue` over a kept-alive connection as fast as the node
+//! answers, from before the period's block is mined to the last proof; the bench prints the
+//! requests per second it got during the fan-out, and the fan-outs with and without it
+//! (target: no change beyond noise).
+//!
 //! # 3. Resident memory (target: under 64 MiB)
 //! VmHWM and VmRSS from /proc/<pid>/status of that node after the measured periods, with
 //! the N slots proving.
@@ -74,9 +80,16 @@
 //! how much of it is transparent huge pages). MIMALLOC_* variables are passed to the node,
 //! e.g. MIMALLOC_ALLOW_THP=0 to see the figure without mimalloc's huge pages.
 //!
+//! # 4. REST API (target: `GET /sales/availability` under 50 ms with 10,000 availabilities)
+//! A node whose database holds CODEX_BENCH_API_AVAILABILITIES availabilities (default
+//! 10,000), connected to the chain and otherwise idle: CODEX_BENCH_API_SAMPLES (default 100)
+//! `GET /sales/availability` over one kept-alive connection (with ureq, after 3 warm-up
+//! requests), each timed from the request to the last byte of the JSON; then the requests
+//! per second one client gets from `GET /sales/queue` for CODEX_BENCH_API_SECONDS (3).
+//!
 //! Other knobs: CODEX_BENCH_WORKERS (`--max-workers` of the proving node, default 16, so
 //! that the fill takes N/16 periods instead of N/3), CODEX_BENCH_PHASES
-//! (`reaction,proving`), CODEX_BENCH_WARMUP (default 2), CODEX_BENCH_SAMPLES (floor
+//! (`reaction,proving,api`), CODEX_BENCH_WARMUP (default 2), CODEX_BENCH_SAMPLES (floor
 //! samples, default 200), CODEX_BENCH_PROVING_REQUESTS (default 10), CODEX_BENCH_VERBOSE
 //! (every reaction's path), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
 //! built, e.g. a copy that a concurrent build cannot replace mid-run).
@@ -276,6 +289,20 @@ impl NodeProc {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The REST API's base URL, from the node's log line `REST API on http://…`.
+    fn api_base(&mut self) -> String {
+        let mut base = None;
+        wait_until("the REST API is up", Duration::from_secs(60), || {
+            self.check();
+            base = self.log_text().lines().find_map(|l| {
+                l.split_once("REST API on ")
+                    .map(|(_, url)| url.trim().to_string())
+            });
+            base.is_some()
+        });
+        base.unwrap()
     }
 
     fn log_tail(&self, n: usize) -> String {
@@ -745,6 +772,46 @@ fn print_loop_block(tap: &Tap, from: Instant, to: Instant, ping_ms: usize) {
 }
 
 // ---------------------------------------------------------------------------------------
+/// `n` availabilities of 1 MiB each in the host's database, in one transaction through the
+/// library (`Store::create_availabilities`).
+fn make_availabilities(dir: &Path, n_avail: usize) {
+    let mut store = Store::open(dir, Options::cli()).unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let items = (0..n_avail)
+        .map(|_| {
+            (
+                AvailabilityId::random(&mut rng),
+                NewAvailability {
+                    total_size: 1 << 20,
+                    duration: 7200,
+                    min_price_per_byte_per_second: U256::from(1u8),
+                    total_collateral: U256::from(10_000_000u64),
+                    enabled: true,
+                    until: 0,
+                },
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    store
+        .create_availabilities(
+            items,
+            Limits {
+                quota: codex::config::DEFAULT_STORAGE_QUOTA,
+                now,
+            },
+        )
+        .unwrap();
+    println!(
+        "created {n_avail} availabilities with Store::create_availabilities in {}",
+        ms(t.elapsed())
+    );
+}
+
 // 1. Reaction time.
 
 fn reaction(ping_ms: usize) {
@@ -763,44 +830,7 @@ fn reaction(ping_ms: usize) {
     let data = DataServer::start(1 << 20);
     data.set_mode(Mode::NotFound);
 
-    // The availabilities, in one transaction through the library.
-    {
-        let mut store = Store::open(&dir, Options::cli()).unwrap();
-        let mut rng = fastrand::Rng::with_seed(7);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let items = (0..n_avail)
-            .map(|_| {
-                (
-                    AvailabilityId::random(&mut rng),
-                    NewAvailability {
-                        total_size: 1 << 20,
-                        duration: 7200,
-                        min_price_per_byte_per_second: U256::from(1u8),
-                        total_collateral: U256::from(10_000_000u64),
-                        enabled: true,
-                        until: 0,
-                    },
-                )
-            })
-            .collect();
-        let t = Instant::now();
-        store
-            .create_availabilities(
-                items,
-                Limits {
-                    quota: codex::config::DEFAULT_STORAGE_QUOTA,
-                    now,
-                },
-            )
-            .unwrap();
-        println!(
-            "created {n_avail} availabilities with Store::create_availabilities in {}",
-            ms(t.elapsed())
-        );
-    }
+    make_availabilities(&dir, n_avail);
 
     let client = chain.account(3);
     let host = chain.account(1);
@@ -1138,7 +1168,7 @@ fn proving(ping_ms: usize) {
     let n_requests = env_usize("CODEX_BENCH_PROVING_REQUESTS", 10).clamp(1, n_slots.max(1));
     let per_request = n_slots.div_ceil(n_requests) as u64;
     let n_slots = per_request as usize * n_requests;
-    let periods = env_usize("CODEX_BENCH_PERIODS", 3);
+    let periods = env_usize("CODEX_BENCH_PERIODS", 4);
     let workers = env_usize("CODEX_BENCH_WORKERS", 16);
     let block_ms = env_usize("CODEX_BENCH_BLOCK_MS", 1000) as u64;
     let mining = env_str("CODEX_BENCH_MINING", "interval");
@@ -1210,6 +1240,7 @@ fn proving(ping_ms: usize) {
         node.check();
         node.log_text().contains("connected to")
     });
+    let queue_url = format!("{}/sales/queue", node.api_base());
 
     // The requests.
     let client = chain.account(3);
@@ -1274,10 +1305,13 @@ fn proving(ping_ms: usize) {
     }
     // One period to bring every slot to Proving, then the measured ones.
     let mut fan_outs = Vec::new();
+    let (mut quiet, mut loaded, mut rates) = (Vec::new(), Vec::new(), Vec::new());
     let mut all_pongs = Vec::new();
     let mut over_10ms = 0;
     for p in 0..=periods {
         let measured = p > 0;
+        // Every other measured period with a client asking GET /sales/queue all along.
+        let with_load = measured && p % 2 == 0;
         // Settle: the previous period's transactions mined, the node idle.
         let settle = Instant::now();
         loop {
@@ -1297,6 +1331,7 @@ fn proving(ping_ms: usize) {
             std::thread::sleep(Duration::from_millis(5));
         }
         let mark = tap.len();
+        let load = with_load.then(|| ApiLoad::start(queue_url.clone()));
         let (_, ts) = latest(&mut c.rpc);
         let start_ts = (ts / period + 1) * period + 1;
         let t_mine = Instant::now();
@@ -1334,6 +1369,10 @@ fn proving(ping_ms: usize) {
         let t_first = seen.values().min().copied().unwrap_or(t_head);
         let t_last = seen.values().max().copied().unwrap_or(t_head);
         let fan_out = t_last.saturating_duration_since(t_head);
+        let api_load = load.map(|l| {
+            let (done, failed) = l.finish();
+            (per_second(&done, t_head, t_last), failed)
+        });
         let (pongs, over) = pongs_summary(&tap, t_head, t_last);
         let max_pong = pongs.last().copied().unwrap_or_default();
         // Let the proofs be mined, then count them on chain.
@@ -1360,6 +1399,9 @@ fn proving(ping_ms: usize) {
             ms(max_pong),
         );
         let (cpu, wait) = sampler.between(t_head, t_last);
+        if let Some((rate, failed)) = api_load {
+            println!("  with a client asking GET /sales/queue meanwhile: {rate:.0} requests/s during the fan-out ({failed} not 200)");
+        }
         println!(
             "  loop thread during the fan-out: on CPU {}, waiting for a CPU {}; late pongs: {}",
             ms(cpu),
@@ -1374,6 +1416,13 @@ fn proving(ping_ms: usize) {
                 node.log_tail(40)
             );
             fan_outs.push(fan_out);
+            match api_load {
+                Some((rate, _)) => {
+                    loaded.push(fan_out);
+                    rates.push(rate);
+                }
+                None => quiet.push(fan_out),
+            }
             all_pongs.extend(pongs);
             over_10ms += over;
         }
@@ -1387,6 +1436,18 @@ fn proving(ping_ms: usize) {
         100.0 * worst.as_secs_f64() / period as f64,
         worst.as_secs_f64() / (0.05 * period as f64)
     );
+    if !loaded.is_empty() {
+        let mean = |v: &[Duration]| {
+            v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64
+        };
+        println!(
+            "fan-out without API clients: {}; with one asking GET /sales/queue: {} at {:.0} requests/s on average (mean fan-out ratio loaded/quiet {:.3})",
+            summary(&mut quiet.clone()),
+            summary(&mut loaded.clone()),
+            rates.iter().sum::<f64>() / rates.len() as f64,
+            mean(&loaded) / mean(&quiet).max(1e-9),
+        );
+    }
     if ping_ms > 0 {
         all_pongs.sort();
         println!(
@@ -1411,15 +1472,156 @@ fn proving(ping_ms: usize) {
     println!();
 }
 
+// 4. The REST API.
+
+/// An HTTP agent for the bench's API clients: kept-alive connections, no status as error.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A client that GETs one URL over a kept-alive connection as fast as the node answers,
+/// until finished; it notes when each 200 came back, and counts the other answers.
+struct ApiLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(Vec<Instant>, usize)>>,
+}
+
+impl ApiLoad {
+    fn start(url: String) -> ApiLoad {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let agent = agent();
+            let (mut done, mut failed) = (Vec::new(), 0usize);
+            while !flag.load(Ordering::Relaxed) {
+                match agent.get(&url).call() {
+                    Ok(mut r) => {
+                        let ok = r.status().as_u16() == 200;
+                        let body = r.body_mut().with_config().limit(256 << 20).read_to_vec();
+                        if ok && body.is_ok() {
+                            done.push(Instant::now());
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            (done, failed)
+        });
+        ApiLoad {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the client: when its answers came, and how many were not a 200.
+    fn finish(mut self) -> (Vec<Instant>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for ApiLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Answers per second between `from` and `to`.
+fn per_second(done: &[Instant], from: Instant, to: Instant) -> f64 {
+    let n = done.iter().filter(|t| **t >= from && **t <= to).count();
+    n as f64 / to.saturating_duration_since(from).as_secs_f64().max(1e-9)
+}
+
+fn api() {
+    let n_avail = env_usize("CODEX_BENCH_API_AVAILABILITIES", 10_000);
+    let n = env_usize("CODEX_BENCH_API_SAMPLES", 100);
+    println!("== 4. REST API: GET /sales/availability with {n_avail} availabilities (target < 50 ms), one client on a kept-alive connection, {n} requests");
+    let chain = Devchain::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("host");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = DataServer::start(1 << 20);
+    make_availabilities(&dir, n_avail);
+    let mut node = NodeProc::start(
+        &dir,
+        &chain,
+        &chain.ws_url(),
+        &["--data-source".to_string(), data.template()],
+    );
+    wait_until("the node connects", Duration::from_secs(60), || {
+        node.check();
+        node.log_text().contains("connected to")
+    });
+    let base = node.api_base();
+    let agent = agent();
+    let url = format!("{base}/sales/availability");
+    let warmup = 3;
+    let (mut times, mut bytes) = (Vec::new(), 0);
+    for i in 0..warmup + n {
+        let t = Instant::now();
+        let mut r = agent.get(&url).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET {url}");
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .unwrap();
+        let d = t.elapsed();
+        if i == 0 {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                v.as_array().map(Vec::len),
+                Some(n_avail),
+                "every availability listed"
+            );
+            bytes = body.len();
+        }
+        if i >= warmup {
+            times.push(d);
+        }
+    }
+    times.sort();
+    let p99 = pct(&times, 0.99);
+    println!(
+        "GET /sales/availability ({bytes} bytes of JSON): {}; p99/50 ms = {:.3}",
+        summary(&mut times.clone()),
+        p99.as_secs_f64() / 0.050
+    );
+    let secs = env_usize("CODEX_BENCH_API_SECONDS", 3) as u64;
+    let load = ApiLoad::start(format!("{base}/sales/queue"));
+    let from = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let to = Instant::now();
+    let (done, failed) = load.finish();
+    println!(
+        "GET /sales/queue on the idle node: {:.0} requests/s over {secs} s (one client, kept-alive; {failed} not 200)",
+        per_second(&done, from, to)
+    );
+    node.check();
+    println!();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let phases = env_str("CODEX_BENCH_PHASES", "reaction,proving");
+    let phases = env_str("CODEX_BENCH_PHASES", "reaction,proving,api");
     let ping_ms = env_usize("CODEX_BENCH_PING_MS", 2);
     let t = Instant::now();
     for phase in phases.split(',').map(str::trim) {
         match phase {
             "reaction" => reaction(ping_ms),
             "proving" => proving(ping_ms),
+            "api" => api(),
             "" => {}
             other => panic!("unknown phase {other} in CODEX_BENCH_PHASES"),
         }

@@ -150,6 +150,21 @@ impl Run for ShowArgs {
                     let who = f.get("availabilityId").map_or("-".to_string(), short);
                     writeln!(out, "    {who}: {} ({})", s(&f["rule"]), s(&f["reason"]))?;
                 }
+                if let Some(more) = r["refusalsNotListed"].as_u64().filter(|n| *n > 0) {
+                    let by_rule = r["refusalsByRule"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| format!("{k} {v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "    … and {more} more availabilities (all refusals by rule: {by_rule})"
+                    )?;
+                }
             }
         }
         Ok(())

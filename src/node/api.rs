@@ -1,7 +1,7 @@
 //! The node's answers to the REST API ([`crate::api::rest::Host`]) and its metrics: read
 //! from the engine, the store and the chain position the loop already holds, in the turn a
 //! request arrives (no request waits on the chain).
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -12,7 +12,10 @@ use crate::api::rest::Host;
 use crate::market::events::AskJson;
 use crate::market::{cid::format_cid, Ask, MarketEvent, Request, RequestId, SlotId, U256};
 use crate::sales::engine::{EngineInput, SaleSummary};
-use crate::sales::ledger::{self, Ledger, Limits, SlotAsk};
+use crate::sales::ledger::{self, Availability, Ledger, Limits, SlotAsk};
+
+/// Refusals `GET /sales/queue` lists one by one for a request; `refusalsByRule` counts all.
+const MAX_REFUSALS_LISTED: usize = 16;
 use crate::sales::ChainTime;
 use crate::store::Store;
 
@@ -119,9 +122,12 @@ impl Node {
     }
 
     /// Why the node did or did not take each recently announced request.
+    /// Refusals listed one by one per request (`refusalsByRule` counts them all).
     fn recent_json(&self) -> Vec<Value> {
-        let availabilities = self.engine.ledger().availabilities().unwrap_or_default();
         let sales = self.engine.sales_snapshot();
+        // The availabilities are read (once) only when a request was not taken: a host
+        // with thousands of them pays for the refusals only when there are some.
+        let mut availabilities: Option<Vec<Availability>> = None;
         let queued = self.engine.queue_snapshot();
         self.recent
             .iter()
@@ -143,20 +149,29 @@ impl Node {
                     &seen.ask,
                     self.now.saturating_add(seen.ask.duration),
                 );
-                let mut refusals: Vec<Value> = availabilities
-                    .iter()
-                    .filter_map(|a| {
-                        ledger::mismatch(a, &ask).map(|m| {
-                            json!({
-                                "availabilityId": a.id.to_string(),
-                                "rule": rule_name(&m),
-                                "reason": m.to_string(),
-                            })
-                        })
-                    })
-                    .collect();
-                if availabilities.is_empty() {
-                    refusals.push(json!({"rule": "none", "reason": "no availability is offered"}));
+                let (mut refusals, mut by_rule, mut refused) = (Vec::new(), BTreeMap::new(), 0);
+                let mut offered = 0;
+                if taken.is_empty() {
+                    let all = availabilities.get_or_insert_with(|| {
+                        self.engine.ledger().availabilities().unwrap_or_default()
+                    });
+                    offered = all.len();
+                    for a in all.iter() {
+                        if let Some(m) = ledger::mismatch(a, &ask) {
+                            refused += 1;
+                            *by_rule.entry(rule_name(&m)).or_insert(0u64) += 1;
+                            if refusals.len() < MAX_REFUSALS_LISTED {
+                                refusals.push(json!({
+                                    "availabilityId": a.id.to_string(),
+                                    "rule": rule_name(&m),
+                                    "reason": m.to_string(),
+                                }));
+                            }
+                        }
+                    }
+                    if all.is_empty() {
+                        refusals.push(json!({"rule": "none", "reason": "no availability is offered"}));
+                    }
                 }
                 if seen.ask.slot_size > self.cfg.quota {
                     refusals.push(json!({
@@ -164,11 +179,7 @@ impl Node {
                         "reason": format!("slot size {} exceeds the storage quota {}", seen.ask.slot_size, self.cfg.quota),
                     }));
                 }
-                let matches = availabilities.len()
-                    > refusals
-                        .iter()
-                        .filter(|r| r.get("availabilityId").is_some())
-                        .count();
+                let matches = offered > refused;
                 // A refused request may still wait in the queue, marked seen, for an
                 // availability to change.
                 let verdict = if !taken.is_empty() {
@@ -195,6 +206,8 @@ impl Node {
                     "queued": in_queue,
                     "taken": taken,
                     "refusals": refusals,
+                    "refusalsByRule": by_rule,
+                    "refusalsNotListed": refused.saturating_sub(MAX_REFUSALS_LISTED),
                 })
             })
             .collect()

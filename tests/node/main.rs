@@ -1635,6 +1635,38 @@ fn an_operator_follows_a_sale_through_the_api_and_the_cli() {
         text.contains(&format!("codex_tokens_earned_total {paid}\n")),
         "{text}"
     );
+    // With many availabilities, a refused request lists 16 of them and counts the rest.
+    for _ in 0..20 {
+        let (st, b) = api(
+            p,
+            "POST",
+            "/sales/availability",
+            Some(
+                r#"{"totalSize":"1024","duration":"7200","minPricePerBytePerSecond":"1","totalCollateral":"1000"}"#,
+            ),
+        );
+        assert_eq!(st, 201, "{b}");
+    }
+    let recent = host.api_json("/sales/queue")["recentRequests"].clone();
+    let big = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requestId"] == big_id.as_str())
+        .expect("the big request is still among the recent ones")
+        .clone();
+    assert_eq!(big["refusals"].as_array().unwrap().len(), 16, "{big}");
+    assert_eq!(big["refusalsNotListed"], 5, "{big}");
+    let counted: u64 = big["refusalsByRule"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 21, "every availability refused it: {big}");
+    let text = String::from_utf8_lossy(&host.cli(&["queue", "show", "--api-port", &port]).stdout)
+        .into_owned();
+    assert!(text.contains("… and 5 more availabilities"), "{text}");
     // The node stops: history and status from the shell.
     assert!(host.terminate(Duration::from_secs(5)).success());
     let out = host.cli(&["sale", "list", "--all", "--api-port", &port, "--json"]);
