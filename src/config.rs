@@ -113,12 +113,9 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// Exit code: 1 when the environment is at fault (an unreadable file), else 2.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ConfigError::Io { .. } => 1,
-            _ => 2,
-        }
+    /// Whether the environment is at fault (an unreadable file), not the user's input.
+    pub fn is_environment(&self) -> bool {
+        matches!(self, ConfigError::Io { .. })
     }
 }
 
@@ -428,7 +425,7 @@ mod tests {
                 && m.contains("CODEX_STORAGE_QUOTA"),
             "{m}"
         );
-        assert_eq!(e.exit_code(), 2);
+        assert!(!e.is_environment());
         let (_d, bad) = file("storage-quota = [1]\n");
         let args = GlobalArgs {
             config_file: Some(bad),
@@ -463,7 +460,7 @@ mod tests {
         };
         let e = Config::resolve(&args, env(&[("HOME", "/h")])).unwrap_err();
         assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
-        assert_eq!(e.exit_code(), 1);
+        assert!(e.is_environment());
         assert!(matches!(
             Config::resolve(&GlobalArgs::default(), env(&[])),
             Err(ConfigError::NoDataDir)

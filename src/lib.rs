@@ -14,7 +14,7 @@
 //!   CLI, a small HTTP/1.1 server for the loop); [`metrics`]: the Prometheus exposition.
 //! - [`cli`]: one module per subcommand; [`config`] (CLI > `CODEX_*` env > TOML file >
 //!   defaults), [`logging`] (stderr, text or JSON lines), [`units`] (sizes, durations,
-//!   256-bit amounts as people write them).
+//!   256-bit amounts as people write them), [`table`] (the CLI's aligned text output).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -27,4 +27,5 @@ pub mod metrics;
 pub mod node;
 pub mod sales;
 pub mod store;
+pub mod table;
 pub mod units;

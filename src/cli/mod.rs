@@ -27,7 +27,6 @@ pub mod reservation;
 pub mod run;
 pub mod sale;
 pub mod status;
-pub mod table;
 pub mod version;
 
 /// Exit codes, as documented in codex(1).
@@ -197,20 +196,58 @@ impl From<crate::sales::ledger::LedgerError> for CliError {
     }
 }
 
+/// A configuration error's exit code: the environment's fault, or a usage error.
+fn config_exit(e: &crate::config::ConfigError) -> i32 {
+    if e.is_environment() {
+        exit::FAILURE
+    } else {
+        exit::USAGE
+    }
+}
+
+/// A store error's exit code: the user's input, or the environment's fault.
+fn store_exit(e: &StoreError) -> i32 {
+    if e.is_usage() {
+        exit::USAGE
+    } else {
+        exit::FAILURE
+    }
+}
+
+/// The command whose `--help` explains a usage error: `codex` and the subcommand words of
+/// `args` (each word kept only if `codex <words so far> <word> --help` is a help screen, so
+/// option values and ids drop out).
+fn help_path(args: &[&str]) -> String {
+    let mut path: Vec<&str> = Vec::new();
+    for word in args.iter().filter(|a| !a.starts_with('-')) {
+        let mut probe = path.clone();
+        probe.extend([*word, "--help"]);
+        if let Err(e) = <Cli as FromArgs>::from_args(&["codex"], &probe) {
+            if e.status.is_ok() {
+                path.push(word);
+            }
+        }
+    }
+    std::iter::once("codex")
+        .chain(path)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => exit::USAGE,
-            CliError::Config(e) => e.exit_code(),
-            CliError::Store(e) => e.exit_code(),
+            CliError::Config(e) => config_exit(e),
+            CliError::Store(e) => store_exit(e),
             CliError::Chain(e) if e.is_unreachable() => exit::CHAIN,
             CliError::Chain(crate::chain::ChainError::Endpoint(_)) => exit::USAGE,
             CliError::Chain(_) => exit::FAILURE,
             CliError::Transaction { .. } => exit::FAILURE,
             CliError::Output(_) | CliError::Signals(_) => exit::FAILURE,
             CliError::Node(crate::node::NodeError::Chain(e)) if e.is_unreachable() => exit::CHAIN,
-            CliError::Node(crate::node::NodeError::Store(e)) => e.exit_code(),
+            CliError::Node(crate::node::NodeError::Store(e)) => store_exit(e),
             CliError::Node(_) => exit::FAILURE,
             CliError::NodeDown { .. } => exit::NODE,
             CliError::NodeAnswer { status, .. } if (400..500).contains(status) => exit::USAGE,
@@ -342,8 +379,12 @@ where
                     exit::OK
                 }
                 Err(()) => {
-                    let msg = early.output.trim_end().replace('\n', " ");
-                    print_err(&format!("{msg} (see codex --help)"));
+                    let msg = early
+                        .output
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    print_err(&format!("{msg} (see {} --help)", help_path(&strs)));
                     exit::USAGE
                 }
             };
@@ -360,7 +401,7 @@ where
         Ok(c) => c,
         Err(e) => {
             print_err(&e.to_string());
-            return e.exit_code();
+            return config_exit(&e);
         }
     };
     crate::logging::init(&config.log_level, config.log_format);

@@ -6,7 +6,8 @@ use argh::FromArgs;
 use serde_json::Value;
 
 use super::node_api::{self, text as s};
-use super::{table, CliError, Context, Run};
+use super::{CliError, Context, Run};
+use crate::table;
 
 /// Inspect the running node's slot queue.
 #[derive(FromArgs, Debug)]

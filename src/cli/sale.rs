@@ -6,10 +6,11 @@ use argh::FromArgs;
 use serde_json::Value;
 
 use super::node_api::{self, text as s};
-use super::{table, CliError, Context, Run};
+use super::{CliError, Context, Run};
 use crate::market::RequestId;
 use crate::sales::ledger::Ledger;
 use crate::store::history::HistoryFilter;
+use crate::table;
 
 /// Inspect sales: live ones and the history of ended ones.
 #[derive(FromArgs, Debug)]

@@ -92,14 +92,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Exit code: 2 for errors in the user's input, 1 for the environment.
-    pub fn exit_code(&self) -> i32 {
+    /// Whether the user's input is at fault (an id that names nothing, a rule the input
+    /// breaks), not the environment (the file, the disk, SQLite).
+    pub fn is_usage(&self) -> bool {
         match self {
             StoreError::BadId(_)
             | StoreError::IdNotFound { .. }
-            | StoreError::AmbiguousId { .. } => 2,
-            StoreError::Ledger(e) if e.is_usage() => 2,
-            _ => 1,
+            | StoreError::AmbiguousId { .. } => true,
+            StoreError::Ledger(e) => e.is_usage(),
+            _ => false,
         }
     }
 }

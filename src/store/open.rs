@@ -33,6 +33,9 @@ pub struct Options {
     pub busy_timeout: Duration,
     /// How long a busy `BEGIN IMMEDIATE` is retried in total.
     pub retry_for: Duration,
+    /// The level of the note that a migration was applied: `debug` for CLI commands (whose
+    /// stderr is for errors and real warnings, next to data on stdout), `info` for the node.
+    pub migration_log: log::Level,
 }
 
 impl Options {
@@ -41,6 +44,7 @@ impl Options {
         Options {
             busy_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(10),
+            migration_log: log::Level::Debug,
         }
     }
     /// For the node's event loop: wait at most 20 ms, no retries here (the engine keeps a
@@ -49,6 +53,7 @@ impl Options {
         Options {
             busy_timeout: Duration::from_millis(20),
             retry_for: Duration::ZERO,
+            migration_log: log::Level::Info,
         }
     }
 }

@@ -84,6 +84,7 @@ impl Store {
         let path = self.path.clone();
         // The empty in-memory store is built afresh each time: nothing worth a note.
         let note = !self.is_in_memory();
+        let level = self.options.migration_log;
         self.immediate(|tx| {
             let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version > SCHEMA_VERSION {
@@ -98,8 +99,9 @@ impl Store {
                 tx.pragma_update(None, "user_version", i as i64 + 1)?;
                 if note {
                     // Under the store's own topic, as `crate::logging` shows it.
-                    log::info!(
+                    log::log!(
                         target: "codex::store",
+                        level,
                         "database {}: migrated to schema version {}",
                         path.display(),
                         i + 1

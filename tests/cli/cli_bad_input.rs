@@ -152,8 +152,9 @@ fn cases() -> Vec<Case> {
         case(&[ADD, "remove", "abcd00"], 2, "has 1 reservation(s)"),
         // unknown options and commands
         case(&[ADD, "list", "--bogus"], 2, "Unrecognized argument: --bogus"),
-        case(&["frobnicate"], 2, "Unrecognized argument: frobnicate"),
-        case(&[ADD, "add", "--total-size", "1GiB"], 2, "Required options not provided"),
+        case(&["frobnicate"], 2, "Unrecognized argument: frobnicate (see codex --help)"),
+        case(&[ADD, "add", "--total-size", "1GiB"], 2, "Required options not provided: --duration --min-price-per-byte-per-second --total-collateral (see codex availability add --help)"),
+        case(&["sale", "show"], 2, "Required positional arguments not provided: SLOT (see codex sale show --help)"),
         // global options and configuration
         case(&["--log-level", "loud", ADD, "list"], 2, "Invalid value for --log-level"),
         case(&["--log-format", "xml", ADD, "list"], 2, "Invalid value for --log-format"),

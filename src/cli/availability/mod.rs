@@ -51,7 +51,7 @@ pub(crate) fn print(
     if json {
         writeln!(ctx.out(), "{}", crate::api::json::availability(a))?;
     } else {
-        super::table::write_availability(ctx.out(), a, reservations)?;
+        crate::table::write_availability(ctx.out(), a, reservations)?;
     }
     Ok(())
 }

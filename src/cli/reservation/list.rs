@@ -4,8 +4,9 @@ use std::io::Write;
 use argh::FromArgs;
 
 use crate::api::json;
-use crate::cli::{table, CliError, Context, Run};
+use crate::cli::{CliError, Context, Run};
 use crate::sales::ledger::Ledger;
+use crate::table;
 
 /// List live reservations, ordered by id.
 #[derive(FromArgs, Debug)]
