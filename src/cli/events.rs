@@ -22,7 +22,7 @@ use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutp
 use crate::chain::event_loop::{EventLoop, CHAIN};
 use crate::chain::rpc::{parse_logs, Log, LogSync, SyncEvent};
 use crate::chain::ChainError;
-use crate::market::events::{decode_log, RpcLog};
+use crate::market::events::decode_log;
 
 /// Blocks per `eth_getLogs` query.
 pub const MAX_RANGE: u64 = 1000;
@@ -44,24 +44,10 @@ pub struct EventsArgs {
     pub follow: bool,
 }
 
-fn to_rpc_log(l: &Log) -> RpcLog {
-    RpcLog {
-        address: l.address,
-        topics: l.topics.clone(),
-        data: l.data.clone(),
-        block_hash: Some(l.block_hash),
-        block_number: Some(l.block_number),
-        transaction_hash: Some(l.transaction_hash),
-        transaction_index: Some(l.transaction_index),
-        log_index: Some(l.log_index),
-        removed: l.removed,
-    }
-}
-
 /// Prints one log as a JSON line; a log that is not a Marketplace event is reported on stderr
 /// and skipped.
 fn print_log(out: &mut impl Write, l: &Log) -> Result<(), CliError> {
-    match decode_log(&to_rpc_log(l)) {
+    match decode_log(&crate::node::to_rpc_log(l)) {
         Ok(ev) => writeln!(out, "{}", ev.to_json_line())?,
         Err(e) => log::warn!(
             "skipping log {} of block {}: {e}",

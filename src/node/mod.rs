@@ -710,7 +710,9 @@ fn hex_bytes(v: &Value) -> Option<Bytes> {
     v.as_str().and_then(|s| s.parse::<Bytes>().ok())
 }
 
-fn to_rpc_log(l: &Log) -> RpcLog {
+/// A log as the chain client delivers it, in the shape the Marketplace decoders read (the
+/// node and `codex events` both decode with it).
+pub(crate) fn to_rpc_log(l: &Log) -> RpcLog {
     RpcLog {
         address: l.address,
         topics: l.topics.clone(),
