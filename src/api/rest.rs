@@ -178,7 +178,7 @@ fn others_total(host: &mut dyn Host, except: Option<AvailabilityId>) -> Result<u
 
 fn list_availabilities(host: &mut dyn Host) -> Response {
     match host.store().availabilities() {
-        Ok(all) => ok_json(&Value::Array(all.iter().map(json::availability).collect())),
+        Ok(all) => Response::json(200, json::availabilities_text(&all)),
         Err(e) => Response::text(500, e.to_string()),
     }
 }
