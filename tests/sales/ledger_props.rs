@@ -304,8 +304,8 @@ fn fit_ask() -> impl Strategy<Value = (u64, u64, u64, u64, u64)> {
 
 proptest! {
     #![proptest_config(config(64))]
-    /// The indexed best fit (MemLedger's ordered index, the SQLite index walk) picks what the
-    /// naive linear best fit picks, also with a free size of 2^63 or more, and after
+    /// The SQLite store's indexed best fit picks what the linear best fit (MemLedger's)
+    /// picks, also with a free size of 2^63 or more, and after
     /// reservations changed the free sizes.
     #[test]
     fn indexed_best_fit_equals_linear_best_fit(

@@ -201,8 +201,7 @@ pub fn collateral_per_byte_fits(per_byte: U256, free_size: u64, remaining: U256)
 
 /// The rules of [`mismatch`] that need no 256-bit arithmetic and do not depend on the
 /// availability's size or collateral: duration, price and until. A necessary condition for
-/// a match, used by the indexed best-fit walks (the in-memory index and the SQLite query)
-/// to skip candidates cheaply before [`mismatch`], the rule itself, decides.
+/// a match, used by the store's indexed best-fit walk to skip candidates cheaply before [`mismatch`], the rule itself, decides.
 pub fn terms_may_match(duration: u64, min_price: &U256, until: u64, ask: &SlotAsk) -> bool {
     ask.duration <= duration
         && ask.price_per_byte_per_second >= *min_price
@@ -256,8 +255,8 @@ pub fn mismatch(a: &Availability, ask: &SlotAsk) -> Option<Mismatch> {
 }
 
 /// Best fit: among the availabilities matching `ask`, the one with the least free_size,
-/// ties broken by the smaller id. A linear scan: the definition the indexed walks of
-/// [`MemLedger`] and the SQLite store are tested against.
+/// ties broken by the smaller id. A linear scan: [`MemLedger`]'s matching, and the
+/// definition the SQLite store's indexed walk is tested against.
 ///
 /// [`MemLedger`]: super::MemLedger
 pub fn best_fit<'a, I>(availabilities: I, ask: &SlotAsk) -> Option<&'a Availability>
