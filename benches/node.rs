@@ -1929,6 +1929,10 @@ mod tap {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            // Acknowledge at once, as the node does on its own connection (src/chain/ws.rs):
+            // the tap must not add the delayed ACK that anvil's unbuffered answers would meet.
+            #[cfg(target_os = "linux")]
+            let _ = rustix::net::sockopt::set_tcp_quickack(&upstream, true);
             buf.extend_from_slice(&chunk[..n]);
             if !conn.upgraded.load(Ordering::SeqCst) {
                 let Some(end) = header_end(&buf) else {
