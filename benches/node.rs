@@ -33,9 +33,10 @@
 //! sees per request (a call the node sends after an answer came starts one), the node's own
 //! share of each reaction (notification → first call, each answer → next call, last answer
 //! → send), and the round trip of 7 eth_calls sent at once on one connection, which is how
-//! the slot view reaches anvil: anvil answers pipelined calls with a ~40 ms stall (its
-//! WebSocket replies and the receiver's delayed ACK; the same without any proxy), so a
-//! second floor with that measured figure in place of one eth_call is printed too.
+//! the slot view reaches anvil, so a second floor with that measured figure in place of one
+//! eth_call is printed too. (anvil writes its answers without TCP_NODELAY: without a quick
+//! ACK from the receiver, which the node and the tap both give, calls in flight together
+//! took ~40 ms.)
 //!
 //! # 2. Proving fan-out (target: under 5% of the 120 s period = 6 s; loop never blocked
 //! more than 10 ms)
