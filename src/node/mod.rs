@@ -336,6 +336,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         metrics: crate::metrics::NodeMetrics::new(queue_size, max_workers),
         proving: std::collections::HashSet::new(),
         processed: start.head,
+        cursor_due: None,
     };
     let mut more = node.pump(lp.registry());
     loop {
@@ -776,14 +777,29 @@ struct Node {
     proving: std::collections::HashSet<Ticket>,
     /// The last block fully processed.
     processed: u64,
+    /// The cursor to persist at the end of this turn: the last block processed and its hash.
+    cursor_due: Option<(u64, B256)>,
 }
 
 impl Node {
-    /// Drains everything that is ready: client outputs, worker results, engine commands.
     /// Drains what is ready (client outputs, worker results, engine commands, transaction
     /// actions) for at most [`TURN_BUDGET`]; returns true when work is left, so that the
     /// loop polls its sockets (answering pings, reading frames) before it goes on.
+    ///
+    /// The chain cursor is persisted at the end of the turn, after the commands the turn's
+    /// events caused were sent: its commit (an fsync) then does not delay them, and a crash
+    /// before it only means the block is read again.
     fn pump(&mut self, reg: &Registry) -> bool {
+        let more = self.pump_ready(reg);
+        if let Some((b, hash)) = self.cursor_due.take() {
+            if let Err(e) = self.engine.ledger_port().set_cursor(b, hash) {
+                log::warn!(target: "codex::store", "saving the chain cursor at block {b}: {e}");
+            }
+        }
+        more
+    }
+
+    fn pump_ready(&mut self, reg: &Registry) -> bool {
         let start = Instant::now();
         let over = || start.elapsed() >= TURN_BUDGET;
         loop {
@@ -859,9 +875,7 @@ impl Node {
             ClientOutput::Processed(b) => {
                 self.processed = b;
                 let hash = self.hashes.get(&b).copied().unwrap_or_default();
-                if let Err(e) = self.engine.ledger_port().set_cursor(b, hash) {
-                    log::warn!(target: "codex::store", "saving the chain cursor at block {b}: {e}");
-                }
+                self.cursor_due = Some((b, hash));
             }
             ClientOutput::Head(h) => {
                 self.last_head_at = Some(Instant::now());
