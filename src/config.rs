@@ -45,6 +45,10 @@ pub const FILE_KEYS: &[&str] = &[
     "metrics",
     "metrics-address",
     "metrics-port",
+    "validator",
+    "validator-max-slots",
+    "validator-groups",
+    "validator-group-index",
 ];
 
 /// The default storage quota: 20 GiB.

@@ -8,8 +8,10 @@
 //! - [`store`]: SQLite persistence of availabilities, reservations, the slots reserved and
 //!   filled on chain, the history of ended sales, and the chain position.
 //! - [`chain`]: WebSocket JSON-RPC client, the one event loop, transactions.
-//! - [`node`]: `codex run`, the loop that drives the engine over the chain, the store and
-//!   worker threads (see `docs/architecture.md`).
+//! - [`validator`]: the validator role: which filled slots to watch and which missed proofs
+//!   to mark after each period. Pure, like the sales core.
+//! - [`node`]: `codex run`, the loop that drives the engine (and the validator) over the
+//!   chain, the store and worker threads (see `docs/architecture.md`).
 //! - [`api`]: the REST API (routes over the node's state, JSON shapes shared with the
 //!   CLI, a small HTTP/1.1 server for the loop); [`metrics`]: the Prometheus exposition.
 //! - [`cli`]: one module per subcommand; [`config`] (CLI > `CODEX_*` env > TOML file >
@@ -29,3 +31,4 @@ pub mod sales;
 pub mod store;
 pub mod table;
 pub mod units;
+pub mod validator;

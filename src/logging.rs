@@ -32,6 +32,7 @@ pub const TOPICS: &[(&str, &[&str])] = &[
     ("chain", &["codex::chain"]),
     ("contracts", &["codex::chain"]),
     ("proving", &["codex::proving"]),
+    ("validator", &["codex::validator"]),
     ("clock", &["codex::node"]),
     ("node", &["codex::node"]),
     ("store", &["codex::store"]),

@@ -80,6 +80,10 @@ pub struct NodeMetrics {
     pub proofs_failed: Counter,
     /// submitProof transactions that did not go through.
     pub proofs_missed: Counter,
+    /// Proofs the validator marked missing (mined marks).
+    pub validator_marks: Counter,
+    /// Gauge: slots the validator watches.
+    pub validator_slots: u64,
     /// JSON-RPC round trips, seconds.
     pub rpc_latency: Histogram,
     /// Sales ended, by outcome.
@@ -127,6 +131,8 @@ impl NodeMetrics {
             proofs_submitted: Counter::default(),
             proofs_failed: Counter::default(),
             proofs_missed: Counter::default(),
+            validator_marks: Counter::default(),
+            validator_slots: 0,
             rpc_latency: Histogram::new(LATENCY),
             sales_ended: Vec::new(),
             tokens_earned: 0.0,
@@ -252,6 +258,18 @@ impl NodeMetrics {
             "codex_proofs_missed_total",
             "Proof transactions that did not go through",
             self.proofs_missed.get(),
+        );
+        c(
+            &mut e,
+            "codex_validator_marks_total",
+            "Proofs the validator marked missing",
+            self.validator_marks.get(),
+        );
+        g(
+            &mut e,
+            "codex_validator_slots",
+            "Slots the validator watches",
+            self.validator_slots as f64,
         );
         e.family(
             "codex_rpc_latency_seconds",
@@ -453,6 +471,12 @@ mod tests {
         let text = m.render();
         check(&text);
         assert!(text.contains("codex_proofs_submitted_total 3\n"), "{text}");
+        m.validator_marks.inc();
+        m.validator_slots = 7;
+        let text = m.render();
+        check(&text);
+        assert!(text.contains("codex_validator_marks_total 1\n"), "{text}");
+        assert!(text.contains("codex_validator_slots 7\n"), "{text}");
         assert!(text.contains("codex_rpc_latency_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("codex_rpc_latency_seconds_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("codex_rpc_latency_seconds_bucket{le=\"2\"} 2\n"));

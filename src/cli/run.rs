@@ -10,9 +10,11 @@ use super::{CliError, Context, Run};
 use crate::chain::key::EthPrivateKey;
 use crate::node::data::DataSource;
 use crate::node::{self, NodeConfig};
+use crate::validator::{Groups, ValidatorOptions};
 
 /// Run the host: sell storage from the availabilities, fill and prove slots, collect
-/// payouts; stops cleanly on SIGINT or SIGTERM.
+/// payouts; with --validator, also mark the proofs other hosts miss. Stops cleanly on
+/// SIGINT or SIGTERM.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "run")]
 pub struct RunArgs {
@@ -24,7 +26,8 @@ pub struct RunArgs {
     #[argh(option, arg_name = "N")]
     pub max_workers: Option<String>,
     /// where slot data is downloaded from: a URL with {cid} and optionally {slot}; without
-    /// {slot} the slot's byte range is asked for (env CODEX_DATA_SOURCE)
+    /// {slot} the slot's byte range is asked for; required unless --validator, whose node
+    /// without it sells nothing (env CODEX_DATA_SOURCE)
     #[argh(option, arg_name = "URL_TEMPLATE")]
     pub data_source: Option<String>,
     /// make every Nth proof fail on purpose, for testing (default 0: never; env
@@ -62,6 +65,22 @@ pub struct RunArgs {
     /// port of the metrics (default 8008; env CODEX_METRICS_PORT)
     #[argh(option, arg_name = "PORT")]
     pub metrics_port: Option<String>,
+    /// also be a validator: after each proof period, mark the proofs hosts missed and
+    /// collect the reward (default off; env CODEX_VALIDATOR=true)
+    #[argh(switch)]
+    pub validator: bool,
+    /// most slots the validator watches at once, 0 for no limit (default 1000; env
+    /// CODEX_VALIDATOR_MAX_SLOTS)
+    #[argh(option, arg_name = "N")]
+    pub validator_max_slots: Option<String>,
+    /// split the slot ids among N validators, 2 to 65535 (default: one validator watches
+    /// every slot; env CODEX_VALIDATOR_GROUPS)
+    #[argh(option, arg_name = "N")]
+    pub validator_groups: Option<String>,
+    /// the group of --validator-groups this validator watches, from 0 (default 0; env
+    /// CODEX_VALIDATOR_GROUP_INDEX)
+    #[argh(option, arg_name = "I")]
+    pub validator_group_index: Option<String>,
 }
 
 /// Parses an IP address option.
@@ -74,6 +93,91 @@ pub(crate) fn ip_arg(v: &str) -> Result<std::net::IpAddr, String> {
 pub(crate) fn port_arg(v: &str) -> Result<u16, String> {
     v.parse()
         .map_err(|_| "not a port number (0-65535)".to_string())
+}
+
+/// Parses a true/false option from the environment or a config file.
+fn bool_arg(v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("must be true or false".to_string()),
+    }
+}
+
+fn whole(v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| "not a whole number".to_string())
+}
+
+/// The validator's options, validated: None when the validator is off. A validator option
+/// without `--validator` is refused rather than ignored.
+fn validator_options(
+    sources: &crate::config::Sources,
+    args: &RunArgs,
+) -> Result<Option<ValidatorOptions>, CliError> {
+    let on = args.validator || sources.parse("validator", None, || false, bool_arg)?;
+    let max_slots = sources.parse(
+        "validator-max-slots",
+        args.validator_max_slots.as_deref(),
+        || crate::validator::DEFAULT_MAX_SLOTS as u64,
+        whole,
+    )?;
+    let groups = sources.parse(
+        "validator-groups",
+        args.validator_groups.as_deref(),
+        || None,
+        |v| {
+            let n = whole(v)?;
+            Groups::new(n, 0)
+                .map(|_| Some(n))
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    let index_key = "validator-group-index";
+    let index = sources.parse(
+        index_key,
+        args.validator_group_index.as_deref(),
+        || 0,
+        whole,
+    )?;
+    let groups = match groups {
+        Some(n) => Some(Groups::new(n, index).map_err(|e| {
+            let (value, origin) = sources
+                .get(index_key, args.validator_group_index.as_deref())
+                .unwrap_or_else(|| (index.to_string(), crate::config::Origin::Default));
+            crate::config::ConfigError::Invalid {
+                key: index_key,
+                value,
+                origin,
+                message: e.to_string(),
+            }
+        })?),
+        None if index != 0 => {
+            return Err(CliError::Usage(format!(
+                "--{index_key} {index} needs --validator-groups (the number of groups it is one of)"
+            )))
+        }
+        None => None,
+    };
+    if !on {
+        let given = [
+            ("validator-max-slots", args.validator_max_slots.as_deref()),
+            ("validator-groups", args.validator_groups.as_deref()),
+            (index_key, args.validator_group_index.as_deref()),
+        ]
+        .into_iter()
+        .find(|(k, cli)| sources.get(k, *cli).is_some());
+        if let Some((k, _)) = given {
+            return Err(CliError::Usage(format!(
+                "--{k} is an option of the validator: add --validator (or CODEX_VALIDATOR=true)"
+            )));
+        }
+        return Ok(None);
+    }
+    Ok(Some(ValidatorOptions {
+        max_slots: usize::try_from(max_slots).unwrap_or(usize::MAX),
+        groups,
+    }))
 }
 
 fn positive(what: &str) -> impl Fn(&str) -> Result<usize, String> + '_ {
@@ -105,11 +209,12 @@ impl Run for RunArgs {
             || None,
             |v| DataSource::parse(v).map(Some).map_err(|e| e.to_string()),
         )?;
-        let data_source = data_source.ok_or_else(|| {
-            CliError::Usage(
-                "codex run needs --data-source URL_TEMPLATE (where slot data is downloaded from, e.g. http://host/data/{cid})".into(),
-            )
-        })?;
+        let validator = validator_options(sources, &self)?;
+        if data_source.is_none() && validator.is_none() {
+            return Err(CliError::Usage(
+                "codex run needs --data-source URL_TEMPLATE (where slot data is downloaded from, e.g. http://host/data/{cid}), or --validator for a node that only validates".into(),
+            ));
+        }
         let simulate_proof_failures = sources.parse(
             "simulate-proof-failures",
             self.simulate_proof_failures.as_deref(),
@@ -162,17 +267,7 @@ impl Run for RunArgs {
                 o => Ok(Some(o.to_string())),
             },
         )?;
-        let metrics_on = self.metrics
-            || sources.parse(
-                "metrics",
-                None,
-                || false,
-                |v| match v {
-                    "true" | "1" | "yes" => Ok(true),
-                    "false" | "0" | "no" => Ok(false),
-                    _ => Err("must be true or false".to_string()),
-                },
-            )?;
+        let metrics_on = self.metrics || sources.parse("metrics", None, || false, bool_arg)?;
         let metrics_ip = sources.parse(
             "metrics-address",
             self.metrics_address.as_deref(),
@@ -209,7 +304,8 @@ impl Run for RunArgs {
             quota: ctx.config.storage_quota,
             queue_size,
             max_workers,
-            data_source: Arc::new(data_source),
+            data_source: data_source.map(Arc::new),
+            validator,
             simulate_proof_failures,
             reward_recipient,
             from_block,

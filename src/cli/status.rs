@@ -9,7 +9,7 @@ use super::node_api::{self, text as s};
 use super::{CliError, Context, Run};
 
 /// Show the host's state: chain, marketplace, balances, availabilities, queue, sales,
-/// proofs and earnings; exits 0 when healthy, 5 when not, 4 when no node answers.
+/// proofs, the validator and earnings; exits 0 when healthy, 5 when not, 4 when no node answers.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 pub struct StatusArgs {
@@ -71,10 +71,15 @@ impl Run for StatusArgs {
             )?;
             writeln!(
                 out,
-                "host:           {}, {} wei, {} tokens",
+                "host:           {}, {} wei, {} tokens{}",
                 s(&h["address"]),
                 s(&h["ethBalance"]),
-                s(&h["tokenBalance"])
+                s(&h["tokenBalance"]),
+                if h["selling"] == false {
+                    "; sells nothing (no --data-source)"
+                } else {
+                    ""
+                }
             )?;
             writeln!(
                 out,
@@ -116,6 +121,26 @@ impl Run for StatusArgs {
                 s(&p["failed"]),
                 s(&p["missed"])
             )?;
+            let v = &st["validator"];
+            if v.is_object() {
+                writeln!(
+                    out,
+                    "validator:      watching {} slots ({}, at most {}), {} proofs marked missing, {} tokens of rewards",
+                    s(&v["watching"]),
+                    match v["groups"].as_u64() {
+                        Some(n) => format!("group {} of {n}", s(&v["groupIndex"])),
+                        None => "every slot".into(),
+                    },
+                    match v["maxSlots"].as_u64() {
+                        Some(0) => "no limit".into(),
+                        _ => s(&v["maxSlots"]),
+                    },
+                    s(&v["marks"]),
+                    s(&v["rewards"])
+                )?;
+            } else {
+                writeln!(out, "validator:      off")?;
+            }
             writeln!(
                 out,
                 "earnings:       {} sales ended, {} paid, {} collateral returned, {} lost",

@@ -283,6 +283,16 @@ pub fn decode_can_reserve_slot(data: &[u8]) -> Result<bool, AbiDecodeError> {
     decode::<M::canReserveSlotCall>(data)
 }
 
+/// `canMarkProofAsMissing(slotId, period)`: a view without a result; it succeeds when
+/// `markProofAsMissing` would, and reverts with the same error otherwise.
+pub fn can_mark_proof_as_missing(slot: SlotId, period: u64) -> Vec<u8> {
+    M::canMarkProofAsMissingCall {
+        slotId: slot.0,
+        period,
+    }
+    .abi_encode()
+}
+
 /// `missingProofs(slotId)`.
 pub fn missing_proofs(slot: SlotId) -> Vec<u8> {
     M::missingProofsCall { slotId: slot.0 }.abi_encode()
@@ -403,6 +413,8 @@ mod tests {
         want.extend([0x22; 32]);
         want.extend(word(77));
         assert_eq!(mark_proof_as_missing(sid, 77), want);
+        want[..4].copy_from_slice(&hex::decode("d1bb36b6").unwrap());
+        assert_eq!(can_mark_proof_as_missing(sid, 77), want);
     }
 
     #[test]

@@ -266,6 +266,7 @@ impl Node {
         let (offered, free, _, held) = self.offer_totals();
         let q = self.engine.queue_snapshot();
         let by_state = self.sales_by_state();
+        let validator_slots = self.validator_slots();
         let m = &mut self.metrics;
         m.queue_length = q.items.len() as u64;
         m.queue_capacity = q.capacity as u64;
@@ -281,6 +282,7 @@ impl Node {
         m.bytes_free = free;
         m.bytes_reserved = offered - free.min(offered);
         m.collateral_held = f64::from(held);
+        m.validator_slots = validator_slots;
     }
 }
 
@@ -427,6 +429,7 @@ impl Host for Node {
             },
             "host": {
                 "address": self.txs.address().to_string(),
+                "selling": self.cfg.data_source.is_some(),
                 "ethBalance": self.balances.0.map(|b| b.to_string()),
                 "tokenBalance": self.balances.1.map(|b| b.to_string()),
             },
@@ -451,6 +454,7 @@ impl Host for Node {
                 "failed": self.metrics.proofs_failed.get(),
                 "missed": self.metrics.proofs_missed.get(),
             },
+            "validator": self.validator_status(),
             "earnings": earnings.map(|e| json!({
                 "salesEnded": e.sales,
                 "payout": e.payout.to_string(),

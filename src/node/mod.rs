@@ -11,6 +11,8 @@
 //! - the pending view batches (one engine question = a few `eth_call`s at `pending`);
 //! - the [`Workers`] (downloads and proofs on threads; results come back through a channel
 //!   and a [`Waker`]);
+//! - with `--validator`, the [`Validator`] core (`validating.rs` wires it in: its views go
+//!   out as JSON-RPC batches, its marks through the same [`TxBook`]);
 //! - SIGINT/SIGTERM through `signal-hook-mio`, and a one-second wall-clock tick that checks
 //!   `PRAGMA data_version` so that an availability changed by the CLI is seen.
 //!
@@ -25,6 +27,7 @@ mod api;
 pub mod data;
 mod history;
 pub mod prover;
+mod validating;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -55,6 +58,7 @@ use crate::sales::engine::{
 use crate::sales::sale::{ChainError as SaleChainError, Input, ProofView, SlotRef, SlotView, Tx};
 use crate::sales::ChainTime;
 use crate::store::{Options, Store, StoreError};
+use crate::validator::{Validator, ValidatorConfig, ValidatorOptions};
 
 use crate::chain::txbook::{TxAction, TxBook, TxCall, TxFailure, TxRequest};
 use crate::market::errors::MarketError;
@@ -96,8 +100,11 @@ pub struct NodeConfig {
     pub queue_size: usize,
     /// Worker budget.
     pub max_workers: usize,
-    /// Where slot data comes from.
-    pub data_source: Arc<DataSource>,
+    /// Where slot data comes from. None (only with the validator on): the node sells
+    /// nothing; sales it already holds carry on.
+    pub data_source: Option<Arc<DataSource>>,
+    /// The validator's options (None: the validator is off).
+    pub validator: Option<ValidatorOptions>,
     /// Every Nth proof fails on purpose (0: off).
     pub simulate_proof_failures: u32,
     /// Where payouts go (default: the host).
@@ -151,11 +158,22 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
+/// Whom a transaction answers: a sale, or the validator's mark of (slot, period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TxTag {
+    Sale(Ticket),
+    Mark(crate::market::SlotId, u64),
+}
+
 /// What a call answers.
 #[derive(Debug, Clone, Copy)]
 enum Purpose {
     Batch(u64, usize),
     Tx(TxCall),
+    /// `slotState` of a slot the validator saw filled.
+    ValidatorSlotState(crate::market::SlotId),
+    /// `canMarkProofAsMissing(slot, period)`.
+    CanMark(crate::market::SlotId, u64),
     RequestState(RequestId),
     FeeHistory,
     EthBalance,
@@ -282,9 +300,37 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         report.with_reservation,
         report.ended_reservations
     );
-    for ev in start.open_requests {
-        engine.handle(ChainTime(start.now), EngineInput::Event(ev));
+    if cfg.data_source.is_some() {
+        for ev in start.open_requests {
+            engine.handle(ChainTime(start.now), EngineInput::Event(ev));
+        }
+    } else {
+        log::info!(target: "codex::node", "no --data-source: the node sells no storage (sales it already holds carry on)");
     }
+    let validator = cfg.validator.map(|options| {
+        let mut v = Validator::new(ValidatorConfig {
+            options,
+            period: start.config.period,
+            timeout: start.config.timeout,
+        });
+        for ev in &start.validator_history {
+            validating::feed(&mut v, ev);
+        }
+        log::info!(
+            target: "codex::validator",
+            "validator on: {}, at most {}; {} slots seen filled in the history, checking which are still filled",
+            match options.groups {
+                Some(g) => format!("slots of group {} of {}", g.index(), g.count()),
+                None => "every slot".to_string(),
+            },
+            match options.max_slots {
+                0 => "any number watched".to_string(),
+                n => format!("{n} watched"),
+            },
+            v.stats().candidates
+        );
+        v
+    });
 
     let waker: Arc<Waker> = lp.waker().map_err(io("creating the waker"))?;
     let workers = Workers::start(cfg.max_workers, Arc::new(SimulatedProver), waker.clone())
@@ -309,6 +355,8 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         engine,
         client,
         txs: TxBook::new(start.key, start.chain_id, start.confirmations, start.head),
+        validator,
+        validator_rewards: U256::ZERO,
         marketplace: start.marketplace,
         token: start.token,
         now: start.now,
@@ -401,6 +449,8 @@ struct Start {
     from_block: u64,
     my_slots: Vec<(RequestId, u64)>,
     open_requests: Vec<MarketEvent>,
+    /// With the validator on: the fills, frees and request ends before `from_block`.
+    validator_history: Vec<MarketEvent>,
 }
 
 /// Connects, retrying with backoff while the provider cannot be reached, and verifies the
@@ -570,6 +620,14 @@ fn start_up(
         my_slots.push((request.id(), index));
     }
     forfeit_lost_slots(cfg, &mut rpc, marketplace, store, &my_slots, window_start)?;
+    // The validator learns the slots filled before the cursor from the same window (a slot
+    // still filled belongs to a request posted within it).
+    let validator_history = match cfg.validator {
+        Some(_) if from_block > window_start => {
+            validating::history(&mut rpc, marketplace, window_start, from_block)?
+        }
+        _ => Vec::new(),
+    };
     Ok(Some(Start {
         key: cfg.key.clone(),
         chain_id,
@@ -582,6 +640,7 @@ fn start_up(
         from_block,
         my_slots,
         open_requests,
+        validator_history,
     }))
 }
 
@@ -738,7 +797,11 @@ struct Node {
     cfg: NodeConfig,
     engine: Engine<Store>,
     client: ChainClient,
-    txs: TxBook<Ticket>,
+    txs: TxBook<TxTag>,
+    /// The validator, when it is on.
+    validator: Option<Validator>,
+    /// Tokens the validator's marks earned.
+    validator_rewards: U256,
     marketplace: Address,
     token: Address,
     /// Chain time: the latest block's timestamp.
@@ -757,7 +820,7 @@ struct Node {
     next_tick: Instant,
     /// Recent block hashes, for the cursor.
     hashes: HashMap<u64, B256>,
-    tx_actions: Vec<TxAction<Ticket>>,
+    tx_actions: Vec<TxAction<TxTag>>,
     /// reserveSlot transactions in flight, to record when they succeed.
     reserving: HashMap<Ticket, SlotRef>,
     /// Tokens the Marketplace sent for a slot (payout and collateral), for its history.
@@ -825,6 +888,9 @@ impl Node {
                     return true;
                 }
             }
+            if self.run_validator(reg) {
+                progressed = true;
+            }
             if !self.tx_actions.is_empty() {
                 progressed = true;
                 self.run_tx_actions(reg);
@@ -855,9 +921,16 @@ impl Node {
                     log::info!(target: "codex::market", "block {}: {}", l.block_number, d.event.name());
                     self.metrics.events_processed.inc();
                     api::remember(&mut self.recent, &d.event, self.now);
-                    self.note_request(&d.event);
-                    self.engine
-                        .handle(ChainTime(self.now), EngineInput::Event(d.event));
+                    if let Some(v) = self.validator.as_mut() {
+                        validating::feed(v, &d.event);
+                    }
+                    // Without a data source nothing is sold: new requests are not examined.
+                    let selling = self.cfg.data_source.is_some();
+                    if selling || !matches!(d.event, MarketEvent::StorageRequested { .. }) {
+                        self.note_request(&d.event);
+                        self.engine
+                            .handle(ChainTime(self.now), EngineInput::Event(d.event));
+                    }
                 }
                 Err(e) => log::warn!(
                     target: "codex::market",
@@ -884,6 +957,9 @@ impl Node {
                 self.hashes.insert(h.number, h.hash);
                 self.hashes.retain(|n, _| *n + 64 >= h.number);
                 self.engine.handle(ChainTime(self.now), EngineInput::Time);
+                if let Some(v) = self.validator.as_mut() {
+                    v.on_time(self.now);
+                }
                 self.txs.on_head(h.number, &mut self.tx_actions);
                 let id = self.client.call(
                     reg,
@@ -968,6 +1044,8 @@ impl Node {
                 }
             }
             Purpose::Tx(call) => self.txs.on_answer(call, result, &mut self.tx_actions),
+            Purpose::ValidatorSlotState(slot) => self.on_validator_slot_state(slot, result),
+            Purpose::CanMark(slot, period) => self.on_can_mark(slot, period, result),
             Purpose::EthBalance => {
                 if let Some(b) = result
                     .ok()
@@ -1301,6 +1379,20 @@ impl Node {
             Command::LookupFreedSlot {
                 request_id,
                 slot_index,
+            } if self.cfg.data_source.is_none() => {
+                // Nothing is sold without a data source: no repair either.
+                self.engine.handle(
+                    ChainTime(self.now),
+                    EngineInput::FreedSlot {
+                        request_id,
+                        slot_index,
+                        info: Ok(None),
+                    },
+                );
+            }
+            Command::LookupFreedSlot {
+                request_id,
+                slot_index,
             } => {
                 self.batch(
                     reg,
@@ -1383,7 +1475,7 @@ impl Node {
             }
             SaleCommand::Send(tx) => {
                 let req = |label, call, to, data: Vec<u8>| TxRequest {
-                    tag: t,
+                    tag: TxTag::Sale(t),
                     label,
                     call,
                     to,
@@ -1454,12 +1546,24 @@ impl Node {
                 }
             }
             SaleCommand::Download { slot, request, .. } => {
+                let Some(source) = self.cfg.data_source.clone() else {
+                    // Not reached: without a data source no sale starts. Should one, it
+                    // ends here with everything it holds returned.
+                    self.engine.handle(
+                        ChainTime(self.now),
+                        EngineInput::Reply(
+                            t,
+                            Input::Downloaded(Err("no --data-source to download from".into())),
+                        ),
+                    );
+                    return;
+                };
                 let cid = crate::market::cid::format_cid(&request.content.cid);
                 log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.downloads.insert(slot, cancel.clone());
                 let job = DownloadJob {
-                    source: self.cfg.data_source.clone(),
+                    source,
                     cid,
                     slot_index: slot.slot_index,
                     slot_size: request.ask.slot_size,
@@ -1562,14 +1666,17 @@ impl Node {
     fn run_tx_actions(&mut self, reg: &Registry) {
         // A bounded slice at a time, so that a pump can stop between slices.
         let n = self.tx_actions.len().min(64);
-        let actions: Vec<TxAction<Ticket>> = self.tx_actions.drain(..n).collect();
+        let actions: Vec<TxAction<TxTag>> = self.tx_actions.drain(..n).collect();
         for a in actions {
             match a {
                 TxAction::Call(tag, method, params) => {
                     let id = self.client.call(reg, method, &params, Instant::now());
                     self.calls.insert(id, (Purpose::Tx(tag), Instant::now()));
                 }
-                TxAction::Done(t, res) => {
+                TxAction::Done(TxTag::Mark(slot, period), res) => {
+                    self.on_mark_done(slot, period, res)
+                }
+                TxAction::Done(TxTag::Sale(t), res) => {
                     if self.proving.remove(&t) {
                         if res.is_ok() {
                             self.metrics.proofs_submitted.inc();

@@ -17,6 +17,8 @@ use support::dataserver::{DataServer, Mode};
 use support::devchain::{self, Devchain};
 use support::proxy::{text_frame, Proxy};
 
+mod validator;
+
 /// Seconds of chain time each mined block adds.
 const BLOCK_SECS: u64 = 10;
 
