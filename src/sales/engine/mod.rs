@@ -22,7 +22,7 @@
 //!
 //! Invariants: a slot has at most one sale; a sale holds a worker from Preparing until it
 //! is filled or ends; every ending ends its reservation in the ledger with the collateral the
-//! sale says comes back (see the table in [`super::sale`]); the queue never holds an item for
+//! sale says comes back (see the table on [`super::sale::Ending`]); the queue never holds an item for
 //! a slot that has a live sale when the item was pushed; a request is watched only while it
 //! has a live sale (its queued items are purged by their expiry without a watch).
 
