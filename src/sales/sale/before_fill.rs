@@ -124,15 +124,7 @@ fn prepare_read_failed(
     out: &mut Vec<Output>,
 ) -> Sale {
     if attempt + 1 >= PREPARE_READS {
-        return end(
-            Closing::Errored,
-            p.slot,
-            e.to_string(),
-            None,
-            None,
-            false,
-            out,
-        );
+        return end(Closing::Errored, p.slot, e.to_string()).emit(out);
     }
     out.push(Output::WakeAt(cfg.backoff(now, attempt)));
     p.step = PrepStep::ReadBackoff {
@@ -162,41 +154,17 @@ pub(super) fn preparing(
         }
         (PrepStep::Reading | PrepStep::Rereading { .. }, Input::Slot(Ok(mut view))) => {
             let Some(request) = view.request.take() else {
-                return end(
-                    Closing::Errored,
-                    slot,
-                    "request could not be retrieved",
-                    None,
-                    None,
-                    false,
-                    out,
-                );
+                return end(Closing::Errored, slot, "request could not be retrieved").emit(out);
             };
             if !matches!(view.slot_state, SlotState::Free | SlotState::Repair) {
-                return end(
-                    Closing::Ignored,
-                    slot,
-                    "slot is not free",
-                    None,
-                    None,
-                    false,
-                    out,
-                );
+                return end(Closing::Ignored, slot, "slot is not free").emit(out);
             }
             if !matches!(
                 view.request_state,
                 Some(RequestState::New | RequestState::Started)
             ) || view.ends_at <= now
             {
-                return end(
-                    Closing::Ignored,
-                    slot,
-                    "request is over",
-                    None,
-                    None,
-                    false,
-                    out,
-                );
+                return end(Closing::Ignored, slot, "request is over").emit(out);
             }
             watch_while_new(slot, &view, out);
             out.push(Output::Reserve {
@@ -220,27 +188,12 @@ pub(super) fn preparing(
                     sent: false,
                 }))
             }
-            Err(ReserveFailure::NoMatch) => end(
-                Closing::Ignored,
-                slot,
-                "no matching availability",
-                None,
-                Some(Box::new(SlotQueueItem {
-                    seen: true,
-                    ..p.item
-                })),
-                false,
-                out,
-            ),
-            Err(e @ ReserveFailure::Other(_)) => end(
-                Closing::Errored,
-                slot,
-                e.to_string(),
-                None,
-                None,
-                false,
-                out,
-            ),
+            Err(ReserveFailure::NoMatch) => end(Closing::Ignored, slot, "no matching availability")
+                .requeue(p.item)
+                .emit(out),
+            Err(e @ ReserveFailure::Other(_)) => {
+                end(Closing::Errored, slot, e.to_string()).emit(out)
+            }
         },
         (step, _) => {
             p.step = step;

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::market::U256;
-use crate::sales::ledger::ReservationId;
+use crate::sales::ledger::{Reservation, ReservationId};
 use crate::sales::queue::SlotQueueItem;
 
 use super::{Hosted, Output, Reserved, Sale, SlotRef};
@@ -44,6 +44,7 @@ pub struct Ending {
     pub release_data: bool,
 }
 
+/// The final state a sale reaches.
 pub(super) enum Closing {
     Finished,
     Closed(&'static str),
@@ -51,69 +52,83 @@ pub(super) enum Closing {
     Ignored,
 }
 
-pub(super) fn end(
+/// An ending on its way: the final state and the [`Ending`] that goes with it, which by
+/// default ends no reservation, requeues nothing and keeps the slot's data. Each method
+/// names one thing the ending does; [`End::emit`] reaches the final state.
+#[must_use = "an ending does nothing until it is emitted"]
+pub(super) struct End {
     how: Closing,
-    slot: SlotRef,
-    reason: impl Into<Cow<'static, str>>,
-    reservation: Option<(ReservationId, U256)>,
-    requeue: Option<Box<SlotQueueItem>>,
-    release_data: bool,
-    out: &mut Vec<Output>,
-) -> Sale {
-    let fin = Box::new(Ending {
-        slot,
-        reason: reason.into(),
-        reservation,
-        requeue,
-        release_data,
-    });
-    out.push(Output::Ended);
-    match how {
-        Closing::Finished => Sale::Finished(fin),
-        Closing::Closed(name) => Sale::Closed(fin, name),
-        Closing::Errored => Sale::Errored(fin),
-        Closing::Ignored => Sale::Ignored(fin),
+    ending: Ending,
+}
+
+/// Begins ending the sale of `slot` in the final state `how`, for `reason`.
+pub(super) fn end(how: Closing, slot: SlotRef, reason: impl Into<Cow<'static, str>>) -> End {
+    End {
+        how,
+        ending: Ending {
+            slot,
+            reason: reason.into(),
+            reservation: None,
+            requeue: None,
+            release_data: false,
+        },
     }
 }
 
-pub(super) fn end_closed(
-    slot: SlotRef,
-    name: &'static str,
-    reason: &'static str,
-    reservation: Option<(ReservationId, U256)>,
-    release_data: bool,
-    out: &mut Vec<Output>,
-) -> Sale {
-    end(
-        Closing::Closed(name),
-        slot,
-        reason,
-        reservation,
-        None,
-        release_data,
-        out,
-    )
+impl End {
+    /// Ends `reservation`, when the sale holds one, giving `collateral` back to its
+    /// availability.
+    pub(super) fn returning(mut self, reservation: Option<&Reservation>, collateral: U256) -> End {
+        self.ending.reservation = reservation.map(|r| (r.id, collateral));
+        self
+    }
+
+    /// Pushes `item` back into the queue, marked seen.
+    pub(super) fn requeue(mut self, item: SlotQueueItem) -> End {
+        self.ending.requeue = Some(Box::new(SlotQueueItem { seen: true, ..item }));
+        self
+    }
+
+    /// Deletes the slot's data.
+    pub(super) fn release_data(self) -> End {
+        self.release_data_if(true)
+    }
+
+    /// Deletes the slot's data when `release` (some of it was downloaded).
+    pub(super) fn release_data_if(mut self, release: bool) -> End {
+        self.ending.release_data = release;
+        self
+    }
+
+    /// Reaches the final state: tells the engine with [`Output::Ended`] and returns the
+    /// final sale.
+    pub(super) fn emit(self, out: &mut Vec<Output>) -> Sale {
+        let fin = Box::new(self.ending);
+        out.push(Output::Ended);
+        match self.how {
+            Closing::Finished => Sale::Finished(fin),
+            Closing::Closed(name) => Sale::Closed(fin, name),
+            Closing::Errored => Sale::Errored(fin),
+            Closing::Ignored => Sale::Ignored(fin),
+        }
+    }
 }
 
-/// Ends a sale that posted no collateral: all of it comes back.
+/// Ends a sale that posted no collateral: all of it comes back, and the data goes if some
+/// was downloaded.
 pub(super) fn end_held(
     how: Closing,
     r: &Reserved,
     reason: impl Into<Cow<'static, str>>,
     out: &mut Vec<Output>,
 ) -> Sale {
-    let downloaded = r.reservation.downloaded > 0;
-    end(
-        how,
-        r.base.slot,
-        reason,
-        Some((r.reservation.id, r.reservation.collateral)),
-        None,
-        downloaded,
-        out,
-    )
+    end(how, r.base.slot, reason)
+        .returning(Some(&r.reservation), r.reservation.collateral)
+        .release_data_if(r.reservation.downloaded > 0)
+        .emit(out)
 }
 
+/// The collateral a hosted sale's reservation holds (zero without one).
 pub(super) fn held_of(h: &Hosted) -> U256 {
     h.reservation
         .as_ref()
@@ -121,6 +136,8 @@ pub(super) fn held_of(h: &Hosted) -> U256 {
         .unwrap_or(U256::ZERO)
 }
 
+/// Ends a sale of a slot we may have filled: `returned` of the collateral comes back, and
+/// the data goes.
 pub(super) fn end_hosted(
     how: Closing,
     h: &Hosted,
@@ -128,6 +145,8 @@ pub(super) fn end_hosted(
     returned: U256,
     out: &mut Vec<Output>,
 ) -> Sale {
-    let res = h.reservation.as_ref().map(|r| (r.id, returned));
-    end(how, h.base.slot, reason, res, None, true, out)
+    end(how, h.base.slot, reason)
+        .returning(h.reservation.as_ref(), returned)
+        .release_data()
+        .emit(out)
 }

@@ -70,7 +70,7 @@ pub use vocabulary::{
 };
 
 use before_fill::{downloading, filling, initial_proving, preparing, slot_reserving};
-use ending::{end, end_closed, end_held, Closing};
+use ending::{end, end_held, Closing};
 use freeing::{free_start, freeing, rebuild_freeing};
 use hosting::{filled, hosted_of, proving};
 use unknown::unknown;
@@ -319,7 +319,7 @@ impl Sale {
             // Before any reservation: nothing to give back.
             Sale::Preparing(p) => {
                 let slot = p.slot;
-                end_closed(slot, name, reason, None, false, out)
+                end(Closing::Closed(name), slot, reason).emit(out)
             }
             // Before our fill: everything held comes back.
             Sale::SlotReserving(s) => end_held(Closing::Closed(name), &s.held, reason, out),
@@ -347,15 +347,7 @@ impl Sale {
         match self {
             Sale::Preparing(p) => {
                 let slot = p.slot;
-                end(
-                    Closing::Ignored,
-                    slot,
-                    "slot filled by another host",
-                    None,
-                    None,
-                    false,
-                    out,
-                )
+                end(Closing::Ignored, slot, "slot filled by another host").emit(out)
             }
             Sale::SlotReserving(s) => filled_by_anyone(s.held, out),
             Sale::Downloading(r) | Sale::InitialProving(r, _) => filled_by_anyone(*r, out),

@@ -50,16 +50,10 @@ pub(super) fn unknown(
                 .map(|r| r.collateral)
                 .unwrap_or(U256::ZERO);
             let Some(request) = view.request.clone() else {
-                let res = u.reservation.map(|r| (r.id, held));
-                return end(
-                    Closing::Errored,
-                    u.slot,
-                    "request could not be retrieved",
-                    res,
-                    None,
-                    true,
-                    out,
-                );
+                return end(Closing::Errored, u.slot, "request could not be retrieved")
+                    .returning(u.reservation.as_ref(), held)
+                    .release_data()
+                    .emit(out);
             };
             watch_while_new(u.slot, &view, out);
             let hosted = Hosted {
