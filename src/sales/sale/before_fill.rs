@@ -10,8 +10,8 @@ use crate::sales::ledger::Reservation;
 use crate::sales::queue::SlotQueueItem;
 
 use super::{
-    end, end_held, hosted_of, Base, ChainError, Closing, FilledStep, Input, Output, ReserveFailure,
-    Revert, Sale, SaleConfig, SlotRef, SlotView, Tx, TxError,
+    end, end_held, hosted_of, Base, ChainError, FilledStep, FinalState, Input, Output,
+    ReserveFailure, Revert, Sale, SaleConfig, SlotRef, SlotView, Tx, TxError,
 };
 
 /// Preparing: reading the slot, then reserving.
@@ -124,7 +124,7 @@ fn prepare_read_failed(
     out: &mut Vec<Output>,
 ) -> Sale {
     if attempt + 1 >= PREPARE_READS {
-        return end(Closing::Errored, p.slot, e.to_string()).emit(out);
+        return end(FinalState::Errored, p.slot, e.to_string()).emit(out);
     }
     out.push(Output::WakeAt(cfg.backoff(now, attempt)));
     p.step = PrepStep::ReadBackoff {
@@ -154,17 +154,17 @@ pub(super) fn preparing(
         }
         (PrepStep::Reading | PrepStep::Rereading { .. }, Input::Slot(Ok(mut view))) => {
             let Some(request) = view.request.take() else {
-                return end(Closing::Errored, slot, "request could not be retrieved").emit(out);
+                return end(FinalState::Errored, slot, "request could not be retrieved").emit(out);
             };
             if !matches!(view.slot_state, SlotState::Free | SlotState::Repair) {
-                return end(Closing::Ignored, slot, "slot is not free").emit(out);
+                return end(FinalState::Ignored, slot, "slot is not free").emit(out);
             }
             if !matches!(
                 view.request_state,
                 Some(RequestState::New | RequestState::Started)
             ) || view.ends_at <= now
             {
-                return end(Closing::Ignored, slot, "request is over").emit(out);
+                return end(FinalState::Ignored, slot, "request is over").emit(out);
             }
             watch_while_new(slot, &view, out);
             out.push(Output::Reserve {
@@ -188,11 +188,13 @@ pub(super) fn preparing(
                     sent: false,
                 }))
             }
-            Err(ReserveFailure::NoMatch) => end(Closing::Ignored, slot, "no matching availability")
-                .requeue(p.item)
-                .emit(out),
+            Err(ReserveFailure::NoMatch) => {
+                end(FinalState::Ignored, slot, "no matching availability")
+                    .requeue(p.item)
+                    .emit(out)
+            }
             Err(e @ ReserveFailure::Other(_)) => {
-                end(Closing::Errored, slot, e.to_string()).emit(out)
+                end(FinalState::Errored, slot, e.to_string()).emit(out)
             }
         },
         (step, _) => {
@@ -216,10 +218,10 @@ pub(super) fn slot_reserving(
             Sale::SlotReserving(s)
         }
         (false, Input::CanReserve(Ok(false))) => {
-            end_held(Closing::Ignored, &s.held, "cannot reserve the slot", out)
+            end_held(FinalState::Ignored, &s.held, "cannot reserve the slot", out)
         }
         (false, Input::CanReserve(Err(e))) => {
-            end_held(Closing::Errored, &s.held, e.to_string(), out)
+            end_held(FinalState::Errored, &s.held, e.to_string(), out)
         }
         (true, Input::Tx(Ok(()))) => {
             let r = Box::new(s.held);
@@ -232,12 +234,12 @@ pub(super) fn slot_reserving(
             Sale::Downloading(r)
         }
         (true, Input::Tx(Err(TxError::Reverted(Revert::ReservationNotAllowed)))) => end_held(
-            Closing::Ignored,
+            FinalState::Ignored,
             &s.held,
             "slot reservation not allowed",
             out,
         ),
-        (true, Input::Tx(Err(e))) => end_held(Closing::Errored, &s.held, e.to_string(), out),
+        (true, Input::Tx(Err(e))) => end_held(FinalState::Errored, &s.held, e.to_string(), out),
         (_, _) => Sale::SlotReserving(s),
     }
 }
@@ -267,9 +269,12 @@ pub(super) fn downloading(
             out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
             Sale::InitialProving(r, InitialStep::Waiting)
         }
-        Input::Downloaded(Err(e)) => {
-            end_held(Closing::Errored, &r, format!("download failed: {e}"), out)
-        }
+        Input::Downloaded(Err(e)) => end_held(
+            FinalState::Errored,
+            &r,
+            format!("download failed: {e}"),
+            out,
+        ),
         _ => Sale::Downloading(r),
     }
 }
@@ -310,7 +315,7 @@ pub(super) fn initial_proving(
             Sale::Filling(r, proof, FillStep::Reading)
         }
         (InitialStep::Computing, Input::Proved(Err(e))) => end_held(
-            Closing::Errored,
+            FinalState::Errored,
             &r,
             format!("initial proof failed: {e}"),
             out,
@@ -333,7 +338,7 @@ pub(super) fn filling(
             let collateral = match view.slot_state {
                 SlotState::Free => ask.collateral_per_slot(),
                 SlotState::Repair => ask.repair_collateral(cfg.repair_reward_percentage),
-                _ => return end_held(Closing::Ignored, &r, "slot is no longer free", out),
+                _ => return end_held(FinalState::Ignored, &r, "slot is no longer free", out),
             };
             out.push(Output::Send(Tx::FillSlot {
                 slot: r.base.slot,
@@ -343,7 +348,7 @@ pub(super) fn filling(
             Sale::Filling(r, proof, FillStep::Sending)
         }
         (FillStep::Reading, Input::Slot(Err(e))) => {
-            end_held(Closing::Errored, &r, e.to_string(), out)
+            end_held(FinalState::Errored, &r, e.to_string(), out)
         }
         (FillStep::Sending, Input::Tx(Ok(()))) => {
             out.push(Output::ReadSlot(r.base.slot));
@@ -353,10 +358,10 @@ pub(super) fn filling(
             )
         }
         (FillStep::Sending, Input::Tx(Err(TxError::Reverted(Revert::SlotNotFree)))) => {
-            end_held(Closing::Ignored, &r, "slot already filled", out)
+            end_held(FinalState::Ignored, &r, "slot already filled", out)
         }
         (FillStep::Sending, Input::Tx(Err(e))) => {
-            end_held(Closing::Errored, &r, format!("fillSlot: {e}"), out)
+            end_held(FinalState::Errored, &r, format!("fillSlot: {e}"), out)
         }
         (step, _) => Sale::Filling(r, proof, step),
     }

@@ -44,12 +44,46 @@ pub struct Ending {
     pub release_data: bool,
 }
 
-/// The final state a sale reaches.
-pub(super) enum Closing {
+/// The final states of a sale: each holds an [`Ending`] (in [`Sale::Ended`]). The engine
+/// counts endings by final state ([`EngineStats::ended`]).
+///
+/// [`EngineStats::ended`]: crate::sales::engine::EngineStats::ended
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FinalState {
+    /// Paid out (or found already paid).
     Finished,
-    Closed(&'static str),
+    /// The request was cancelled; all cleaned up.
+    Cancelled,
+    /// The request failed; all cleaned up.
+    Failed,
+    /// Ended by an error (including a slot that another host filled, or forcibly freed).
     Errored,
+    /// The slot was not for us (no availability matched, not free, request over, ...).
     Ignored,
+}
+
+impl FinalState {
+    /// The number of final states.
+    pub const COUNT: usize = 5;
+    /// Every final state, in the order of their numbers (`state as usize`).
+    pub const ALL: [FinalState; FinalState::COUNT] = [
+        FinalState::Finished,
+        FinalState::Cancelled,
+        FinalState::Failed,
+        FinalState::Errored,
+        FinalState::Ignored,
+    ];
+
+    /// The state's name as the REST API, `codex sale list` and the history show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinalState::Finished => "SaleFinished",
+            FinalState::Cancelled => "SaleCancelled",
+            FinalState::Failed => "SaleFailed",
+            FinalState::Errored => "SaleErrored",
+            FinalState::Ignored => "SaleIgnored",
+        }
+    }
 }
 
 /// An ending on its way: the final state and the [`Ending`] that goes with it, which by
@@ -57,14 +91,14 @@ pub(super) enum Closing {
 /// names one thing the ending does; [`End::emit`] reaches the final state.
 #[must_use = "an ending does nothing until it is emitted"]
 pub(super) struct End {
-    how: Closing,
+    state: FinalState,
     ending: Ending,
 }
 
-/// Begins ending the sale of `slot` in the final state `how`, for `reason`.
-pub(super) fn end(how: Closing, slot: SlotRef, reason: impl Into<Cow<'static, str>>) -> End {
+/// Begins ending the sale of `slot` in the final state `state`, for `reason`.
+pub(super) fn end(state: FinalState, slot: SlotRef, reason: impl Into<Cow<'static, str>>) -> End {
     End {
-        how,
+        state,
         ending: Ending {
             slot,
             reason: reason.into(),
@@ -105,24 +139,19 @@ impl End {
     pub(super) fn emit(self, out: &mut Vec<Output>) -> Sale {
         let fin = Box::new(self.ending);
         out.push(Output::Ended);
-        match self.how {
-            Closing::Finished => Sale::Finished(fin),
-            Closing::Closed(name) => Sale::Closed(fin, name),
-            Closing::Errored => Sale::Errored(fin),
-            Closing::Ignored => Sale::Ignored(fin),
-        }
+        Sale::Ended(self.state, fin)
     }
 }
 
 /// Ends a sale that posted no collateral: all of it comes back, and the data goes if some
 /// was downloaded.
 pub(super) fn end_held(
-    how: Closing,
+    state: FinalState,
     r: &Reserved,
     reason: impl Into<Cow<'static, str>>,
     out: &mut Vec<Output>,
 ) -> Sale {
-    end(how, r.base.slot, reason)
+    end(state, r.base.slot, reason)
         .returning(Some(&r.reservation), r.reservation.collateral)
         .release_data_if(r.reservation.downloaded > 0)
         .emit(out)
@@ -139,13 +168,13 @@ pub(super) fn held_of(h: &Hosted) -> U256 {
 /// Ends a sale of a slot we may have filled: `returned` of the collateral comes back, and
 /// the data goes.
 pub(super) fn end_hosted(
-    how: Closing,
+    state: FinalState,
     h: &Hosted,
     reason: impl Into<Cow<'static, str>>,
     returned: U256,
     out: &mut Vec<Output>,
 ) -> Sale {
-    end(how, h.base.slot, reason)
+    end(state, h.base.slot, reason)
         .returning(h.reservation.as_ref(), returned)
         .release_data()
         .emit(out)

@@ -6,7 +6,7 @@ use crate::market::{Address, SlotState, U256};
 
 use super::ending::{end_hosted, held_of};
 use super::hosting::start_proving;
-use super::{Closing, Hosted, Input, Output, Revert, Sale, SaleConfig, Tx, TxError};
+use super::{FinalState, Hosted, Input, Output, Revert, Sale, SaleConfig, Tx, TxError};
 
 /// Why a hosted sale frees its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +91,18 @@ pub(super) fn rebuild_freeing(f: Box<Freeing>, cause: FreeCause) -> Sale {
 
 fn free_done(f: &Freeing, cause: FreeCause, collateral: U256, out: &mut Vec<Output>) -> Sale {
     match cause {
-        FreeCause::Payout => end_hosted(Closing::Finished, &f.hosted, "paid out", collateral, out),
+        FreeCause::Payout => {
+            end_hosted(FinalState::Finished, &f.hosted, "paid out", collateral, out)
+        }
         FreeCause::Cancelled => end_hosted(
-            Closing::Closed("SaleCancelled"),
+            FinalState::Cancelled,
             &f.hosted,
             "request cancelled; paid out",
             collateral,
             out,
         ),
         FreeCause::Failed => end_hosted(
-            Closing::Closed("SaleFailed"),
+            FinalState::Failed,
             &f.hosted,
             "request failed",
             U256::ZERO,
@@ -125,7 +127,7 @@ pub(super) fn freeing(
             if view.slot_state == SlotState::Paid && (is_host || view.host == Address::ZERO) {
                 // Paid earlier (before a restart): the collateral came back then.
                 let held = held_of(&f.hosted);
-                return end_hosted(Closing::Finished, &f.hosted, "already paid", held, out);
+                return end_hosted(FinalState::Finished, &f.hosted, "already paid", held, out);
             }
             if is_host && view.slot_state == SlotState::Filled {
                 // The chain says the slot is live: the request was not cancelled or failed
@@ -146,9 +148,9 @@ pub(super) fn freeing(
                     FreeCause::Failed => "request failed before our fill",
                 };
                 let how = match cause {
-                    FreeCause::Payout => Closing::Errored,
-                    FreeCause::Cancelled => Closing::Closed("SaleCancelled"),
-                    FreeCause::Failed => Closing::Closed("SaleFailed"),
+                    FreeCause::Payout => FinalState::Errored,
+                    FreeCause::Cancelled => FinalState::Cancelled,
+                    FreeCause::Failed => FinalState::Failed,
                 };
                 return end_hosted(how, &f.hosted, reason, returned, out);
             }
@@ -166,7 +168,7 @@ pub(super) fn freeing(
         (FreeStep::Reading { attempt }, Input::Slot(Err(e))) => {
             if cause == FreeCause::Failed && attempt + 1 >= cfg.max_attempts {
                 return end_hosted(
-                    Closing::Closed("SaleFailed"),
+                    FinalState::Failed,
                     &f.hosted,
                     format!("request failed; slot not read: {e}"),
                     U256::ZERO,
@@ -198,14 +200,14 @@ pub(super) fn freeing(
                 let reason = format!("freeSlot reverted: {r:?}");
                 match cause {
                     FreeCause::Failed => free_done(&f, cause, U256::ZERO, out),
-                    _ => end_hosted(Closing::Errored, &f.hosted, reason, U256::ZERO, out),
+                    _ => end_hosted(FinalState::Errored, &f.hosted, reason, U256::ZERO, out),
                 }
             }
             Err(TxError::Transient(e)) => {
                 if cause == FreeCause::Failed && attempt + 1 >= cfg.max_attempts {
                     // A failed request pays nothing back: give up on the freeSlot, saying why.
                     return end_hosted(
-                        Closing::Closed("SaleFailed"),
+                        FinalState::Failed,
                         &f.hosted,
                         format!("request failed; freeSlot not sent: {e}"),
                         U256::ZERO,

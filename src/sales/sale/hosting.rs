@@ -8,7 +8,7 @@ use crate::sales::ledger::Reservation;
 use super::ending::{end_hosted, held_of};
 use super::freeing::{free_start, payout_start};
 use super::{
-    Base, Closing, FreeCause, Input, Output, Reserved, Revert, Sale, SaleConfig, Tx, TxError,
+    Base, FinalState, FreeCause, Input, Output, Reserved, Revert, Sale, SaleConfig, Tx, TxError,
 };
 
 /// A sale of a slot that we (may) host.
@@ -111,7 +111,13 @@ pub(super) fn filled(
         (FilledStep::CheckingHost { .. }, Input::Slot(Ok(view))) => {
             if view.host != cfg.signer || view.host == Address::ZERO {
                 let held = held_of(&h);
-                return end_hosted(Closing::Errored, &h, "Slot filled by other host", held, out);
+                return end_hosted(
+                    FinalState::Errored,
+                    &h,
+                    "Slot filled by other host",
+                    held,
+                    out,
+                );
             }
             out.push(Output::Filled(h.base.slot));
             out.push(Output::UpdateExpiry {
@@ -246,7 +252,7 @@ pub(super) fn proving(
                 SlotState::Failed => return free_start(p.hosted, FreeCause::Failed, true, out),
                 SlotState::Repair => {
                     return end_hosted(
-                        Closing::Errored,
+                        FinalState::Errored,
                         &p.hosted,
                         "slot was forcibly freed",
                         U256::ZERO,
@@ -255,7 +261,7 @@ pub(super) fn proving(
                 }
                 SlotState::Free | SlotState::Paid => {
                     return end_hosted(
-                        Closing::Errored,
+                        FinalState::Errored,
                         &p.hosted,
                         "slot is not filled",
                         U256::ZERO,

@@ -60,7 +60,7 @@ mod unknown;
 mod vocabulary;
 
 pub use before_fill::{FillStep, InitialStep, PrepStep, Preparing, Reserved, SlotReserving};
-pub use ending::Ending;
+pub use ending::{Ending, FinalState};
 pub use freeing::{FreeCause, FreeStep, Freeing};
 pub use hosting::{FilledStep, Hosted, ProveStep, Proving};
 pub use unknown::Unknown;
@@ -70,7 +70,7 @@ pub use vocabulary::{
 };
 
 use before_fill::{downloading, filling, initial_proving, preparing, slot_reserving};
-use ending::{end, end_held, Closing};
+use ending::{end, end_held};
 use freeing::{free_start, freeing, rebuild_freeing};
 use hosting::{filled, hosted_of, proving};
 use unknown::unknown;
@@ -154,14 +154,9 @@ pub enum Sale {
     Cancelled(Box<Freeing>, FreeCause),
     /// The request failed; leaving our slot if we host it.
     Failed(Box<Freeing>, FreeCause),
-    /// Ended after payout.
-    Finished(Box<Ending>),
-    /// Ended without payout: cancelled or failed, all cleaned up.
-    Closed(Box<Ending>, &'static str),
-    /// Ended by an error.
-    Errored(Box<Ending>),
-    /// Ended because the slot was not for us.
-    Ignored(Box<Ending>),
+    /// Ended, in one of the final states (Finished, Cancelled, Failed, Errored, Ignored),
+    /// with what the engine cleans up.
+    Ended(FinalState, Box<Ending>),
     /// Restored at startup; reading the slot to learn where it is.
     Unknown(Box<Unknown>),
 }
@@ -201,7 +196,7 @@ impl Sale {
             Sale::Filled(h, _) => h.base.slot,
             Sale::Proving(p) => p.hosted.base.slot,
             Sale::Payout(f) | Sale::Cancelled(f, _) | Sale::Failed(f, _) => f.hosted.base.slot,
-            Sale::Finished(f) | Sale::Closed(f, _) | Sale::Errored(f) | Sale::Ignored(f) => f.slot,
+            Sale::Ended(_, f) => f.slot,
             Sale::Unknown(u) => u.slot,
         }
     }
@@ -219,10 +214,7 @@ impl Sale {
             Sale::Payout(_) => "SalePayout",
             Sale::Cancelled(..) => "SaleCancelled",
             Sale::Failed(..) => "SaleFailed",
-            Sale::Finished(_) => "SaleFinished",
-            Sale::Closed(_, name) => name,
-            Sale::Errored(_) => "SaleErrored",
-            Sale::Ignored(_) => "SaleIgnored",
+            Sale::Ended(state, _) => state.name(),
             Sale::Unknown(_) => "SaleUnknown",
         }
     }
@@ -235,15 +227,23 @@ impl Sale {
     /// How the sale ended; None while it is not final.
     pub fn ending(&self) -> Option<&Ending> {
         match self {
-            Sale::Finished(f) | Sale::Closed(f, _) | Sale::Errored(f) | Sale::Ignored(f) => Some(f),
+            Sale::Ended(_, f) => Some(f),
             _ => None,
         }
     }
 
-    /// The ending of a final sale, taken out of it.
-    pub(crate) fn into_ending(self) -> Option<Box<Ending>> {
+    /// The final state a sale reached; None while it is not final.
+    pub fn final_state(&self) -> Option<FinalState> {
         match self {
-            Sale::Finished(f) | Sale::Closed(f, _) | Sale::Errored(f) | Sale::Ignored(f) => Some(f),
+            Sale::Ended(state, _) => Some(*state),
+            _ => None,
+        }
+    }
+
+    /// The final state and ending of a final sale, taken out of it.
+    pub(crate) fn into_ending(self) -> Option<(FinalState, Box<Ending>)> {
+        match self {
+            Sale::Ended(state, f) => Some((state, f)),
             _ => None,
         }
     }
@@ -307,9 +307,9 @@ impl Sale {
     }
 
     fn interrupt(self, what: Interrupt, out: &mut Vec<Output>) -> Sale {
-        let name = match what {
-            Interrupt::Cancelled => "SaleCancelled",
-            Interrupt::Failed => "SaleFailed",
+        let state = match what {
+            Interrupt::Cancelled => FinalState::Cancelled,
+            Interrupt::Failed => FinalState::Failed,
         };
         let reason = match what {
             Interrupt::Cancelled => "request cancelled",
@@ -319,13 +319,11 @@ impl Sale {
             // Before any reservation: nothing to give back.
             Sale::Preparing(p) => {
                 let slot = p.slot;
-                end(Closing::Closed(name), slot, reason).emit(out)
+                end(state, slot, reason).emit(out)
             }
             // Before our fill: everything held comes back.
-            Sale::SlotReserving(s) => end_held(Closing::Closed(name), &s.held, reason, out),
-            Sale::Downloading(r) | Sale::InitialProving(r, _) => {
-                end_held(Closing::Closed(name), &r, reason, out)
-            }
+            Sale::SlotReserving(s) => end_held(state, &s.held, reason, out),
+            Sale::Downloading(r) | Sale::InitialProving(r, _) => end_held(state, &r, reason, out),
             // Our fill may have happened: read the slot to find out.
             Sale::Filling(r, _, _) => free_start(hosted_of(*r), what.cause(), false, out),
             Sale::Filled(h, _) => free_start(*h, what.cause(), false, out),
@@ -347,7 +345,7 @@ impl Sale {
         match self {
             Sale::Preparing(p) => {
                 let slot = p.slot;
-                end(Closing::Ignored, slot, "slot filled by another host").emit(out)
+                end(FinalState::Ignored, slot, "slot filled by another host").emit(out)
             }
             Sale::SlotReserving(s) => filled_by_anyone(s.held, out),
             Sale::Downloading(r) | Sale::InitialProving(r, _) => filled_by_anyone(*r, out),

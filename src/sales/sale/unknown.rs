@@ -7,8 +7,8 @@ use crate::sales::ledger::Reservation;
 use super::before_fill::{base_of, watch_while_new};
 use super::ending::end_hosted;
 use super::{
-    end, filled, freeing, Closing, FilledStep, FreeCause, FreeStep, Freeing, Hosted, Input, Output,
-    Sale, SaleConfig, SlotRef,
+    end, filled, freeing, FilledStep, FinalState, FreeCause, FreeStep, Freeing, Hosted, Input,
+    Output, Sale, SaleConfig, SlotRef,
 };
 
 /// Unknown (restart).
@@ -50,10 +50,14 @@ pub(super) fn unknown(
                 .map(|r| r.collateral)
                 .unwrap_or(U256::ZERO);
             let Some(request) = view.request.clone() else {
-                return end(Closing::Errored, u.slot, "request could not be retrieved")
-                    .returning(u.reservation.as_ref(), held)
-                    .release_data()
-                    .emit(out);
+                return end(
+                    FinalState::Errored,
+                    u.slot,
+                    "request could not be retrieved",
+                )
+                .returning(u.reservation.as_ref(), held)
+                .release_data()
+                .emit(out);
             };
             watch_while_new(u.slot, &view, out);
             let hosted = Hosted {
@@ -70,7 +74,7 @@ pub(super) fn unknown(
             };
             match view.slot_state {
                 SlotState::Free => end_hosted(
-                    Closing::Errored,
+                    FinalState::Errored,
                     &hosted,
                     "Slot state on chain should not be 'free'",
                     held,
@@ -88,10 +92,10 @@ pub(super) fn unknown(
                 SlotState::Cancelled => freeing_with(FreeCause::Cancelled, out),
                 SlotState::Failed => freeing_with(FreeCause::Failed, out),
                 SlotState::Paid => {
-                    end_hosted(Closing::Finished, &hosted, "already paid", held, out)
+                    end_hosted(FinalState::Finished, &hosted, "already paid", held, out)
                 }
                 SlotState::Repair => end_hosted(
-                    Closing::Errored,
+                    FinalState::Errored,
                     &hosted,
                     "slot was forcibly freed",
                     U256::ZERO,
