@@ -194,7 +194,7 @@ fn bench_engine(c: &mut Criterion) {
         "engine: {:.0} StorageRequested events/s (20,000 events, 10 slots each, {} availabilities; {} slots prepared and matched)",
         reqs.len() as f64 / d.as_secs_f64(),
         e.ledger().availabilities().map(|a| a.len()).unwrap_or(0),
-        black_box(e.stats().ended.values().sum::<u64>())
+        black_box(e.stats().ended.iter().sum::<u64>())
     );
     println!(
         "engine memory: {} bytes per proving sale (size_of Sale = {}), plus the shared request",

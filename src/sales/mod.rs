@@ -4,7 +4,7 @@
 //! - [`queue`]: the slot queue (total order, indexed heaps, eviction, expiry purge, pause
 //!   with a reason, worker budget).
 //! - [`sale`]: one slot's sale as a state machine whose states carry their data; its module
-//!   docs hold the transition table and the table of what every ending returns.
+//!   docs hold the transition table, [`sale::Ending`] the table of what every ending returns.
 //! - [`engine`]: the coordinator that owns the queue, the sales and the [`ledger`]; the
 //!   driver feeds it events, answers and time, and executes its commands.
 //! - [`ledger`]: availabilities and reservations, the matching rules and the accounting

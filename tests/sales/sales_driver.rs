@@ -258,7 +258,7 @@ impl<L: Reopen> Node<L> {
     /// Sales ended, by final state, over all engines of this node (restarts included).
     pub fn ended(&self) -> HashMap<&'static str, u64> {
         let mut all = self.ended_before_restart.clone();
-        for (k, v) in &self.engine.stats().ended {
+        for (k, v) in self.engine.stats().ended_by_state().filter(|&(_, v)| v > 0) {
             *all.entry(k).or_default() += v;
         }
         all
@@ -285,7 +285,7 @@ impl<L: Reopen> Node<L> {
             ChainTime(now),
         )
         .expect("restore");
-        for (k, v) in &self.engine.stats().ended {
+        for (k, v) in self.engine.stats().ended_by_state().filter(|&(_, v)| v > 0) {
             *self.ended_before_restart.entry(k).or_default() += v;
         }
         self.engine = engine;

@@ -7,7 +7,7 @@ use codex::market::{Ask, MarketEvent, RequestState, SlotId, SlotState, U256};
 use codex::sales::engine::{Engine, EngineConfig, EngineInput};
 use codex::sales::ledger::{AvailabilityUpdate, Ledger, Limits, MemLedger};
 use codex::sales::queue::PauseReason;
-use codex::sales::sale::SlotRef;
+use codex::sales::sale::{FinalState, SlotRef};
 use codex::sales::ChainTime;
 use sales_driver::{client, engine_config, post, Node, QUOTA};
 use sim::{account, small_ask, HostPolicy, ScriptedHost, Sim, SimConfig};
@@ -102,7 +102,7 @@ fn item_61_62_bytes_are_held_while_hosting_and_return_after_payout() {
     assert_eq!(remaining(&node), U256::from(3 * 1024u64), "collateral back");
     assert!(sim.balance_of(node.address) > before, "paid");
     assert_eq!(node.released.len(), 3, "data released at the end");
-    assert_eq!(node.engine.stats().ended.get("SaleFinished"), Some(&3));
+    assert_eq!(node.engine.stats().ended_in(FinalState::Finished), 3);
     // Proofs were submitted every period (proof probability 1) and never twice per period.
     let mut seen = std::collections::HashSet::new();
     for (slot, period, _, ok) in &node.proofs {
@@ -475,21 +475,13 @@ fn item_66_70_failed_download_or_initial_proof_returns_everything() {
             U256::from(3 * 1024u64),
             "§8.3: collateral back"
         );
-        assert!(
-            node.engine
-                .stats()
-                .ended
-                .get("SaleErrored")
-                .copied()
-                .unwrap_or(0)
-                >= 3
-        );
+        assert!(node.engine.stats().ended_in(FinalState::Errored) >= 3);
         if fault == 1 {
             // item 67/70: onProve got the request's slots; the data is released.
             assert!(node.proves.iter().all(|(s, _)| s.slot_index < 3));
             assert_eq!(
                 node.released.len(),
-                node.engine.stats().ended["SaleErrored"] as usize
+                node.engine.stats().ended_in(FinalState::Errored) as usize
             );
         }
     }
@@ -744,7 +736,7 @@ fn defect_8_13_transient_tx_failures_are_retried_until_paid() {
         "{:?}",
         states(&node)
     );
-    assert_eq!(node.engine.stats().ended.get("SaleFinished"), Some(&3));
+    assert_eq!(node.engine.stats().ended_in(FinalState::Finished), 3);
     assert_eq!(remaining(&node), U256::from(3 * 1024u64));
     for i in 0..3 {
         assert_eq!(sim.pending().slot_state(SlotId::of(id, i)), SlotState::Paid);
@@ -806,7 +798,7 @@ fn defect_8_4_data_is_released_on_every_ending_after_a_download() {
     let c = client(&mut sim);
     post(&mut sim, c, small_ask(), EXPIRY);
     node.run_blocks(&mut sim, 30);
-    let errored = node.engine.stats().ended["SaleErrored"] as usize;
+    let errored = node.engine.stats().ended_in(FinalState::Errored) as usize;
     assert!(errored >= 3);
     assert_eq!(node.released.len(), errored);
 }
@@ -915,7 +907,7 @@ fn item_79_cancellation_acts_only_on_a_cancelled_chain_state() {
         EngineInput::RequestState(id, Ok(Some(RequestState::Cancelled))),
     );
     assert_eq!(e.sales_len(), 0);
-    assert_eq!(e.stats().ended.get("SaleCancelled"), Some(&3));
+    assert_eq!(e.stats().ended_in(FinalState::Cancelled), 3);
     assert!(e.ledger().reservations().unwrap().is_empty());
     // Started / Finished end the watch without touching the sales.
     for st in [RequestState::Started, RequestState::Finished] {

@@ -22,21 +22,23 @@
 //!
 //! Invariants: a slot has at most one sale; a sale holds a worker from Preparing until it
 //! is filled or ends; every ending ends its reservation in the ledger with the collateral the
-//! sale says comes back (see the table in [`super::sale`]); the queue never holds an item for
+//! sale says comes back (see the table on [`super::sale::Ending`]); the queue never holds an item for
 //! a slot that has a live sale when the item was pushed; a request is watched only while it
 //! has a live sale (its queued items are purged by their expiry without a watch).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 use std::sync::Arc;
 
 use crate::market::{Ask, MarketEvent, Request, RequestId, RequestState, SlotId, B256, U256};
 
-use super::idhash::{IdBuild, IdMap, IdSet};
+use super::idhash::{IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
-use super::sale::{ChainError, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx};
+use super::sale::{
+    ChainError, FinalState, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx,
+};
 use super::ChainTime;
 
 pub mod snapshot;
@@ -256,11 +258,26 @@ pub struct EngineStats {
     pub queue_expired: u64,
     /// Requests refused (slot count out of range, already expired).
     pub requests_refused: u64,
-    /// Sales ended, by final state name (hashed with the cheap [`IdBuild`]: the keys are
-    /// the engine's own state names).
-    pub ended: HashMap<&'static str, u64, IdBuild>,
+    /// Sales ended, by final state (`ended[state as usize]`; see [`Self::ended_in`] and
+    /// [`Self::ended_by_state`]).
+    pub ended: [u64; FinalState::COUNT],
     /// Ledger operations that failed (logged).
     pub ledger_errors: u64,
+}
+
+impl EngineStats {
+    /// Sales ended in `state`.
+    pub fn ended_in(&self, state: FinalState) -> u64 {
+        self.ended[state as usize]
+    }
+
+    /// `(state name, sales ended in it)` for every final state, in [`FinalState::ALL`]
+    /// order (states no sale ended in included, with 0).
+    pub fn ended_by_state(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FinalState::ALL
+            .iter()
+            .map(|&state| (state.name(), self.ended_in(state)))
+    }
 }
 
 /// Restore result.
@@ -1033,13 +1050,13 @@ impl<L: Ledger> Engine<L> {
                     let Some(sale) = self.remove_sale(slot) else {
                         continue;
                     };
-                    let state = sale.state_name();
-                    let Some(ending) = sale.into_ending() else {
-                        unreachable!("a sale announced its end in state {state}");
+                    let Some((state, ending)) = sale.into_ending() else {
+                        unreachable!("a sale announced its end in a state that is not final");
                     };
+                    let state_name = state.name();
                     log::info!(
                         request:% = slot.request_id, slot = slot.slot_index;
-                        "slot {} of {}: sale ended in {state}: {}",
+                        "slot {} of {}: sale ended in {state_name}: {}",
                         slot.slot_index,
                         crate::market::short(&slot.request_id),
                         ending.reason
@@ -1052,7 +1069,7 @@ impl<L: Ledger> Engine<L> {
                     }
                     self.commands.push_back(Command::Ended(SaleEnded {
                         slot,
-                        state,
+                        state: state_name,
                         reason: ending.reason.to_string(),
                         reservation,
                         started_at: started,
@@ -1061,7 +1078,7 @@ impl<L: Ledger> Engine<L> {
                     if ending.release_data {
                         self.commands.push_back(Command::ReleaseData(ending.slot));
                     }
-                    *self.stats.ended.entry(state).or_default() += 1;
+                    self.stats.ended[state as usize] += 1;
                     if let Some(item) = ending.requeue {
                         if self.queue.is_running() {
                             self.push(SlotQueueItem {
@@ -1216,7 +1233,8 @@ impl<L: Ledger> Engine<L> {
 #[cfg(test)]
 mod tests {
     use super::{
-        ChainTime, Command, Engine, EngineConfig, EngineInput, SaleCommand, SlotSet, NO_MATCH_SLACK,
+        ChainTime, Command, Engine, EngineConfig, EngineInput, FinalState, SaleCommand, SlotSet,
+        NO_MATCH_SLACK,
     };
     use crate::market::{
         Address, Ask, Content, MarketEvent, Request, RequestState, SlotState, B256, U256,
@@ -1305,7 +1323,7 @@ mod tests {
             }
         }
         // Every slot was tried (three workers take a request's three slots at once).
-        assert_eq!(e.stats().ended.get("SaleIgnored"), Some(&(3 * requests)));
+        assert_eq!(e.stats().ended_in(FinalState::Ignored), 3 * requests);
         let bound = 2 * e.queue().capacity() + NO_MATCH_SLACK;
         assert!(
             e.no_match.len() <= bound,
