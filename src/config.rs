@@ -164,32 +164,21 @@ impl Sources {
                 }
                 Err(source) => return Err(ConfigError::Io { path, source }),
             };
-            let table: toml::Table =
-                text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::Parse {
-                        path: path.clone(),
-                        message: e.message().to_string(),
-                    })?;
-            let mut values = BTreeMap::new();
-            for (key, v) in table {
-                if !FILE_KEYS.contains(&key.as_str()) {
-                    return Err(ConfigError::UnknownKey {
-                        path,
-                        key,
-                        known: FILE_KEYS.join(", "),
-                    });
-                }
-                let v = match v {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    _ => return Err(ConfigError::BadType { path, key }),
-                };
-                values.insert(key, v);
-            }
+            let values = parse_file(&path, &text)?;
             s.file = Some((path, values));
         }
         Ok(s)
+    }
+
+    /// The layers of a config file's text alone (no environment); `path` names the file in
+    /// errors. What [`Sources::load`] does once it has read the file: the decoder fuzz
+    /// harness feeds it text directly.
+    #[doc(hidden)]
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Sources, ConfigError> {
+        Ok(Sources {
+            env: BTreeMap::new(),
+            file: Some((path.to_path_buf(), parse_file(path, text)?)),
+        })
     }
 
     fn env_value(&self, key: &str) -> Option<String> {
@@ -245,6 +234,40 @@ impl Sources {
     pub fn config_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }
+}
+
+/// A config file's text as option values: a TOML table whose keys are all in [`FILE_KEYS`]
+/// and whose values are strings, integers or booleans.
+fn parse_file(path: &Path, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+    let mut values = BTreeMap::new();
+    for (key, v) in table {
+        if !FILE_KEYS.contains(&key.as_str()) {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key,
+                known: FILE_KEYS.join(", "),
+            });
+        }
+        let v = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::BadType {
+                    path: path.to_path_buf(),
+                    key,
+                })
+            }
+        };
+        values.insert(key, v);
+    }
+    Ok(values)
 }
 
 /// The global options as given on the command line (all optional strings: the layering

@@ -17,12 +17,16 @@
 //! - [`cli`]: one module per subcommand; [`config`] (CLI > `CODEX_*` env > TOML file >
 //!   defaults), [`logging`] (stderr, text or JSON lines), [`units`] (sizes, durations,
 //!   256-bit amounts as people write them), [`table`] (the CLI's aligned text output).
+//! - `fuzz` (hidden): the decoder fuzz harness that `cargo test` and `cargo bench --bench fuzz`
+//!   run (see `docs/architecture.md`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod logging;
 pub mod market;
 pub mod metrics;

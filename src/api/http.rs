@@ -967,6 +967,40 @@ fn parse_head(input: &[u8], limits: &Limits) -> Parsed {
     }
 }
 
+/// The first request in `input`, head and body, parsed as a connection parses it, and the
+/// bytes it takes: `Ok(None)` while more are needed, `Err` with the answer a refused head
+/// gets. The server reads through its connections; this is the decoder fuzz harness's way in.
+#[doc(hidden)]
+pub fn parse_request(input: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Response> {
+    match parse_head(input, limits) {
+        Parsed::Partial => Ok(None),
+        Parsed::Reject(response) => Err(response),
+        Parsed::Complete {
+            head,
+            consumed,
+            length,
+            ..
+        } => {
+            let Some(end) = consumed.checked_add(length) else {
+                return Ok(None);
+            };
+            let Some(body) = input.get(consumed..end) else {
+                return Ok(None);
+            };
+            Ok(Some((
+                Request {
+                    method: head.method,
+                    path: head.path,
+                    query: head.query,
+                    headers: head.headers,
+                    body: body.to_vec(),
+                },
+                end,
+            )))
+        }
+    }
+}
+
 /// The body length the `Content-Length` headers agree on (0 without any). Repeated equal
 /// values, in separate headers or a list, are accepted (RFC 9110 §8.6).
 fn content_length<'a>(values: impl Iterator<Item = &'a str>) -> Result<u64, &'static str> {

@@ -153,9 +153,11 @@ fn input_response(e: InputError) -> Response {
     Response::text(400, e.to_string())
 }
 
-fn parse_id(text: &str) -> Option<[u8; 32]> {
+/// A 32-byte id in a path: 64 hex digits, optionally `0x`-prefixed.
+pub(crate) fn parse_id(text: &str) -> Option<[u8; 32]> {
     let hex = text.strip_prefix("0x").unwrap_or(text);
-    if hex.len() != 64 {
+    // Hex digits only: `u8::from_str_radix` would also take a sign ("+c" as 0x0c).
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -399,5 +401,24 @@ fn history(host: &mut dyn Host, req: &Request) -> Response {
             entries.iter().map(json::history_entry).collect(),
         )),
         Err(e) => Response::text(500, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id;
+
+    #[test]
+    fn path_ids_are_64_hex_digits() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_id(&hex), Some([0xab; 32]));
+        assert_eq!(parse_id(&format!("0x{hex}")), Some([0xab; 32]));
+        assert_eq!(
+            parse_id(&"+c".repeat(32)),
+            None,
+            "a sign is not a hex digit"
+        );
+        assert_eq!(parse_id(&hex[..62]), None);
+        assert_eq!(parse_id(&"é".repeat(32)), None);
     }
 }

@@ -347,6 +347,10 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
     if hex.is_empty() {
         return Err(format!("quantity {s:?} is empty"));
     }
+    // `from_str_radix` alone would also take a sign ("0x+1").
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("quantity {s:?} is not hex"));
+    }
     u64::from_str_radix(hex, 16).map_err(|_| format!("quantity {s:?} is not a 64-bit hex number"))
 }
 
@@ -580,6 +584,7 @@ mod tests {
         assert_eq!(parse_logs(&serde_json::json!([v])).unwrap().len(), 1);
         assert_eq!(parse_quantity("0x"), Err("quantity \"0x\" is empty".into()));
         assert!(parse_quantity("0x1ffffffffffffffff").is_err());
+        assert!(parse_quantity("0x+1").is_err(), "a sign is not a hex digit");
     }
 }
 

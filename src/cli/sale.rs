@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::node_api::{self, text as s};
 use super::{CliError, Context, Run};
-use crate::market::RequestId;
+use crate::market::{RequestId, SlotId};
 use crate::sales::ledger::Ledger;
 use crate::store::history::HistoryFilter;
 use crate::table;
@@ -137,6 +137,34 @@ fn parse_request(text: &str) -> Result<RequestId, CliError> {
     })
 }
 
+/// `codex sale show`'s SLOT argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotArg {
+    /// A slot id.
+    Id(SlotId),
+    /// REQUEST_ID:SLOT_INDEX.
+    Index(RequestId, u64),
+}
+
+/// Parses a slot as `codex sale show` takes it: its slot id, or REQUEST_ID:SLOT_INDEX.
+pub(crate) fn parse_slot_arg(text: &str) -> Result<SlotArg, CliError> {
+    match text.split_once(':') {
+        Some((r, i)) => Ok(SlotArg::Index(
+            parse_request(r)?,
+            i.parse::<u64>().map_err(|_| {
+                CliError::Usage(format!(
+                    "{i:?} is not a slot index; see codex sale show --help"
+                ))
+            })?,
+        )),
+        None => text.parse::<SlotId>().map(SlotArg::Id).map_err(|_| {
+            CliError::Usage(format!(
+                "{text:?} is neither a slot id nor REQUEST_ID:SLOT_INDEX; see codex sale show --help"
+            ))
+        }),
+    }
+}
+
 impl Run for ListArgs {
     fn run(self, ctx: &mut Context) -> Result<(), CliError> {
         let request = self.request.as_deref().map(parse_request).transpose()?;
@@ -225,30 +253,16 @@ impl Run for ListArgs {
 
 impl Run for ShowArgs {
     fn run(self, ctx: &mut Context) -> Result<(), CliError> {
-        let (request, index) = match self.slot.split_once(':') {
-            Some((r, i)) => (
-                Some(parse_request(r)?),
-                Some(i.parse::<u64>().map_err(|_| {
-                    CliError::Usage(format!(
-                        "{i:?} is not a slot index; see codex sale show --help"
-                    ))
-                })?),
-            ),
-            None => {
-                self.slot.parse::<crate::market::SlotId>().map_err(|_| {
-                    CliError::Usage(format!(
-                        "{:?} is neither a slot id nor REQUEST_ID:SLOT_INDEX; see codex sale show --help",
-                        self.slot
-                    ))
-                })?;
-                (None, None)
-            }
+        let slot = parse_slot_arg(&self.slot)?;
+        let (request, index) = match slot {
+            SlotArg::Index(r, i) => (Some(r), Some(i)),
+            SlotArg::Id(_) => (None, None),
         };
-        let matches = |v: &Value| match (request, index) {
-            (Some(r), Some(i)) => v["requestId"] == r.to_string().as_str() && v["slotIndex"] == i,
-            _ => v["slotId"]
+        let matches = |v: &Value| match slot {
+            SlotArg::Index(r, i) => v["requestId"] == r.to_string().as_str() && v["slotIndex"] == i,
+            SlotArg::Id(id) => v["slotId"]
                 .as_str()
-                .is_some_and(|id| id.eq_ignore_ascii_case(&self.slot)),
+                .is_some_and(|got| got.eq_ignore_ascii_case(&id.to_string())),
         };
         let live = match live(ctx, self.api_bindaddr.as_deref(), self.api_port.as_deref())? {
             Some(v) => v,
@@ -286,5 +300,28 @@ impl Run for ShowArgs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_its_id_or_request_and_index() {
+        let hex = "25de9f1b7dcf43dbd9bbce5b1caab929f7540e3c9bd7d86564d8cd74e93ae75a";
+        let id = SlotArg::Id(format!("0x{hex}").parse().unwrap());
+        assert_eq!(parse_slot_arg(&format!("0x{hex}")).ok(), Some(id));
+        // Without 0x, as every id is taken; show compares the id as it prints.
+        assert_eq!(parse_slot_arg(hex).ok(), Some(id));
+        let request: RequestId = format!("0x{hex}").parse().unwrap();
+        assert_eq!(
+            parse_slot_arg(&format!("{hex}:18446744073709551615")).ok(),
+            Some(SlotArg::Index(request, u64::MAX))
+        );
+        assert!(parse_slot_arg(&format!("{hex}:-1")).is_err());
+        assert!(parse_slot_arg(&format!("{hex}:")).is_err());
+        assert!(parse_slot_arg("0x12:1").is_err());
+        assert!(parse_slot_arg("0x12").is_err());
     }
 }

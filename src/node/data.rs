@@ -473,7 +473,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// The first byte of `bytes START-END/TOTAL`.
-fn content_range_start(value: &str) -> Option<u64> {
+pub(crate) fn content_range_start(value: &str) -> Option<u64> {
     let rest = value.trim().strip_prefix("bytes")?.trim_start();
     let (start, _) = rest.split_once('-')?;
     start.trim().parse().ok()
