@@ -473,7 +473,7 @@ const VIEWS: &[(&str, View)] = &[
     }),
 ];
 
-/// The names of the views in [`VIEWS`] order (the first byte of a `views` input picks one).
+/// The names of the views in `VIEWS` order (the first byte of a `views` input picks one).
 pub fn view_names() -> impl Iterator<Item = &'static str> {
     VIEWS.iter().map(|(name, _)| *name)
 }
@@ -551,7 +551,8 @@ fn option_value(key: &str, value: &str) -> Result<bool, String> {
 
 /// A data source template: once valid, the URL of any CID as the node writes it (base58btc)
 /// is a URL with a host, and where the CID is not in the host, no CID, however hostile, can
-/// change the host (percent-encoding keeps it in its place).
+/// move the URL to another host (percent-encoding keeps it in its place; a URL it makes
+/// invalid fails its download).
 fn data_source(template: &str) -> Result<bool, String> {
     let Ok(source) = DataSource::parse(template) else {
         return Ok(false);
@@ -569,8 +570,8 @@ fn data_source(template: &str) -> Result<bool, String> {
     let short = host(&cid::format_cid(&[1, 0x55, 0x12, 1, 0]), 0)?;
     let long = host(&cid::format_cid(&[0xff; 64]), u64::MAX)?;
     if short == long {
-        let hostile = host("@evil.example/?#{cid}%", 1)?;
-        if hostile != short {
+        let hostile = host("@evil.example/?#{cid}%", 1);
+        if hostile.as_ref().is_ok_and(|h| *h != short) {
             return Err(format!(
                 "a CID moved the data source from {short:?} to {hostile:?}"
             ));
