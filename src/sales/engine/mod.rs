@@ -521,23 +521,6 @@ impl<L: Ledger> Engine<L> {
         self.sales.len()
     }
 
-    /// Approximate bytes one live proving sale costs the engine: its map entry (slot
-    /// reference, the sale, its wake-up time and worker flag), the sale's state data in its
-    /// own allocation (the reservation inline; a malloc chunk: 8 bytes of header, rounded up
-    /// to 16), its request's entry in the per-request index (counted whole, as when the host
-    /// holds one slot of each request) and one wake-up in the timer heap (hash tables
-    /// counted at their 7/8 load with one control byte per bucket; the heap's vector with
-    /// 50% growth slack). The request itself is shared by the sales of one request and not counted.
-    pub fn approx_bytes_per_sale() -> usize {
-        use std::mem::size_of;
-        let hash = |entry: usize| (entry + 1) * 8 / 7;
-        let chunk = |size: usize| (size + 8).next_multiple_of(16);
-        hash(size_of::<(SlotRef, Live)>())
-            + chunk(size_of::<super::sale::Proving>())
-            + hash(size_of::<(RequestId, SlotSet)>())
-            + size_of::<(u64, TimerKey)>() * 3 / 2
-    }
-
     /// Counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
