@@ -9,7 +9,9 @@
 //!   driver feeds it events, answers and time, and executes its commands.
 //! - [`ledger`]: availabilities and reservations, the matching rules and the accounting
 //!   invariant (shared with the SQLite store).
-//! - [`idhash`]: a cheap hasher for maps keyed by (keccak or random) 32-byte ids.
+//! - [`idhash`]: a cheap hasher for maps keyed by 32-byte ids, not keyed per process, so
+//!   not for ids that clients choose (request ids); only the queue still uses it. The engine
+//!   and the ledger use the standard hasher (keyed per process) or ordered maps.
 pub mod engine;
 pub mod idhash;
 

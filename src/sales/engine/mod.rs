@@ -27,13 +27,12 @@
 //! has a live sale (its queued items are purged by their expiry without a watch).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use std::sync::Arc;
 
 use crate::market::{Ask, MarketEvent, Request, RequestId, RequestState, SlotId, B256, U256};
 
-use super::idhash::{IdMap, IdSet};
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{
@@ -292,11 +291,11 @@ pub struct RestoreReport {
 }
 
 /// The slot indexes of one request's live sales: a few inline (a host rarely holds many
-/// slots of one request at a time), a hash set beyond that.
+/// slots of one request at a time), an ordered set beyond that.
 #[derive(Debug)]
 enum SlotSet {
     Few { len: u8, slots: [u64; 4] },
-    Many(IdSet<u64>),
+    Many(BTreeSet<u64>),
 }
 
 impl Default for SlotSet {
@@ -320,7 +319,7 @@ impl SlotSet {
                     slots[n] = slot;
                     *len += 1;
                 } else {
-                    let mut set: IdSet<u64> = slots.iter().copied().collect();
+                    let mut set: BTreeSet<u64> = slots.iter().copied().collect();
                     set.insert(slot);
                     *self = SlotSet::Many(set);
                 }
@@ -383,13 +382,13 @@ pub struct Engine<L: Ledger> {
     queue: SlotQueue,
     /// The live sales with their wake-up and worker, keyed by (request, slot index): the
     /// keccak slot id is computed only where the chain needs it.
-    sales: IdMap<SlotRef, Live>,
+    sales: HashMap<SlotRef, Live>,
     /// The slot indexes of each request's live sales.
-    by_request: IdMap<RequestId, SlotSet>,
+    by_request: HashMap<RequestId, SlotSet>,
     ledger: L,
     /// `(time, key)`, earliest first, with lazy deletion (see `timers`).
     timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
-    watches: IdMap<RequestId, u64>,
+    watches: HashMap<RequestId, u64>,
     commands: VecDeque<Command>,
     inbox: VecDeque<(SlotRef, Input)>,
     /// Sales due at one wake-up time, put in slot id order (see `on_time`).
@@ -402,7 +401,7 @@ pub struct Engine<L: Ledger> {
     ledger_version: u64,
     /// Requests for which no availability matched at this ledger version: their other
     /// slots (same ask, same end) cannot match either until the ledger changes.
-    no_match: IdMap<RequestId, u64>,
+    no_match: HashMap<RequestId, u64>,
     /// When `no_match` reaches this size, it keeps only requests with queued slots (see
     /// [`Self::note_no_match`]).
     no_match_limit: usize,
@@ -462,11 +461,11 @@ impl<L: Ledger> Engine<L> {
         Ok(Engine {
             cfg,
             queue,
-            sales: IdMap::default(),
-            by_request: IdMap::default(),
+            sales: HashMap::new(),
+            by_request: HashMap::new(),
             ledger,
             timers: BinaryHeap::new(),
-            watches: IdMap::default(),
+            watches: HashMap::new(),
             commands: VecDeque::new(),
             inbox: VecDeque::new(),
             due: Vec::new(),
@@ -475,7 +474,7 @@ impl<L: Ledger> Engine<L> {
             stats: EngineStats::default(),
             scratch: Vec::new(),
             ledger_version: 0,
-            no_match: IdMap::default(),
+            no_match: HashMap::new(),
             no_match_limit: NO_MATCH_SLACK,
             last_ticket: 0,
             retries: Vec::new(),
@@ -540,11 +539,13 @@ impl<L: Ledger> Engine<L> {
         now: u64,
     ) -> Result<RestoreReport, EngineError> {
         self.now = now;
-        let mut reservations: IdMap<SlotId, Reservation> = IdMap::default();
+        // Ordered, so that the reservations no live slot holds end in the same order on
+        // every run.
+        let mut reservations: BTreeMap<SlotRef, Reservation> = BTreeMap::new();
         let mut extra: Vec<Reservation> = Vec::new();
         for r in self.ledger.reservations()? {
-            let id = SlotId::of(r.request_id, r.slot_index);
-            if let Some(dup) = reservations.insert(id, r) {
+            let slot = SlotRef::new(r.request_id, r.slot_index);
+            if let Some(dup) = reservations.insert(slot, r) {
                 extra.push(dup);
             }
         }
@@ -554,7 +555,7 @@ impl<L: Ledger> Engine<L> {
             if self.sales.contains_key(&slot) {
                 continue;
             }
-            let reservation = reservations.remove(&slot.slot_id());
+            let reservation = reservations.remove(&slot);
             report.resumed += 1;
             report.with_reservation += usize::from(reservation.is_some());
             let mut out = std::mem::take(&mut self.scratch);

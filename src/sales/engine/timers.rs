@@ -8,11 +8,10 @@
 //! and the heap is rebuilt from the live entries when stale ones outnumber them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use super::{Command, Engine, Live};
 use crate::market::{RequestId, SlotId};
-use crate::sales::idhash::IdMap;
 use crate::sales::ledger::Ledger;
 use crate::sales::sale::{Input, SlotRef};
 use crate::sales::ChainTime;
@@ -90,8 +89,8 @@ impl<L: Ledger> Engine<L> {
 
     /// Whether a timer entry is still wanted (see the module docs).
     fn timer_live(
-        sales: &IdMap<SlotRef, Live>,
-        watches: &IdMap<RequestId, u64>,
+        sales: &HashMap<SlotRef, Live>,
+        watches: &HashMap<RequestId, u64>,
         t: u64,
         key: &TimerKey,
     ) -> bool {
