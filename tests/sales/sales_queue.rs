@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use codex::market::{Ask, RequestId, U256};
 use codex::sales::queue::{
     Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem, DEFAULT_CAPACITY,
-    DEFAULT_MAX_WORKERS, LAZY_WORST_MAX,
+    DEFAULT_MAX_WORKERS,
 };
 
 fn rid(n: u8) -> RequestId {
@@ -534,7 +534,7 @@ fn defect_8_5_full_queue_evicts_the_lowest_priority_item_and_says_so() {
 /// §8.5: the reference's del(index) never lets the moved element rise, which breaks the
 /// heap; codex keeps the order under arbitrary deletes.
 #[test]
-fn defect_8_5_arbitrary_deletes_keep_the_heap_order() {
+fn defect_8_5_arbitrary_deletes_keep_the_queue_order() {
     let mut rng = fastrand::Rng::with_seed(85);
     let mut q = running(5000, 1);
     for i in 0..2000u64 {
@@ -553,7 +553,7 @@ fn defect_8_5_arbitrary_deletes_keep_the_heap_order() {
     assert_eq!(popped, expected);
 }
 
-/// §8.5: clearSeenFlags re-sifted only the root; codex rebuilds the heap.
+/// §8.5: clearSeenFlags re-sifted only the root; codex sorts the queue again.
 #[test]
 fn defect_8_5_clearing_seen_flags_restores_full_order() {
     let mut rng = fastrand::Rng::with_seed(851);
@@ -653,11 +653,11 @@ fn defect_8_9_expired_items_are_purged_by_time() {
     q.validate().unwrap();
 }
 
-/// A queue above LAZY_WORST_MAX keeps its WORST heaps always: evictions, seen flags and their
-/// clearing behave as in a small queue.
+/// A queue far larger than the default evicts the worst item as a small one does, with seen
+/// and unseen items mixed and the seen flags cleared along the way.
 #[test]
-fn large_queue_evicts_the_worst_item_with_its_worst_heaps_kept() {
-    let cap = LAZY_WORST_MAX + 1;
+fn large_queue_evicts_the_worst_item() {
+    let cap = 8 * DEFAULT_CAPACITY + 1;
     let mut q = running(cap, 1);
     let mut rng = fastrand::Rng::with_seed(8);
     let mut model: Vec<SlotQueueItem> = Vec::new();
