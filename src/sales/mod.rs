@@ -9,11 +9,10 @@
 //!   driver feeds it events, answers and time, and executes its commands.
 //! - [`ledger`]: availabilities and reservations, the matching rules and the accounting
 //!   invariant (shared with the SQLite store).
-//! - [`idhash`]: a cheap hasher for maps keyed by 32-byte ids, not keyed per process, so
-//!   not for ids that clients choose (request ids); only the queue still uses it. The engine
-//!   and the ledger use the standard hasher (keyed per process) or ordered maps.
+//!
+//! Maps keyed by ids use the standard hasher (keyed per process: request ids come from
+//! clients, who could grind them against a fixed hash) or ordered maps.
 pub mod engine;
-pub mod idhash;
 
 /// A time on the chain: a block timestamp, in Unix seconds. The engine's clock, distinct from
 /// the wall-clock `Instant`s the driver uses to bound I/O: a period starts when a block says
