@@ -27,7 +27,7 @@
 //! has a live sale (its queued items are purged by their expiry without a watch).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use std::sync::Arc;
 
@@ -290,76 +290,6 @@ pub struct RestoreReport {
     pub ended_reservations: usize,
 }
 
-/// The slot indexes of one request's live sales: a few inline (a host rarely holds many
-/// slots of one request at a time), an ordered set beyond that.
-#[derive(Debug)]
-enum SlotSet {
-    Few { len: u8, slots: [u64; 4] },
-    Many(BTreeSet<u64>),
-}
-
-impl Default for SlotSet {
-    fn default() -> Self {
-        SlotSet::Few {
-            len: 0,
-            slots: [0; 4],
-        }
-    }
-}
-
-impl SlotSet {
-    fn insert(&mut self, slot: u64) {
-        match self {
-            SlotSet::Few { len, slots } => {
-                let n = usize::from(*len);
-                if slots[..n].contains(&slot) {
-                    return;
-                }
-                if n < slots.len() {
-                    slots[n] = slot;
-                    *len += 1;
-                } else {
-                    let mut set: BTreeSet<u64> = slots.iter().copied().collect();
-                    set.insert(slot);
-                    *self = SlotSet::Many(set);
-                }
-            }
-            SlotSet::Many(set) => {
-                set.insert(slot);
-            }
-        }
-    }
-
-    fn remove(&mut self, slot: u64) {
-        match self {
-            SlotSet::Few { len, slots } => {
-                let n = usize::from(*len);
-                if let Some(i) = slots[..n].iter().position(|&s| s == slot) {
-                    slots.copy_within(i + 1..n, i);
-                    *len -= 1;
-                }
-            }
-            SlotSet::Many(set) => {
-                set.remove(&slot);
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            SlotSet::Few { len, .. } => *len == 0,
-            SlotSet::Many(set) => set.is_empty(),
-        }
-    }
-
-    fn to_vec(&self) -> Vec<u64> {
-        match self {
-            SlotSet::Few { len, slots } => slots[..usize::from(*len)].to_vec(),
-            SlotSet::Many(set) => set.iter().copied().collect(),
-        }
-    }
-}
-
 /// One live sale's entry in the engine.
 struct Live {
     /// The sale; None only while it is inside [`Sale::on`] (see [`Engine::step`]), so a
@@ -380,11 +310,10 @@ struct Live {
 pub struct Engine<L: Ledger> {
     cfg: EngineConfig,
     queue: SlotQueue,
-    /// The live sales with their wake-up and worker, keyed by (request, slot index): the
-    /// keccak slot id is computed only where the chain needs it.
-    sales: HashMap<SlotRef, Live>,
-    /// The slot indexes of each request's live sales.
-    by_request: HashMap<RequestId, SlotSet>,
+    /// The live sales with their wake-up and worker, ordered by (request, slot index), so
+    /// that one request's sales are a range (see [`Self::request_sales`]): the keccak slot
+    /// id is computed only where the chain needs it.
+    sales: BTreeMap<SlotRef, Live>,
     ledger: L,
     /// `(time, key)`, earliest first, with lazy deletion (see `timers`).
     timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
@@ -461,8 +390,7 @@ impl<L: Ledger> Engine<L> {
         Ok(Engine {
             cfg,
             queue,
-            sales: HashMap::new(),
-            by_request: HashMap::new(),
+            sales: BTreeMap::new(),
             ledger,
             timers: BinaryHeap::new(),
             watches: HashMap::new(),
@@ -813,7 +741,7 @@ impl<L: Ledger> Engine<L> {
             }
         };
         // Only a request we already have sales for needs the per-slot check.
-        let known = self.by_request.contains_key(&request_id);
+        let known = self.has_sales(request_id);
         for item in items {
             if !known
                 || !self
@@ -842,21 +770,27 @@ impl<L: Ledger> Engine<L> {
     }
 
     fn broadcast(&mut self, request_id: RequestId, input: Input) {
-        if let Some(ids) = self.by_request.get(&request_id) {
-            // In slot id order (the chain's ids, computed here for this rare event).
-            let mut ids: Vec<(SlotId, SlotRef)> = ids
-                .to_vec()
-                .into_iter()
-                .map(|index| {
-                    let slot = SlotRef::new(request_id, index);
-                    (slot.slot_id(), slot)
-                })
-                .collect();
-            ids.sort_unstable();
-            for (_, slot) in ids {
-                self.inbox.push_back((slot, input.clone()));
-            }
+        // In slot id order (the chain's ids, computed here for this rare event).
+        let mut ids: Vec<(SlotId, SlotRef)> = self
+            .request_sales(request_id)
+            .map(|slot| (slot.slot_id(), slot))
+            .collect();
+        ids.sort_unstable();
+        for (_, slot) in ids {
+            self.inbox.push_back((slot, input.clone()));
         }
+    }
+
+    /// The slots of the live sales of `request_id`, by slot index.
+    fn request_sales(&self, request_id: RequestId) -> impl Iterator<Item = SlotRef> + '_ {
+        self.sales
+            .range(SlotRef::new(request_id, 0)..=SlotRef::new(request_id, u64::MAX))
+            .map(|(slot, _)| *slot)
+    }
+
+    /// Whether `request_id` has a live sale.
+    fn has_sales(&self, request_id: RequestId) -> bool {
+        self.request_sales(request_id).next().is_some()
     }
 
     fn unwatch(&mut self, request_id: RequestId) {
@@ -877,7 +811,7 @@ impl<L: Ledger> Engine<L> {
                         self.push(SlotQueueItem { seen: true, ..item });
                         continue;
                     }
-                    let known = self.by_request.contains_key(&item.request_id);
+                    let known = self.has_sales(item.request_id);
                     let mut out = std::mem::take(&mut self.scratch);
                     let sale = Sale::prepare(item, &mut out);
                     let slot = sale.slot();
@@ -900,10 +834,6 @@ impl<L: Ledger> Engine<L> {
 
     fn insert_sale(&mut self, sale: Sale, holds_worker: bool) {
         let slot = sale.slot();
-        self.by_request
-            .entry(slot.request_id)
-            .or_default()
-            .insert(slot.slot_index);
         self.sales.insert(
             slot,
             Live {
@@ -1004,7 +934,7 @@ impl<L: Ledger> Engine<L> {
                     expires_at,
                 } => {
                     // Only while the request has a live sale (see the invariants).
-                    if !self.by_request.contains_key(&request_id) {
+                    if !self.has_sales(request_id) {
                         continue;
                     }
                     if let std::collections::hash_map::Entry::Vacant(e) =
@@ -1190,19 +1120,14 @@ impl<L: Ledger> Engine<L> {
         self.no_match.insert(request_id, self.ledger_version);
     }
 
-    /// Removes the live sale of `id` with its request index entry, watch (when it was the
-    /// request's last sale), wake-up and worker; returns the sale.
+    /// Removes the live sale of `id` with its watch (when it was the request's last sale),
+    /// wake-up and worker; returns the sale.
     fn remove_sale(&mut self, id: SlotRef) -> Option<Sale> {
         let live = self.sales.remove(&id)?;
-        let rid = id.request_id;
-        if let Some(set) = self.by_request.get_mut(&rid) {
-            set.remove(id.slot_index);
-            if set.is_empty() {
-                self.by_request.remove(&rid);
-                // The watch only serves the request's sales: with none left it ends
-                // (queued items go by their expiry), so watches never outlive them.
-                self.unwatch(rid);
-            }
+        if !self.has_sales(id.request_id) {
+            // The watch only serves the request's sales: with none left it ends (queued
+            // items go by their expiry), so watches never outlive them.
+            self.unwatch(id.request_id);
         }
         if live.wake.is_some() {
             self.settle_timers();
@@ -1217,11 +1142,11 @@ impl<L: Ledger> Engine<L> {
 #[cfg(test)]
 mod tests {
     use super::{
-        ChainTime, Command, Engine, EngineConfig, EngineInput, FinalState, SaleCommand, SlotSet,
-        NO_MATCH_SLACK,
+        ChainTime, Command, Engine, EngineConfig, EngineInput, FinalState, Sale, SaleCommand,
+        SlotRef, NO_MATCH_SLACK,
     };
     use crate::market::{
-        Address, Ask, Content, MarketEvent, Request, RequestState, SlotState, B256, U256,
+        Address, Ask, Content, MarketEvent, Request, RequestId, RequestState, SlotState, B256, U256,
     };
     use crate::sales::ledger::{AvailabilityId, Ledger, Limits, MemLedger, NewAvailability};
     use crate::sales::sale::{Input, SlotView};
@@ -1316,26 +1241,42 @@ mod tests {
         );
     }
 
+    /// A request's sales are found by their range in the map whatever their indexes (0 and
+    /// u64::MAX included), and never those of the requests next to it in the order.
     #[test]
-    fn slot_set_spills_from_inline_to_a_set_and_back_to_empty() {
-        let mut rng = fastrand::Rng::with_seed(3);
-        for _ in 0..200 {
-            let mut set = SlotSet::default();
-            let mut model = std::collections::BTreeSet::new();
-            for _ in 0..rng.usize(0..40) {
-                let slot = rng.u64(0..12);
-                if rng.bool() {
-                    set.insert(slot);
-                    model.insert(slot);
-                } else {
-                    set.remove(slot);
-                    model.remove(&slot);
-                }
-                let mut got = set.to_vec();
-                got.sort_unstable();
-                assert_eq!(got, model.iter().copied().collect::<Vec<_>>());
-                assert_eq!(set.is_empty(), model.is_empty());
-            }
+    fn a_request_s_sales_are_its_range_of_the_map() {
+        let (mut e, _) = Engine::start(
+            EngineConfig::default(),
+            MemLedger::new(),
+            fastrand::Rng::with_seed(1),
+            &[],
+            ChainTime(1),
+        )
+        .unwrap();
+        let ids = [[1u8; 32], [2; 32], [3; 32]].map(|b| RequestId(b.into()));
+        for (rid, index) in [
+            (ids[0], u64::MAX),
+            (ids[1], 0),
+            (ids[1], u64::MAX),
+            (ids[2], 0),
+        ] {
+            let mut out = Vec::new();
+            e.insert_sale(
+                Sale::restore(SlotRef::new(rid, index), None, &mut out),
+                false,
+            );
         }
+        let indexes = |e: &Engine<MemLedger>, rid| {
+            e.request_sales(rid)
+                .map(|s| s.slot_index)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(indexes(&e, ids[0]), [u64::MAX]);
+        assert_eq!(indexes(&e, ids[1]), [0, u64::MAX]);
+        assert_eq!(indexes(&e, ids[2]), [0]);
+        e.remove_sale(SlotRef::new(ids[1], 0));
+        e.remove_sale(SlotRef::new(ids[1], u64::MAX));
+        assert!(!e.has_sales(ids[1]));
+        assert!(e.has_sales(ids[0]) && e.has_sales(ids[2]));
     }
 }

@@ -80,10 +80,9 @@ impl<L: Ledger> Engine<L> {
         }
     }
 
-    /// `codex sale list`, ordered by request and slot index.
+    /// `codex sale list`, ordered by request and slot index (the order of the engine's map).
     pub fn sales_snapshot(&self) -> Vec<SaleSummary> {
-        let mut v: Vec<SaleSummary> = self
-            .sales
+        self.sales
             .values()
             .filter_map(|l| Some((l.sale.as_ref()?, l)))
             .map(|(s, l)| SaleSummary {
@@ -103,8 +102,6 @@ impl<L: Ledger> Engine<L> {
                         .saturating_mul(U256::from(b.request.ask.duration))
                 }),
             })
-            .collect();
-        v.sort_by_key(|s| (s.slot.request_id, s.slot.slot_index));
-        v
+            .collect()
     }
 }

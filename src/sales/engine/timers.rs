@@ -8,7 +8,7 @@
 //! and the heap is rebuilt from the live entries when stale ones outnumber them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use super::{Command, Engine, Live};
 use crate::market::{RequestId, SlotId};
@@ -89,7 +89,7 @@ impl<L: Ledger> Engine<L> {
 
     /// Whether a timer entry is still wanted (see the module docs).
     fn timer_live(
-        sales: &HashMap<SlotRef, Live>,
+        sales: &BTreeMap<SlotRef, Live>,
         watches: &HashMap<RequestId, u64>,
         t: u64,
         key: &TimerKey,
