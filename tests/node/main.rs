@@ -324,11 +324,11 @@ impl World {
         );
     }
 
-    /// Posts a request from dev account 3: `slots` slots of 4 KiB, proof every period.
-    fn post(&mut self, slots: u64, duration: u64, expiry: u64, nonce: u8) -> Request {
-        let client = self.chain.account(3);
-        let req = Request {
-            client,
+    /// A request from dev account 3, not posted yet: `slots` slots of 4 KiB, a proof every
+    /// period, the nonce also in the CID.
+    fn request(&self, slots: u64, duration: u64, expiry: u64, nonce: u8) -> Request {
+        Request {
+            client: self.chain.account(3),
             ask: Ask {
                 proof_probability: U256::from(1u8),
                 price_per_byte_per_second: U256::from(1u8),
@@ -344,15 +344,26 @@ impl World {
             },
             expiry,
             nonce: B256::repeat_byte(nonce),
-        };
+        }
+    }
+
+    /// Approves the price of every slot and posts `req` from its client.
+    fn post_request(&mut self, req: &Request) {
         let (token, mkt) = (self.chain.token(), self.chain.marketplace());
+        let price = req.ask.price_per_slot() * U256::from(req.ask.slots);
         devchain::send(
             &mut self.rpc,
-            client,
+            req.client,
             token,
-            &calls::approve(mkt, req.ask.price_per_slot() * U256::from(slots)),
+            &calls::approve(mkt, price),
         );
-        devchain::send(&mut self.rpc, client, mkt, &calls::request_storage(&req));
+        devchain::send(&mut self.rpc, req.client, mkt, &calls::request_storage(req));
+    }
+
+    /// Posts [`World::request`].
+    fn post(&mut self, slots: u64, duration: u64, expiry: u64, nonce: u8) -> Request {
+        let req = self.request(slots, duration, expiry, nonce);
+        self.post_request(&req);
         req
     }
 

@@ -50,40 +50,6 @@ impl World {
             })
             .count()
     }
-
-    /// A request from dev account 3 like [`World::post`]'s, not posted yet.
-    fn request(&self, slots: u64, duration: u64, nonce: u8) -> Request {
-        Request {
-            client: self.chain.account(3),
-            ask: Ask {
-                proof_probability: U256::from(1u8),
-                price_per_byte_per_second: U256::from(1u8),
-                collateral_per_byte: U256::from(1u8),
-                slots,
-                slot_size: 4096,
-                duration,
-                max_slot_loss: 1,
-            },
-            content: Content {
-                cid: vec![0x01, 0x55, 0x12, 0x20, nonce],
-                merkle_root: B256::repeat_byte(0x42),
-            },
-            expiry: 300,
-            nonce: B256::repeat_byte(nonce),
-        }
-    }
-
-    fn post_request(&mut self, req: &Request) {
-        let (token, mkt) = (self.chain.token(), self.chain.marketplace());
-        let price = req.ask.price_per_slot() * U256::from(req.ask.slots);
-        devchain::send(
-            &mut self.rpc,
-            req.client,
-            token,
-            &calls::approve(mkt, price),
-        );
-        devchain::send(&mut self.rpc, req.client, mkt, &calls::request_storage(req));
-    }
 }
 
 /// A node that only validates (no `--data-source`, no availability), with dev account
@@ -100,7 +66,7 @@ fn failing_host(w: &mut World, failures: &str, slots: u64) -> (Host, Request) {
     let mut host = w.host("host", 1, &["--simulate-proof-failures", failures]);
     host.offer("1MiB", "10000000");
     host.start();
-    let req = w.request(slots, 3600, 40);
+    let req = w.request(slots, 3600, 300, 40);
     (host, req)
 }
 
@@ -286,7 +252,7 @@ fn two_validators_in_two_groups_each_mark_only_their_own_slots() {
     host.start();
     // A request whose two slots fall into different groups.
     let req = (60u8..)
-        .map(|n| w.request(2, 3600, n))
+        .map(|n| w.request(2, 3600, 300, n))
         .find(|r| groups(SlotId::of(r.id(), 0)) != groups(SlotId::of(r.id(), 1)))
         .unwrap();
     let mut v0 = validator(
