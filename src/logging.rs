@@ -1,4 +1,4 @@
-//! Logging to stderr, configured like the reference node (spec/sales.md §6.2).
+//! Logging to stderr, configured as the reference node's is.
 //!
 //! `--log-level LEVEL[;LEVEL:topic,topic...]`: the first segment is the global level
 //! (trace, debug, info, notice, warn, error, fatal; case-insensitive; notice = info and

@@ -4,6 +4,7 @@
 //!
 //! Amounts of tokens are exposed as floating-point numbers, as the format requires: above
 //! 2^53 they lose precision there (`codex status --json` keeps the exact decimal strings).
+use crate::sales::sale::FinalState;
 use std::fmt::Write;
 
 /// The `Content-Type` of the exposition.
@@ -86,8 +87,8 @@ pub struct NodeMetrics {
     pub validator_slots: u64,
     /// JSON-RPC round trips, seconds.
     pub rpc_latency: Histogram,
-    /// Sales ended, by outcome.
-    pub sales_ended: Vec<(String, u64)>,
+    /// Sales ended, by final state (`sales_ended[state as usize]`).
+    pub sales_ended: [u64; FinalState::COUNT],
     /// Tokens received as payouts (base units).
     pub tokens_earned: f64,
     /// REST answers by status class: 1xx..5xx.
@@ -134,7 +135,7 @@ impl NodeMetrics {
             validator_marks: Counter::default(),
             validator_slots: 0,
             rpc_latency: Histogram::new(LATENCY),
-            sales_ended: Vec::new(),
+            sales_ended: [0; FinalState::COUNT],
             tokens_earned: 0.0,
             api_responses: [0; 5],
             queue_length: 0,
@@ -164,12 +165,9 @@ impl NodeMetrics {
         }
     }
 
-    /// Counts a sale that ended with `outcome`.
-    pub fn sale_ended(&mut self, outcome: &str) {
-        match self.sales_ended.iter_mut().find(|(o, _)| o == outcome) {
-            Some((_, n)) => *n += 1,
-            None => self.sales_ended.push((outcome.to_string(), 1)),
-        }
+    /// Counts a sale that ended in `state`.
+    pub fn sale_ended(&mut self, state: FinalState) {
+        self.sales_ended[state as usize] += 1;
     }
 
     /// The text exposition.
@@ -216,11 +214,11 @@ impl NodeMetrics {
             "Sales ended, by outcome",
             "counter",
         );
-        for (outcome, n) in &self.sales_ended {
+        for state in FinalState::ALL {
             e.sample(
                 "codex_sales_ended_total",
-                &[("outcome", outcome)],
-                *n as f64,
+                &[("outcome", state.outcome())],
+                self.sales_ended[state as usize] as f64,
             );
         }
         c(
@@ -462,8 +460,8 @@ mod tests {
         }
         m.rpc_latency.observe(0.001);
         m.rpc_latency.observe(2.0);
-        m.sale_ended("Finished");
-        m.sale_ended("Finished");
+        m.sale_ended(FinalState::Finished);
+        m.sale_ended(FinalState::Finished);
         m.sales_by_state = vec![("SaleProving", 2)];
         m.count_response(201);
         m.count_response(422);
@@ -482,6 +480,7 @@ mod tests {
         assert!(text.contains("codex_rpc_latency_seconds_bucket{le=\"2\"} 2\n"));
         assert!(text.contains("codex_rpc_latency_seconds_count 2\n"));
         assert!(text.contains("codex_sales_ended_total{outcome=\"Finished\"} 2\n"));
+        assert!(text.contains("codex_sales_ended_total{outcome=\"Ignored\"} 0\n"));
         assert!(text.contains("codex_sales{state=\"SaleProving\"} 2\n"));
         assert!(text.contains("codex_queue_capacity 128\n"));
         assert!(text.contains("codex_api_responses_total{code=\"4xx\"} 1\n"));

@@ -1,4 +1,4 @@
-//! JSON shapes of the reference's REST API (spec/sales.md §6): camelCase fields, 256-bit
+//! JSON shapes of the reference's REST API (`docs/architecture.md#the-rest-api-and-metrics`): camelCase fields, 256-bit
 //! amounts as decimal strings, ids as 0x-hex, u64 as numbers (as strings above i64::MAX).
 use serde_json::{json, Value};
 

@@ -1,5 +1,5 @@
 //! Transactions, pure: EIP-1559 building, RLP, signing, raw bytes and hash; nonce tracking;
-//! the reference's gas headroom (`spec/sales.md` §5.2); classifying a node's rejection.
+//! the reference's gas headroom (`docs/marketplace.md#gas`); classifying a node's rejection.
 //!
 //! No I/O here: the driver asks the node for the chain id, the pending nonce, the base fee and
 //! a gas estimate, feeds them in, and sends the raw bytes this module produces.
@@ -258,7 +258,7 @@ pub enum GasCall {
 }
 
 /// The gas limit for a call from the node's `eth_estimateGas`, with the reference's headroom
-/// (`spec/sales.md` §5.2), rounded down, saturating.
+/// (`docs/marketplace.md#gas`), rounded down, saturating.
 pub fn gas_limit_with_headroom(call: GasCall, estimate: u64) -> u64 {
     let (num, den): (u128, u128) = match call {
         GasCall::FillSlot => (110, 100),

@@ -1,9 +1,8 @@
 //! The Marketplace ABI, declared once with alloy's `sol!`.
 //!
-//! Struct layouts follow `spec/marketplace.md` §2 (ABI order matters: it fixes the ids and
-//! the selectors). The interface [`Marketplace`] holds the functions of §4.1, the events of §5
-//! and the custom errors of §6; [`IERC20`] the token calls, events and OpenZeppelin errors of
-//! §4.2 and §6; [`TestMarketplace`] the four test helpers of the dev-chain contract; [`Vault`]
+//! Struct layouts follow the contract's field order (it fixes the ids and the selectors; see
+//! `docs/marketplace.md#ids`). The interface [`Marketplace`] holds the functions, events and
+//! custom errors codex uses; [`IERC20`] the token calls, events and OpenZeppelin errors; [`TestMarketplace`] the four test helpers of the dev-chain contract; [`Vault`]
 //! only the Vault's custom errors (the Marketplace does not use the Vault at HEAD, but its
 //! errors are in the §6 table and a revert decoder should name them).
 //!
@@ -331,7 +330,7 @@ mod tests {
     use alloy_primitives::{hex, U256};
     use alloy_sol_types::{SolError, SolEvent, SolValue};
 
-    /// Every selector of `spec/marketplace.md` §4.1, §4.2 and §6, with the canonical
+    /// Every function, event and error selector codex uses, with the canonical
     /// signature the `sol!` declaration must produce.
     #[rustfmt::skip]
     const SELECTORS: &[(&str, [u8; 4], &str)] = &[

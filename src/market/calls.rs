@@ -1,5 +1,5 @@
 //! Calldata for the Marketplace and token calls a host or client makes, and decoders for the
-//! results of the views (`spec/marketplace.md` §4.1, §4.2; `spec/sales.md` §5.1).
+//! results of the views (`docs/marketplace.md`).
 //!
 //! Builders return the full calldata (selector + arguments) for `eth_call`,
 //! `eth_estimateGas` and transactions. Decoders are strict (the ABI validator rejects

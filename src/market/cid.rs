@@ -1,5 +1,5 @@
 //! CIDs as users type them, turned into the binary CID a request carries in `Content.cid`
-//! (`spec/marketplace.md` §2.4: nim-codex puts the raw CID bytes there).
+//! (nim-codex puts the raw CID bytes there; `docs/marketplace.md#ids`).
 //!
 //! Accepted: a multibase CIDv1 string as Codex prints it, base58btc (`z…`, e.g. `zDvZRwzm…`)
 //! or base32 lowercase (`b…`), whose bytes must parse as a CIDv1 (version 1, codec, and a

@@ -1,4 +1,4 @@
-//! Contract reverts decoded into named errors (`spec/marketplace.md` §6, §9).
+//! Contract reverts decoded into named errors (`docs/marketplace.md#errors`).
 //!
 //! A revert reaches us inside a JSON-RPC error object, in one of two shapes (§9):
 //! - anvil: `{"code":3,"message":"execution reverted: …","data":"0x3b920b88"}`;

@@ -30,7 +30,7 @@ pub enum EventError {
     /// The log has no topics (an anonymous event), so it is not a Marketplace event.
     #[error("log has no topics")]
     NoTopics,
-    /// topic0 is not one of the Marketplace events of `spec/marketplace.md` §5.
+    /// topic0 is not one of the Marketplace events of `docs/marketplace.md#events`.
     #[error("unknown event topic {0:#x}")]
     UnknownEvent(B256),
     /// The topics or data do not match the event's ABI (wrong topic count, wrong data
@@ -216,7 +216,7 @@ fn event_name(signature: &'static str) -> &'static str {
     signature.split('(').next().unwrap_or(signature)
 }
 
-/// Decodes a Marketplace event from its topics and data (`spec/marketplace.md` §5).
+/// Decodes a Marketplace event from its topics and data (`docs/marketplace.md#events`).
 pub fn decode_event(topics: &[B256], data: &[u8]) -> Result<MarketEvent, EventError> {
     use Marketplace as M;
     let topic0 = *topics.first().ok_or(EventError::NoTopics)?;
@@ -353,7 +353,7 @@ fn quantity_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON output (the reference's encodings, `spec/sales.md` §6)
+// JSON output (the reference's encodings)
 
 /// A u64 as the reference encodes it: a JSON number, or a decimal string above i64::MAX.
 #[derive(Debug, Clone, Copy)]

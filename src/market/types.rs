@@ -1,4 +1,4 @@
-//! Marketplace domain types (`spec/marketplace.md` §2, §3), independent of the ABI layer.
+//! Marketplace domain types (`docs/marketplace.md`), independent of the ABI layer.
 //!
 //! 256-bit token amounts are [`U256`] everywhere; sizes, durations and indexes are `u64`;
 //! timestamps are `u64` seconds since the Unix epoch (chain time).

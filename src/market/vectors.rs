@@ -1,8 +1,7 @@
 //! Pinned test vectors kept as files in `fixtures/vectors/` (compiled in with
 //! `include_str!`, so the tests do no I/O).
 //!
-//! `ids.json`: a fixed request, its RequestId and the SlotIds of its slots (`spec/marketplace.md`
-//! §3). The values were computed here; the request encoding they hash is pinned independently
+//! `ids.json`: a fixed request, its RequestId and the SlotIds of its slots (`docs/marketplace.md#ids`). The values were computed here; the request encoding they hash is pinned independently
 //! by `types::tests::request_id_hashes_the_offset_word_and_the_tuple_body`. The first vector
 //! was confirmed on the dev chain (anvil 1.7.1 with the fixture TestMarketplace): account 1
 //! sent `requestStorage` with this request (calldata from `calls::request_storage`, signed by

@@ -2,13 +2,15 @@
 use super::Node;
 use crate::market::{short, U256};
 use crate::sales::engine::SaleEnded;
+use crate::sales::sale::FinalState;
 use crate::store::history::SaleRecord;
 
 impl Node {
     /// Keeps an ended sale in the history.
     pub(super) fn record_end(&mut self, e: SaleEnded) {
         let received = self.received.remove(&e.slot).unwrap_or_default();
-        if e.state == "SaleIgnored" {
+        self.metrics.sale_ended(e.state);
+        if e.state == FinalState::Ignored {
             return;
         }
         let (reservation, returned) = match &e.reservation {
@@ -21,7 +23,7 @@ impl Node {
             slot_index: e.slot.slot_index,
             availability_id: reservation.map(|r| r.availability_id),
             reservation_id: reservation.map(|r| r.id),
-            outcome: e.state.strip_prefix("Sale").unwrap_or(e.state).to_string(),
+            outcome: e.state.outcome().to_string(),
             reason: e.reason,
             slot_size: reservation.map_or(0, |r| r.slot_size),
             started_at: e.started_at,
@@ -31,7 +33,6 @@ impl Node {
             collateral_returned: returned,
             collateral_lost: collateral - returned,
         };
-        self.metrics.sale_ended(&record.outcome);
         self.metrics.tokens_earned += f64::from(record.payout);
         if let Err(err) = self.engine.ledger_port().record_sale_end(&record) {
             log::warn!(target: "codex::store", "keeping slot {} of {} in the history: {err}", e.slot.slot_index, short(&e.slot.request_id));

@@ -1,4 +1,4 @@
-//! The slot queue (spec/sales.md §1): slots of storage requests this host may try to fill,
+//! The slot queue (`docs/sales.md#slot-queue`): slots of storage requests this host may try to fill,
 //! best first, and the worker budget that limits how many are prepared at once.
 //!
 //! # Order
@@ -469,13 +469,17 @@ impl SlotQueue {
         Some(item)
     }
 
-    /// Removes every item of a request; returns how many. O(k log n).
+    /// Removes every item of a request; returns how many. O(k log n): the request's items
+    /// are one range of the map, taken out in one walk.
     pub fn delete_request(&mut self, request_id: RequestId) -> usize {
-        let slots: Vec<u64> = self.request_slots(request_id).collect();
-        for &slot_index in &slots {
-            self.delete(request_id, slot_index);
+        let mut n = 0;
+        let range = (request_id, 0)..=(request_id, u64::MAX);
+        for ((_, slot_index), item) in self.items.extract_if(range, |_, _| true) {
+            self.order.remove(&item.place(self.salt));
+            self.expiries.remove(&(item.expiry, request_id, slot_index));
+            n += 1;
         }
-        slots.len()
+        n
     }
 
     /// Removes every item whose expiry is at or before `now` (it cannot be filled in time)

@@ -365,7 +365,7 @@ proptest! {
     }
 
     /// The division-free collateral rule equals the floor-division rule of the reference
-    /// (spec/sales.md §2.3): per byte <= remaining / free size (remaining when free is 0).
+    /// (`docs/sales.md#matching`): per byte <= remaining / free size (remaining when free is 0).
     #[test]
     fn collateral_rule_without_division_equals_floor_division(
         per_byte in prop_oneof![

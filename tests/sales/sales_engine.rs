@@ -1,5 +1,6 @@
-//! Whole sales on the simulated Marketplace: spec/sales.md §7 items 54–76 and 121–123, and the
-//! engine-level defects of §8 that codex fixes.
+//! Whole sales on the simulated Marketplace: scenarios 54–76 and 121–123
+//! (`docs/sales.md#scenario-numbers`), and the engine-level defects of the reference that codex
+//! fixes (`docs/sales.md#differences-from-the-reference`).
 
 use crate::{sales_driver, sim};
 

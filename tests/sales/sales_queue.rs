@@ -1,5 +1,5 @@
-//! The slot queue: spec/sales.md §7 items 1–30, and the queue defects of §8.5–§8.9 that codex
-//! fixes (each test fails on the reference's behaviour).
+//! The slot queue: scenarios 1–30 (`docs/sales.md#scenario-numbers`), and the queue defects of the
+//! reference that codex fixes (`docs/sales.md#differences-from-the-reference`) (each test fails on the reference's behaviour).
 
 use std::cmp::Ordering;
 

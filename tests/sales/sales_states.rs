@@ -1,5 +1,6 @@
-//! The per-slot state machine driven directly: spec/sales.md §7 items 77–95, and the
-//! state-level defects of §8 that codex fixes.
+//! The per-slot state machine driven directly: scenarios 77–95
+//! (`docs/sales.md#scenario-numbers`), and the state-level defects of the reference that codex
+//! fixes (`docs/sales.md#differences-from-the-reference`).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Tests of the simulated Marketplace model against `spec/marketplace.md` §3–§7.
+//! Tests of the simulated Marketplace model against `docs/marketplace.md`.
 use crate::sim;
 
 use sim::*;

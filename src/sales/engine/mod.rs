@@ -181,8 +181,8 @@ pub enum Command {
 pub struct SaleEnded {
     /// The slot.
     pub slot: SlotRef,
-    /// The final state's name (`SaleFinished`, `SaleErrored`, ...).
-    pub state: &'static str,
+    /// The final state.
+    pub state: FinalState,
     /// Why it ended.
     pub reason: String,
     /// The reservation it held as it was before it ended, with the collateral returned.
@@ -983,7 +983,7 @@ impl<L: Ledger> Engine<L> {
                     }
                     self.commands.push_back(Command::Ended(SaleEnded {
                         slot,
-                        state: state_name,
+                        state,
                         reason: ending.reason.to_string(),
                         reservation,
                         started_at: started,

@@ -85,7 +85,7 @@ ledger_id!(
     ReservationId
 );
 
-/// Storage offered for sale (spec/sales.md §2.1, without the quirks).
+/// Storage offered for sale (`docs/sales.md#availability`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Availability {
     pub id: AvailabilityId,
@@ -234,7 +234,7 @@ pub struct ReservationEnd {
     pub collateral_lost: U256,
 }
 
-/// Why an availability does not match a slot (spec/sales.md §2.3 findAvailability).
+/// Why an availability does not match a slot (`docs/sales.md#matching`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Mismatch {
     /// The availability is disabled.
@@ -289,7 +289,7 @@ pub enum LedgerError {
     /// An id that is already taken (ids are random, so this means a caller bug).
     #[error("id already exists: {0}")]
     DuplicateId(String),
-    /// A field failed validation; the message is spec/sales.md §6's wording.
+    /// A field failed validation; the message is the reference's wording (`docs/sales.md#availability-changes`).
     #[error("{1}")]
     Invalid(&'static str, String),
     /// More bytes than are free (create) or than the slot has left (download).
@@ -337,7 +337,7 @@ pub trait Ledger {
     fn reservations(&self) -> Result<Vec<Reservation>, LedgerError>;
     /// One reservation.
     fn reservation(&self, id: ReservationId) -> Result<Reservation, LedgerError>;
-    /// Validates (spec/sales.md §6 order) and stores a new availability.
+    /// Validates (in the order of `docs/sales.md#availability-changes`) and stores a new availability.
     fn create_availability(
         &mut self,
         id: AvailabilityId,

@@ -24,7 +24,7 @@ fn check_until(until: u64, now: u64) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Validates a new availability in spec/sales.md §6 order and builds it.
+/// Validates a new availability in the order of `docs/sales.md#availability-changes` and builds it.
 /// `others_total` is Σ total_size of all existing availabilities.
 pub fn new_availability(
     id: AvailabilityId,
@@ -98,7 +98,7 @@ fn check_quota(others_total: u64, size: u64, quota: u64) -> Result<(), LedgerErr
     }
 }
 
-/// Validates and applies an update (spec/sales.md §6 PATCH order, without the quirks):
+/// Validates and applies an update (the PATCH order of `docs/sales.md#availability-changes`):
 /// total size > 0, duration > 0, price > 0, collateral > 0, new total size ≥ bytes held by
 /// reservations, quota (others + new total ≤ quota, i.e. only the increase is compared),
 /// collateral ≥ committed (remaining = new total − committed), until not in the past and
@@ -208,7 +208,7 @@ pub fn terms_may_match(duration: u64, min_price: &U256, until: u64, ask: &SlotAs
         && (until == 0 || until >= ask.valid_until)
 }
 
-/// The first rule of spec/sales.md §2.3 findAvailability that `a` fails for `ask`, if any.
+/// The first matching rule (`docs/sales.md#matching`) that `a` fails for `ask`, if any.
 pub fn mismatch(a: &Availability, ask: &SlotAsk) -> Option<Mismatch> {
     if !a.enabled {
         return Some(Mismatch::Disabled);

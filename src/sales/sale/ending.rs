@@ -84,6 +84,12 @@ impl FinalState {
             FinalState::Ignored => "SaleIgnored",
         }
     }
+
+    /// The outcome as the sales history and the metrics label it: the name without `Sale`.
+    pub fn outcome(self) -> &'static str {
+        let name = self.name();
+        name.strip_prefix("Sale").unwrap_or(name)
+    }
 }
 
 /// An ending on its way: the final state and the [`Ending`] that goes with it, which by

@@ -81,11 +81,11 @@ pub(super) fn payout_start(hosted: Hosted, out: &mut Vec<Output>) -> Sale {
     free_start(hosted, FreeCause::Payout, true, out)
 }
 
-pub(super) fn rebuild_freeing(f: Box<Freeing>, cause: FreeCause) -> Sale {
+fn rebuild_freeing(f: Box<Freeing>, cause: FreeCause) -> Sale {
     match cause {
         FreeCause::Payout => Sale::Payout(f),
-        FreeCause::Cancelled => Sale::Cancelled(f, cause),
-        FreeCause::Failed => Sale::Failed(f, cause),
+        FreeCause::Cancelled => Sale::Cancelled(f),
+        FreeCause::Failed => Sale::Failed(f),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The per-slot sale state machine (spec/sales.md §3, §4; marketplace.md §7.5).
+//! The per-slot sale state machine (`docs/sales.md#sale-state-machine`, `docs/marketplace.md#proof-periods`).
 //!
 //! A [`Sale`] is an enum whose variants carry what that state needs; [`Sale::on`] consumes
 //! the sale with one [`Input`] and the current chain time, pushes [`Output`]s (requests for
@@ -71,7 +71,7 @@ pub use vocabulary::{
 
 use before_fill::{downloading, filling, initial_proving, preparing, slot_reserving};
 use ending::{end, end_held};
-use freeing::{free_start, freeing, rebuild_freeing};
+use freeing::{free_start, freeing};
 use hosting::{filled, hosted_of, proving};
 use unknown::unknown;
 
@@ -151,9 +151,9 @@ pub enum Sale {
     /// Reading currentCollateral and freeSlot after the request finished.
     Payout(Box<Freeing>),
     /// The request was cancelled; freeing our slot if we host it.
-    Cancelled(Box<Freeing>, FreeCause),
+    Cancelled(Box<Freeing>),
     /// The request failed; leaving our slot if we host it.
-    Failed(Box<Freeing>, FreeCause),
+    Failed(Box<Freeing>),
     /// Ended, in one of the final states (Finished, Cancelled, Failed, Errored, Ignored),
     /// with what the engine cleans up.
     Ended(FinalState, Box<Ending>),
@@ -195,7 +195,7 @@ impl Sale {
             }
             Sale::Filled(h, _) => h.base.slot,
             Sale::Proving(p) => p.hosted.base.slot,
-            Sale::Payout(f) | Sale::Cancelled(f, _) | Sale::Failed(f, _) => f.hosted.base.slot,
+            Sale::Payout(f) | Sale::Cancelled(f) | Sale::Failed(f) => f.hosted.base.slot,
             Sale::Ended(_, f) => f.slot,
             Sale::Unknown(u) => u.slot,
         }
@@ -257,7 +257,7 @@ impl Sale {
             }
             Sale::Filled(h, _) => Some(&h.base),
             Sale::Proving(p) => Some(&p.hosted.base),
-            Sale::Payout(f) | Sale::Cancelled(f, _) | Sale::Failed(f, _) => Some(&f.hosted.base),
+            Sale::Payout(f) | Sale::Cancelled(f) | Sale::Failed(f) => Some(&f.hosted.base),
             _ => None,
         }
     }
@@ -271,9 +271,7 @@ impl Sale {
             }
             Sale::Filled(h, _) => h.reservation.as_ref(),
             Sale::Proving(p) => p.hosted.reservation.as_ref(),
-            Sale::Payout(f) | Sale::Cancelled(f, _) | Sale::Failed(f, _) => {
-                f.hosted.reservation.as_ref()
-            }
+            Sale::Payout(f) | Sale::Cancelled(f) | Sale::Failed(f) => f.hosted.reservation.as_ref(),
             Sale::Unknown(u) => u.reservation.as_ref(),
             _ => None,
         }
@@ -300,7 +298,8 @@ impl Sale {
             Sale::Filled(h, step) => filled(h, step, input, now, cfg, out),
             Sale::Proving(p) => proving(p, input, now, cfg, out),
             Sale::Payout(f) => freeing(f, FreeCause::Payout, input, now, cfg, out),
-            Sale::Cancelled(f, c) | Sale::Failed(f, c) => freeing(f, c, input, now, cfg, out),
+            Sale::Cancelled(f) => freeing(f, FreeCause::Cancelled, input, now, cfg, out),
+            Sale::Failed(f) => freeing(f, FreeCause::Failed, input, now, cfg, out),
             Sale::Unknown(u) => unknown(u, input, now, cfg, out),
             done => done,
         }
@@ -329,11 +328,9 @@ impl Sale {
             Sale::Filled(h, _) => free_start(*h, what.cause(), false, out),
             Sale::Proving(p) => free_start(p.hosted, what.cause(), true, out),
             Sale::Payout(f) => free_start(f.hosted, what.cause(), true, out),
-            Sale::Cancelled(f, c) | Sale::Failed(f, c) => {
-                // Already ending: a failed request stays failed; a cancel after a failure
-                // changes nothing either.
-                rebuild_freeing(f, c)
-            }
+            // Already ending: a failed request stays failed; a cancel after a failure changes
+            // nothing either.
+            ending @ (Sale::Cancelled(_) | Sale::Failed(_)) => ending,
             // The slot read in flight (or its retry) tells where the slot is, including a
             // cancelled or failed request; ending now could forfeit a payout.
             Sale::Unknown(u) => Sale::Unknown(u),

@@ -1,4 +1,4 @@
-//! The Marketplace contract model (`spec/marketplace.md` §3, §4.1, §5, §7): storage of
+//! The Marketplace contract model (`docs/marketplace.md`): storage of
 //! requests and slots, computed states, reservations, filling with collateral, proofs,
 //! missed-proof slashing, forced free, failure, payouts and client withdrawals.
 //!

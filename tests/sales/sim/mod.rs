@@ -1,5 +1,5 @@
 //! A deterministic in-memory model of the Marketplace contract and its chain, for whole-sale
-//! simulations of the sales core (`spec/marketplace.md` §3–§7, TestMarketplace semantics).
+//! simulations of the sales core (`docs/marketplace.md`, TestMarketplace semantics).
 //!
 //! Include it from a test crate with `mod sim;` and `use sim::*;` (it re-exports the
 //! library's market types: `RequestId`, `SlotId`, `Ask`, `Request`, `MarketEvent`, `U256`, ...).
