@@ -4,7 +4,8 @@
 //! `docs/marketplace.md#ids`). The interface [`Marketplace`] holds the functions, events and
 //! custom errors codex uses; [`IERC20`] the token calls, events and OpenZeppelin errors; [`TestMarketplace`] the four test helpers of the dev-chain contract; [`Vault`]
 //! only the Vault's custom errors (the Marketplace does not use the Vault at HEAD, but its
-//! errors are in the §6 table and a revert decoder should name them).
+//! errors are decoded too, so that a revert decoder names them; see
+//! `docs/marketplace.md#vault`).
 //!
 //! `RequestId` and `SlotId` are user-defined value types over `bytes32` in Solidity; here they
 //! are plain `bytes32` (the selectors are the same) and become typed ids in
@@ -42,7 +43,7 @@ alloy_sol_types::sol! {
         bytes32 nonce;
     }
 
-    /// What `getActiveSlot` returns: one dynamic tuple (§2.7).
+    /// What `getActiveSlot` returns: one dynamic tuple (`docs/marketplace.md#getactiveslot`).
     #[derive(Debug, PartialEq, Eq)]
     struct ActiveSlot {
         Request request;
@@ -67,7 +68,7 @@ alloy_sol_types::sol! {
         Fp2Element y;
     }
 
-    /// Fully static: 8 words (§2.5).
+    /// Fully static: 8 words (`docs/marketplace.md#groth16proof`).
     #[derive(Debug, PartialEq, Eq, Default)]
     struct Groth16Proof {
         G1Point a;
@@ -97,7 +98,7 @@ alloy_sol_types::sol! {
         uint8 maxReservations;
     }
 
-    /// Dynamic because of `zkeyHash` (§2.6).
+    /// Dynamic because of `zkeyHash` (`docs/marketplace.md#marketplaceconfig`).
     #[derive(Debug, PartialEq, Eq)]
     struct MarketplaceConfig {
         CollateralConfig collateral;
@@ -106,7 +107,8 @@ alloy_sol_types::sol! {
         uint64 requestDurationLimit;
     }
 
-    /// The Marketplace (§4.1, §5, §6). Overloads are numbered in declaration order by `sol!`:
+    /// The Marketplace: `docs/marketplace.md#functions`, `#events`, `#errors`. Overloads are
+    /// numbered in declaration order by `sol!`:
     /// `freeSlot_0` is `freeSlot(bytes32)`, `freeSlot_1` the three-argument form;
     /// `withdrawFunds_0` is `withdrawFunds(bytes32)`, `withdrawFunds_1` takes a recipient.
     #[derive(Debug, PartialEq, Eq)]
@@ -189,7 +191,7 @@ alloy_sol_types::sol! {
         error Periods_InvalidSecondsPerPeriod();
     }
 
-    /// The dev chain's TestMarketplace adds these helpers (§4.1).
+    /// The dev chain's TestMarketplace adds these helpers (`docs/marketplace.md#functions`).
     interface TestMarketplace {
         function forciblyFreeSlot(bytes32 slotId) external;
         function getSlotCollateral(bytes32 slotId) external view returns (uint256);
@@ -197,7 +199,8 @@ alloy_sol_types::sol! {
         function merkleRootToFieldElement(bytes32 merkleRoot) external pure returns (uint256);
     }
 
-    /// The ERC-20 token (OpenZeppelin 5.3 + the TestToken's open `mint`) (§4.2, §6).
+    /// The ERC-20 token (OpenZeppelin 5.3 + the TestToken's open `mint`)
+    /// (`docs/marketplace.md#erc-20`).
     #[derive(Debug, PartialEq, Eq)]
     interface IERC20 {
         function approve(address spender, uint256 value) external returns (bool);
@@ -214,7 +217,8 @@ alloy_sol_types::sol! {
         error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed);
     }
 
-    /// Vault custom errors (§6) and OpenZeppelin Pausable's `EnforcedPause`.
+    /// Vault custom errors and OpenZeppelin Pausable's `EnforcedPause`
+    /// (`docs/marketplace.md#vault`).
     #[derive(Debug, PartialEq, Eq)]
     interface Vault {
         error VaultInsufficientBalance();
@@ -334,7 +338,7 @@ mod tests {
     /// signature the `sol!` declaration must produce.
     #[rustfmt::skip]
     const SELECTORS: &[(&str, [u8; 4], &str)] = &[
-        // §4.1 Marketplace functions
+        // Marketplace functions (docs/marketplace.md#functions)
         ("configuration()", Marketplace::configurationCall::SELECTOR, "6c70bee9"),
         ("token()", Marketplace::tokenCall::SELECTOR, "fc0c546a"),
         ("requestStorage((address,(uint256,uint256,uint256,uint64,uint64,uint64,uint64),(bytes,bytes32),uint64,bytes32))",
@@ -372,14 +376,14 @@ mod tests {
         ("getSlotCollateral(bytes32)", TestMarketplace::getSlotCollateralCall::SELECTOR, "1b03d1cb"),
         ("challengeToFieldElement(bytes32)", TestMarketplace::challengeToFieldElementCall::SELECTOR, "28b2d79f"),
         ("merkleRootToFieldElement(bytes32)", TestMarketplace::merkleRootToFieldElementCall::SELECTOR, "13f288dd"),
-        // §4.2 ERC-20
+        // ERC-20 (docs/marketplace.md#erc-20)
         ("approve(address,uint256)", IERC20::approveCall::SELECTOR, "095ea7b3"),
         ("allowance(address,address)", IERC20::allowanceCall::SELECTOR, "dd62ed3e"),
         ("balanceOf(address)", IERC20::balanceOfCall::SELECTOR, "70a08231"),
         ("transfer(address,uint256)", IERC20::transferCall::SELECTOR, "a9059cbb"),
         ("transferFrom(address,address,uint256)", IERC20::transferFromCall::SELECTOR, "23b872dd"),
         ("mint(address,uint256)", IERC20::mintCall::SELECTOR, "40c10f19"),
-        // §6 Marketplace errors
+        // Marketplace errors (docs/marketplace.md#errors)
         ("Marketplace_AlreadyPaid()", Marketplace::Marketplace_AlreadyPaid::SELECTOR, "c2cbf777"),
         ("Marketplace_DurationExceedsLimit()", Marketplace::Marketplace_DurationExceedsLimit::SELECTOR, "1267b3f2"),
         ("Marketplace_InsufficientCollateral()", Marketplace::Marketplace_InsufficientCollateral::SELECTOR, "fb7df0c7"),
@@ -407,7 +411,7 @@ mod tests {
         ("Marketplace_StartNotBeforeExpiry()", Marketplace::Marketplace_StartNotBeforeExpiry::SELECTOR, "56607cb0"),
         ("Marketplace_TransferFailed()", Marketplace::Marketplace_TransferFailed::SELECTOR, "f8599ffa"),
         ("Marketplace_UnknownRequest()", Marketplace::Marketplace_UnknownRequest::SELECTOR, "bdd64a7a"),
-        // §6 Proofs, reservations, periods
+        // Proofs, reservations, periods errors
         ("Proofs_InsufficientBlockHeight()", Marketplace::Proofs_InsufficientBlockHeight::SELECTOR, "71ebecc2"),
         ("Proofs_InvalidProof()", Marketplace::Proofs_InvalidProof::SELECTOR, "fcd03a47"),
         ("Proofs_PeriodNotEnded()", Marketplace::Proofs_PeriodNotEnded::SELECTOR, "6b4b1a4e"),
@@ -418,10 +422,10 @@ mod tests {
         ("Proofs_ValidationTimedOut()", Marketplace::Proofs_ValidationTimedOut::SELECTOR, "de55698e"),
         ("SlotReservations_ReservationNotAllowed()", Marketplace::SlotReservations_ReservationNotAllowed::SELECTOR, "424a04ab"),
         ("Periods_InvalidSecondsPerPeriod()", Marketplace::Periods_InvalidSecondsPerPeriod::SELECTOR, "2aa6d8e0"),
-        // §6 OpenZeppelin ERC20
+        // OpenZeppelin ERC20 errors
         ("ERC20InsufficientAllowance(address,uint256,uint256)", IERC20::ERC20InsufficientAllowance::SELECTOR, "fb8f41b2"),
         ("ERC20InsufficientBalance(address,uint256,uint256)", IERC20::ERC20InsufficientBalance::SELECTOR, "e450d38c"),
-        // §6 Vault
+        // Vault errors (docs/marketplace.md#vault)
         ("VaultInsufficientBalance()", Vault::VaultInsufficientBalance::SELECTOR, "f19fe417"),
         ("VaultInvalidExpiry()", Vault::VaultInvalidExpiry::SELECTOR, "4460ffba"),
         ("VaultFundNotLocked()", Vault::VaultFundNotLocked::SELECTOR, "45cd2b1e"),
@@ -463,7 +467,8 @@ mod tests {
         );
     }
 
-    /// Every topic0 of §5 and §4.2, with the canonical event signature.
+    /// Every topic0 of `docs/marketplace.md#events` and `#erc-20`, with the canonical event
+    /// signature.
     #[rustfmt::skip]
     const TOPICS: &[(&str, alloy_primitives::B256, &str)] = &[
         ("StorageRequested(bytes32,(uint256,uint256,uint256,uint64,uint64,uint64,uint64),uint64)",
@@ -495,7 +500,7 @@ mod tests {
             }
         }
         assert!(bad.is_empty(), "topic mismatches:\n{}", bad.join("\n"));
-        // The token events: the spec abbreviates them, so pin the known prefixes and suffixes.
+        // The token events (`docs/marketplace.md#erc-20`): pin the known prefixes and suffixes.
         let transfer = hex::encode(IERC20::Transfer::SIGNATURE_HASH);
         assert!(transfer.starts_with("ddf252ad") && transfer.ends_with("b3ef"));
         let approval = hex::encode(IERC20::Approval::SIGNATURE_HASH);

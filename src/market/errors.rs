@@ -1,6 +1,7 @@
 //! Contract reverts decoded into named errors (`docs/marketplace.md#errors`).
 //!
-//! A revert reaches us inside a JSON-RPC error object, in one of two shapes (§9):
+//! A revert reaches us inside a JSON-RPC error object, in one of two shapes
+//! (`docs/marketplace.md#json-rpc`):
 //! - anvil: `{"code":3,"message":"execution reverted: …","data":"0x3b920b88"}`;
 //! - hardhat: `{"code":-32603,"message":"Error: VM Exception …","data":{"message":…,"data":"0x3b920b88"}}`.
 //!

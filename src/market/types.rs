@@ -76,11 +76,11 @@ macro_rules! id_type {
 }
 
 id_type!(
-    /// keccak256 of the ABI-encoded request (§3).
+    /// keccak256 of the ABI-encoded request (`docs/marketplace.md#ids`).
     RequestId
 );
 id_type!(
-    /// keccak256(requestId ‖ uint256(slotIndex)) (§3).
+    /// keccak256(requestId ‖ uint256(slotIndex)) (`docs/marketplace.md#ids`).
     SlotId
 );
 
@@ -94,7 +94,7 @@ impl SlotId {
     }
 }
 
-/// What a client asks for (§2.3).
+/// What a client asks for (`docs/marketplace.md#request-ask-and-content`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ask {
     /// On average, a proof is required about once every this many periods.
@@ -137,7 +137,7 @@ impl Ask {
     }
 }
 
-/// The data set a request is about (§2.4).
+/// The data set a request is about (`docs/marketplace.md#request-ask-and-content`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Content {
     /// The binary CID (non-empty).
@@ -146,7 +146,7 @@ pub struct Content {
     pub merkle_root: B256,
 }
 
-/// A storage request (§2.2).
+/// A storage request (`docs/marketplace.md#request-ask-and-content`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// Who pays; must be the sender of `requestStorage`.
@@ -234,7 +234,8 @@ impl Ask {
     }
 }
 
-/// Request state as computed by the contract at call time (§2.8, §7.1).
+/// Request state as computed by the contract at call time
+/// (`docs/marketplace.md#request-and-slot-states`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestState {
     New = 0,
@@ -244,7 +245,8 @@ pub enum RequestState {
     Failed = 4,
 }
 
-/// Slot state as computed by the contract at call time (§2.8, §7.2).
+/// Slot state as computed by the contract at call time
+/// (`docs/marketplace.md#request-and-slot-states`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotState {
     Free = 0,
@@ -309,7 +311,7 @@ impl TryFrom<u8> for SlotState {
 }
 
 /// A Groth16 proof as 8 words: a.x, a.y, b.x.real, b.x.imag, b.y.real, b.y.imag, c.x, c.y
-/// (§2.5). The all-zero proof is the one the test verifier rejects.
+/// (`docs/marketplace.md#groth16proof`). The all-zero proof is the one the test verifier rejects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Groth16Proof(pub [U256; 8]);
 
@@ -320,7 +322,8 @@ impl Groth16Proof {
     }
 }
 
-/// The Marketplace configuration fields a host uses (§2.6, §8).
+/// The Marketplace configuration fields a host uses (`docs/marketplace.md#marketplaceconfig`,
+/// `#local-configuration`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarketplaceConfig {
     pub repair_reward_percentage: u8,
@@ -340,7 +343,7 @@ pub struct MarketplaceConfig {
 }
 
 impl Default for MarketplaceConfig {
-    /// The local (`localhost` deploy) configuration of §8.
+    /// The local (`localhost` deploy) configuration (`docs/marketplace.md#local-configuration`).
     fn default() -> Self {
         MarketplaceConfig {
             repair_reward_percentage: 10,
@@ -373,7 +376,8 @@ impl MarketplaceConfig {
     }
 }
 
-/// A decoded Marketplace event (§5), the host-relevant seven plus ProofSubmitted.
+/// A decoded Marketplace event (`docs/marketplace.md#events`), the host-relevant seven plus
+/// ProofSubmitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarketEvent {
     StorageRequested {

@@ -34,10 +34,11 @@
 //! Invariant (checked by [`SlotQueue::validate`] in tests): the three collections hold the
 //! same items, and `len() <= capacity()`.
 //!
-//! Differences from the reference (§8.5–§8.8): duplicate checks, deletes and finding a
-//! request's items are not linear scans; a full queue evicts the lowest-priority item (or
-//! refuses the pushed one) and says which; clearing seen flags sorts the queue again; expired
-//! items are purged by time; requests with more than 65,535 slots are refused, not wrapped.
+//! Differences 5–9 from the reference (`docs/sales.md#differences-from-the-reference`):
+//! duplicate checks, deletes and finding a request's items are not linear scans; a full queue
+//! evicts the lowest-priority item (or refuses the pushed one) and says which; clearing seen
+//! flags sorts the queue again; expired items are purged by time; requests with more than
+//! 65,535 slots are refused, not wrapped.
 //!
 //! Pure: `now` and the random generator are parameters.
 

@@ -1,10 +1,11 @@
-//! The committed Solidity fixture artifacts are fresh and match the Marketplace spec.
+//! The committed Solidity fixture artifacts are fresh and match the Marketplace interface
+//! codex expects (`docs/marketplace.md#types`, `#functions`, `#events`, `#errors`).
 //!
 //! `fixtures/chain/compile.mjs --check` compares the sha256 of every contract source with the
 //! one recorded in `fixtures/chain/artifacts/manifest.json`, verifies that the artifact files
 //! were not edited after compilation, and checks every selector, event topic, error selector
-//! and struct layout the spec lists against the compiled ABIs. It needs `node` on PATH but
-//! not the npm packages. The smoke test additionally needs `npm ci --prefix fixtures/chain`.
+//! and struct layout listed in `fixtures/chain/lib/spec.mjs` against the compiled ABIs. It
+//! needs `node` on PATH but not the npm packages. The smoke test additionally needs `npm ci --prefix fixtures/chain`.
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,15 +1,21 @@
 //! Behaviour of the fixture Marketplace (fixtures/chain/contracts) on a real anvil, driven
-//! through codex's own chain client and ABI code: every revert of spec §4.1 that a client or
-//! host can hit, the request and slot state rules (§7.1, §7.2), reservations (§7.3), fills and
-//! repair collateral (§7.4), the proof pointer/challenge/requirement (§7.5), slashing and
-//! forced frees (§7.6), and exact token amounts of payouts and refunds (§3, §7.7).
+//! through codex's own chain client and ABI code, as `docs/marketplace.md` describes it: every
+//! revert that a client or host can hit (`#functions`), the request and slot state rules
+//! (`#request-and-slot-states`), reservations (`#reservations`), fills and repair collateral
+//! (`#fill-and-collateral`), the proof pointer/challenge/requirement (`#proof-requirement`),
+//! slashing and forced frees (`#slashing-and-forced-free`), and exact token amounts of payouts
+//! and refunds (`#timing-and-money`, `#payouts`).
 //!
 //! Each test starts its own anvil on a free port with the fixture deployed
 //! (`fixtures/chain/devchain.mjs --deploy-only`); the guard kills it when the test ends. Time
 //! moves with `evm_setNextBlockTimestamp` + `evm_mine`, never with sleeps. Every revert is
 //! decoded by codex's `MarketError` and compared by name.
 //!
-//! # Coverage (spec §4.1 reverts, §7.1/§7.2 state rules, §3/§7.7 amounts)
+//! # Coverage (the reverts of the functions, the state rules, the amounts)
+//!
+//! A row names a function, or else the rule of `docs/marketplace.md` it checks: request state
+//! and slot state (`#request-and-slot-states`), amounts (`#timing-and-money`), payouts
+//! (`#payouts`), slashing (`#slashing-and-forced-free`).
 //!
 //! Test names are abbreviated: `request_storage` = request_storage_rejects_bad_requests_with_named_errors,
 //! `views` = views_of_unknown_ids_and_the_local_configuration, `fill_rules` =
@@ -57,19 +63,19 @@
 //! | requestState | UnknownRequest | views |
 //! | requestEnd | UnknownRequest; New: endsAt; Cancelled: expiresAt; Finished: endsAt; Failed: failure time − 1 | views, request_storage, cancelled, finished, slashing |
 //! | requestExpiry | absolute; 0 for unknown | request_storage, views |
-//! | §7.1 | New; Cancelled only after expiresAt (strict); Started on the last fill; Started at endsAt, Finished after (strict) | request_storage, cancelled, fill_rules, finished |
-//! | §7.1 | Failed when slot loss exceeds maxSlotLoss, and stays Failed after endsAt | slashing |
-//! | §7.1 | within maxSlotLoss the request stays Started | repair |
-//! | §7.1 | Cancelled stored by withdrawFunds (RequestCancelled once) | cancelled |
-//! | §7.2 | Free (never filled, also of cancelled / unknown requests), Filled, Repair, Paid (before Finished), Cancelled, Finished, Failed | views, fill_rules, repair, finished, cancelled, slashing |
-//! | §3 | maxPrice pulled at requestStorage | every `submit` |
-//! | §3 | collateralPerSlot taken; repair takes 922 of 1024; currentCollateral full 1024 | fill_rules, repair |
-//! | §3/§7.7 | Finished payout (endsAt − filledAt) × pricePerSlot + collateral; 3-arg recipients | finished, repair |
-//! | §3/§7.7 | Cancelled payout (expiresAt − filledAt) × pricePerSlot + collateral | cancelled |
-//! | §7.7 | Failed: nothing paid, second freeSlot succeeds; forced free by the host returns 0 | slashing, repair |
-//! | §7.7 | client refunds: Finished (unearned), Cancelled (unused + expiry..end), Failed (full maxPrice), fill at expiresAt (full maxPrice) | finished, cancelled, slashing, edges |
-//! | §7.6 | slash 20% of 1024 → 820, validator gets 40, the rest stays in the contract; second slash frees, resets missingProofs | slashing |
-//! | §4.1 | slotProbability = proofProbability × (256 − downtime) / 256 | edges |
+//! | request state | New; Cancelled only after expiresAt (strict); Started on the last fill; Started at endsAt, Finished after (strict) | request_storage, cancelled, fill_rules, finished |
+//! | request state | Failed when slot loss exceeds maxSlotLoss, and stays Failed after endsAt | slashing |
+//! | request state | within maxSlotLoss the request stays Started | repair |
+//! | request state | Cancelled stored by withdrawFunds (RequestCancelled once) | cancelled |
+//! | slot state | Free (never filled, also of cancelled / unknown requests), Filled, Repair, Paid (before Finished), Cancelled, Finished, Failed | views, fill_rules, repair, finished, cancelled, slashing |
+//! | amounts | maxPrice pulled at requestStorage | every `submit` |
+//! | amounts | collateralPerSlot taken; repair takes 922 of 1024; currentCollateral full 1024 | fill_rules, repair |
+//! | payouts | Finished payout (endsAt − filledAt) × pricePerSlot + collateral; 3-arg recipients | finished, repair |
+//! | payouts | Cancelled payout (expiresAt − filledAt) × pricePerSlot + collateral | cancelled |
+//! | payouts | Failed: nothing paid, second freeSlot succeeds; forced free by the host returns 0 | slashing, repair |
+//! | payouts | client refunds: Finished (unearned), Cancelled (unused + expiry..end), Failed (full maxPrice), fill at expiresAt (full maxPrice) | finished, cancelled, slashing, edges |
+//! | slashing | slash 20% of 1024 → 820, validator gets 40, the rest stays in the contract; second slash frees, resets missingProofs | slashing |
+//! | slotProbability | slotProbability = proofProbability × (256 − downtime) / 256 | edges |
 use crate::support;
 
 use alloy_primitives::{keccak256, Address, B256, U256};
@@ -351,7 +357,8 @@ impl Market {
         u64::from(calls::decode_get_pointer(&self.view(&calls::get_pointer(slot))).unwrap())
     }
 
-    /// The pointer the contract computes for `period` in block `number` (§7.5).
+    /// The pointer the contract computes for `period` in block `number`
+    /// (`docs/marketplace.md#proof-requirement`).
     fn expected_pointer(slot: SlotId, period: u64, number: u64) -> u64 {
         let id_part = u64::from(slot.0 .0[31]);
         (number % 256 + (period * 67) % 256 + id_part) % 256

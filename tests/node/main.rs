@@ -485,8 +485,9 @@ fn a_host_killed_while_proving_resumes_after_a_restart() {
     assert_invariant(&host);
 }
 
-/// Item 5 of the node's duties (spec §5.6): an availability added with the CLI while the
-/// node runs picks up a request that was announced before it.
+/// An availability added with the CLI while the node runs picks up a request that was
+/// announced before it (`docs/architecture.md#shared-database`; the reference never looks
+/// back at past requests when an availability is added).
 #[test]
 fn an_availability_added_while_running_sells_to_a_request_posted_before() {
     let mut w = World::new();
@@ -1270,8 +1271,9 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// The REST API table (spec items 99–101, 103, 105–109 and the CORS cases), against a
-/// running node: every path, status and body, and a failed call changes nothing.
+/// The REST API table (items 99–101, 103, 105–109 of `docs/sales.md#scenario-numbers` and the
+/// CORS cases), against a running node: every path, status and body, and a failed call changes
+/// nothing.
 #[test]
 fn the_rest_api_answers_as_the_reference_does() {
     let w = World::new();

@@ -1,6 +1,7 @@
 //! `codex run --validator` against the dev chain: a host that misses proofs is slashed by a
-//! validator and, after `maxNumberOfSlashes` marks, freed (spec items 116 and 117); two
-//! validators in two groups each mark only the slots of their own group.
+//! validator and, after `maxNumberOfSlashes` marks, freed (items 116 and 117 of
+//! `docs/sales.md#scenario-numbers`); two validators in two groups each mark only the slots of
+//! their own group.
 use super::*;
 
 /// Collateral per slot of the requests posted here: 4096 bytes at 1 token per byte.

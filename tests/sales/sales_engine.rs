@@ -143,12 +143,12 @@ fn item_54_74_restart_resumes_every_hosted_slot_and_item_121_proofs_continue() {
     assert_eq!(
         free_size(&node),
         3 * 1024,
-        "§8.2: bytes come back after restart"
+        "difference 2: bytes come back after restart"
     );
     assert_eq!(
         remaining(&node),
         U256::from(3 * 1024u64),
-        "§8.2: collateral too"
+        "difference 2: collateral too"
     );
 }
 
@@ -260,7 +260,7 @@ fn item_58_123_defect_8_7_freed_slot_is_queued_with_repair_collateral_and_absolu
     assert_eq!(item.expiry, sim.pending().request_end(id).unwrap());
     assert!(
         item.expiry > sim.now(),
-        "§8.7: absolute, not the relative expiry"
+        "difference 7: absolute, not the relative expiry"
     );
     // Item 58: with an availability, the slot is repaired by us.
     avail(&sim, &mut node, 1, 1);
@@ -474,7 +474,7 @@ fn item_66_70_failed_download_or_initial_proof_returns_everything() {
         assert_eq!(
             remaining(&node),
             U256::from(3 * 1024u64),
-            "§8.3: collateral back"
+            "difference 3: collateral back"
         );
         assert!(node.engine.stats().ended_in(FinalState::Errored) >= 3);
         if fault == 1 {
@@ -550,7 +550,7 @@ fn item_75_defect_8_2_restart_ends_reservations_no_live_slot_holds() {
     assert_eq!(
         remaining(&node),
         U256::from(3 * 1024u64),
-        "§8.2: collateral back too"
+        "difference 2: collateral back too"
     );
 }
 
@@ -593,9 +593,10 @@ fn item_122_sale_list_shows_state_names_and_forgets_ended_sales() {
     assert!(node.engine.sale(slot).is_none());
 }
 
-// ---- §8 defects (engine level) ----
+// ---- differences from the reference (engine level) ----
+// Numbered as in docs/sales.md#differences-from-the-reference.
 
-/// §8.1: a missed RequestFailed leaves the reference in Proving forever; codex sees the
+/// Difference 1: a missed RequestFailed leaves the reference in Proving forever; codex sees the
 /// Failed slot state in its proof check.
 #[test]
 fn defect_8_1_missed_request_failed_event_still_ends_the_sale() {
@@ -638,8 +639,8 @@ fn defect_8_1_missed_request_failed_event_still_ends_the_sale() {
     node.check_ledger();
 }
 
-/// §8.6 / #532: a worker is released once the slot is filled, so a host with one worker
-/// fills several slots of one request.
+/// Difference 6 (nim-codex #532): a worker is released once the slot is filled, so a host with one
+/// worker fills several slots of one request.
 #[test]
 fn defect_8_6_one_worker_fills_many_slots_because_proving_holds_none() {
     let mut sim = Sim::new(SimConfig::default());
@@ -654,7 +655,7 @@ fn defect_8_6_one_worker_fills_many_slots_because_proving_holds_none() {
     assert_eq!(hosted(&sim, &node), 3);
 }
 
-/// §8.9: expired items leave the queue by time, without a RequestCancelled.
+/// Difference 9: expired items leave the queue by time, without a RequestCancelled.
 #[test]
 fn defect_8_9_expired_requests_leave_the_queue_without_request_cancelled() {
     let (mut sim, mut node) = setup();
@@ -669,7 +670,7 @@ fn defect_8_9_expired_requests_leave_the_queue_without_request_cancelled() {
     assert_eq!(node.engine.stats().queue_expired, 3);
 }
 
-/// §8.10: re-enabling an availability (or extending until) wakes the queue in codex.
+/// Difference 10: re-enabling an availability (or extending until) wakes the queue in codex.
 #[test]
 fn defect_8_10_enabling_an_availability_unpauses_the_queue() {
     let (mut sim, mut node) = setup();
@@ -719,7 +720,7 @@ fn defect_8_10_enabling_an_availability_unpauses_the_queue() {
     assert_eq!(hosted(&sim, &node), 3);
 }
 
-/// §8.13: transient failures of proof submission and payout are retried; the reference
+/// Difference 13: transient failures of proof submission and payout are retried; the reference
 /// ends in Errored on the first payout failure and keeps the collateral out of the ledger.
 #[test]
 fn defect_8_13_transient_tx_failures_are_retried_until_paid() {
@@ -790,7 +791,7 @@ fn item_67_on_prove_receives_the_request_and_a_valid_slot() {
         .all(|(s, _)| s.request_id == id && s.slot_index < 3));
 }
 
-/// §8.4: the slot's data is released when its sale ends (onClear was a no-op upstream).
+/// Difference 4: the slot's data is released when its sale ends (onClear was a no-op upstream).
 #[test]
 fn defect_8_4_data_is_released_on_every_ending_after_a_download() {
     let (mut sim, mut node) = setup();
@@ -979,7 +980,7 @@ fn the_expiry_watch_ends_with_the_requests_last_sale() {
     );
 }
 
-/// §8.17: one expiry watch per request, not one polling timer per sale.
+/// Difference 17: one expiry watch per request, not one polling timer per sale.
 #[test]
 fn defect_8_17_one_expiry_watch_per_request() {
     use codex::sales::engine::Command;
@@ -995,7 +996,7 @@ fn defect_8_17_one_expiry_watch_per_request() {
     assert_eq!(reads, 1);
 }
 
-/// §8.8 (second part): events for a slot index above 65,535 are not dropped. A freed slot
+/// Difference 8 (second part): events for a slot index above 65,535 are not dropped. A freed slot
 /// 70,000 of a 70,001-slot request is taken (SlotFreed reaches the queue), and while its sale
 /// downloads, SlotFilled for index 70,000 reaches the sale: it checks the host, finds another
 /// one, and ends, giving back bytes and collateral. The reference drops both events

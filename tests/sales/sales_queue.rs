@@ -216,9 +216,10 @@ fn item_11_expansion_covers_every_index_once() {
         .all(|i| i.expiry == 99 && i.collateral == U256::from(64u8) && !i.seen));
 }
 
-/// §1.5: the shuffle exists so that hosts seeing one request try different slots first. A
-/// total order that ranked a request's equal slots by index would send every host to the
-/// same slot whatever the shuffle; each queue's salt gives each host its own order.
+/// The reference shuffles a request's slots so that hosts seeing one request try different
+/// slots first (`docs/sales.md#queue-order`). A total order that ranked a request's equal slots
+/// by index would send every host to the same slot whatever the shuffle; each queue's salt
+/// gives each host its own order.
 #[test]
 fn item_11_hosts_seeing_one_request_try_different_slots_first() {
     let mut firsts = std::collections::BTreeSet::new();
@@ -507,9 +508,10 @@ fn item_30_full_queue_never_exceeds_capacity_and_reports_a_dropped_push() {
     assert!(!q.contains(rid(2), 0));
 }
 
-// ---- §8 defects codex fixes ----
+// ---- differences from the reference codex fixes ----
+// Numbered as in docs/sales.md#differences-from-the-reference.
 
-/// §8.5: the reference evicts the last array element, which need not be the lowest item,
+/// Difference 5: the reference evicts the last array element, which need not be the lowest item,
 /// and reports success even when the pushed item itself is dropped.
 #[test]
 fn defect_8_5_full_queue_evicts_the_lowest_priority_item_and_says_so() {
@@ -531,7 +533,7 @@ fn defect_8_5_full_queue_evicts_the_lowest_priority_item_and_says_so() {
     q.validate().unwrap();
 }
 
-/// §8.5: the reference's del(index) never lets the moved element rise, which breaks the
+/// Difference 5: the reference's del(index) never lets the moved element rise, which breaks the
 /// heap; codex keeps the order under arbitrary deletes.
 #[test]
 fn defect_8_5_arbitrary_deletes_keep_the_queue_order() {
@@ -553,7 +555,7 @@ fn defect_8_5_arbitrary_deletes_keep_the_queue_order() {
     assert_eq!(popped, expected);
 }
 
-/// §8.5: clearSeenFlags re-sifted only the root; codex sorts the queue again.
+/// Difference 5: clearSeenFlags re-sifted only the root; codex sorts the queue again.
 #[test]
 fn defect_8_5_clearing_seen_flags_restores_full_order() {
     let mut rng = fastrand::Rng::with_seed(851);
@@ -576,7 +578,7 @@ fn defect_8_5_clearing_seen_flags_restores_full_order() {
     }
 }
 
-/// §8.6: capacity and worker budget are configurable (hard-coded 128/3 in the reference).
+/// Difference 6: capacity and worker budget are configurable (hard-coded 128/3 in the reference).
 #[test]
 fn defect_8_6_capacity_and_workers_are_configurable() {
     let mut q = running(1000, 10);
@@ -591,7 +593,7 @@ fn defect_8_6_capacity_and_workers_are_configurable() {
     assert_eq!(q.next_for_worker(), Next::NoWorker);
 }
 
-/// §8.7: with the reference's optional expiry the order is not transitive; codex's order is
+/// Difference 7: with the reference's optional expiry the order is not transitive; codex's order is
 /// total: antisymmetric and transitive on random triples, never Equal for distinct items.
 #[test]
 fn defect_8_7_order_is_total_and_transitive() {
@@ -618,7 +620,7 @@ fn defect_8_7_order_is_total_and_transitive() {
     }
 }
 
-/// §8.8: the reference truncates to u16 before comparing, so 65,537 slots pass and wrap.
+/// Difference 8: the reference truncates to u16 before comparing, so 65,537 slots pass and wrap.
 #[test]
 fn defect_8_8_65537_slots_are_refused_not_wrapped() {
     let mut rng = fastrand::Rng::with_seed(88);
@@ -630,7 +632,7 @@ fn defect_8_8_65537_slots_are_refused_not_wrapped() {
     assert!(SlotQueueItem::expand(rid(1), &ask(0), 1, U256::ZERO, &mut rng).is_err());
 }
 
-/// §8.9: nothing purged expired items in the reference; codex purges them by time.
+/// Difference 9: nothing purged expired items in the reference; codex purges them by time.
 #[test]
 fn defect_8_9_expired_items_are_purged_by_time() {
     let mut q = running(10, 1);

@@ -339,7 +339,7 @@ fn item_83_slot_reserving_transitions() {
     assert_eq!(
         ending(&s, &out).reservation,
         held(),
-        "§8.3: collateral back"
+        "difference 3: collateral back"
     );
     for (i, name) in [
         (Input::Cancelled, "SaleCancelled"),
@@ -350,7 +350,7 @@ fn item_83_slot_reserving_transitions() {
         assert_eq!(
             ending(&s, &out).reservation,
             held(),
-            "§8.3: collateral back"
+            "difference 3: collateral back"
         );
     }
 }
@@ -368,7 +368,7 @@ fn item_84_downloading_transitions() {
     let (s, out) = feed(downloading(), vec![Input::SlotFilled], T0);
     assert_eq!(s.state_name(), "SaleFilled");
     assert_eq!(out, vec![Output::ReadSlot(slot())]);
-    // Another host: Errored, but everything held comes back (§8.3 HostMismatch).
+    // Another host: Errored, but everything held comes back (difference 3, HostMismatch).
     let (s, out) = feed(s, vec![Input::Slot(Ok(view(SlotState::Filled, OTHER)))], T0);
     assert_eq!(s.state_name(), "SaleErrored");
     assert_eq!(ending(&s, &out).reservation, held());
@@ -644,7 +644,10 @@ fn item_91_finished_ignores_late_events() {
     );
     let (s2, out) = feed(s.clone(), vec![Input::Cancelled, Input::Failed], 200_001);
     assert_eq!(s2, s);
-    assert!(out.is_empty(), "§3.6 quirk fixed: no late interruption");
+    assert!(
+        out.is_empty(),
+        "a final state ignores late events (the reference's SaleFinished did not)"
+    );
 }
 
 #[test]
@@ -733,7 +736,7 @@ fn item_95_unknown_resumes_from_the_slot_state() {
     assert_eq!(
         ending(&s, &out).reservation,
         held(),
-        "§8.2: the reservation ends with it"
+        "difference 2: the reservation ends with it"
     );
     let (s, out) = feed(
         unknown(),
@@ -773,7 +776,7 @@ fn item_95_unknown_resumes_from_the_slot_state() {
         T0,
     );
     assert_eq!(s.state_name(), "SaleCancelled");
-    // A read error at startup is retried, not fatal (§8.16).
+    // A read error at startup is retried, not fatal (difference 16).
     let (s, out) = feed(
         unknown(),
         vec![Input::Slot(Err(ChainError("down".into())))],
@@ -783,9 +786,10 @@ fn item_95_unknown_resumes_from_the_slot_state() {
     assert!(matches!(out[0], Output::WakeAt(_)));
 }
 
-// ---- §8 defects (state level) ----
+// ---- differences from the reference (state level) ----
+// Numbered as in docs/sales.md#differences-from-the-reference.
 
-/// §8.3: Failed after our fill returns nothing (the contract pays nothing), but before the
+/// Difference 3: Failed after our fill returns nothing (the contract pays nothing), but before the
 /// fill everything held comes back; the reference returned nothing on both.
 #[test]
 fn defect_8_3_failed_before_fill_returns_collateral() {
@@ -802,7 +806,7 @@ fn defect_8_3_failed_before_fill_returns_collateral() {
     );
 }
 
-/// §8.13: a failed payout is retried with growing, capped backoff instead of Errored.
+/// Difference 13: a failed payout is retried with growing, capped backoff instead of Errored.
 #[test]
 fn defect_8_13_payout_retries_with_backoff() {
     let (mut s, _) = feed(
@@ -840,7 +844,7 @@ fn defect_8_13_payout_retries_with_backoff() {
     );
 }
 
-/// §8.13: a transient proof submission failure is retried within the period.
+/// Difference 13: a transient proof submission failure is retried within the period.
 #[test]
 fn defect_8_13_proof_submission_is_retried_within_the_period() {
     let (s, out) = feed(
@@ -867,7 +871,7 @@ fn defect_8_13_proof_submission_is_retried_within_the_period() {
     );
 }
 
-/// §8.1 (state level): Proving sees a Cancelled or Failed slot itself, without the event.
+/// Difference 1 (state level): Proving sees a Cancelled or Failed slot itself, without the event.
 #[test]
 fn defect_8_1_proving_notices_failed_without_the_event() {
     let (s, _) = feed(
@@ -881,7 +885,7 @@ fn defect_8_1_proving_notices_failed_without_the_event() {
     assert_eq!(s.state_name(), "SaleFailed");
 }
 
-/// §8.16: a chain read failure while resuming a slot at startup is retried; the reference
+/// Difference 16: a chain read failure while resuming a slot at startup is retried; the reference
 /// dropped the whole host role when `mySlots` failed and errored the slot on a read error.
 #[test]
 fn defect_8_16_startup_read_failures_are_retried() {

@@ -229,7 +229,7 @@ fn request_storage_needs_allowance_and_balance() {
     );
 }
 
-// ----- request and slot states (§7.1, §7.2) ----------------------------------------------
+// ----- request and slot states (docs/marketplace.md#request-and-slot-states) -------------
 
 #[test]
 fn request_is_new_at_expiry_and_cancelled_one_second_later() {
@@ -324,7 +324,7 @@ fn slot_of_unknown_request_can_be_reserved() {
     assert_eq!(sim.reserve_slot(host(0), id, 5), Ok(()));
 }
 
-// ----- reservations (§7.3) -----------------------------------------------------------------
+// ----- reservations (docs/marketplace.md#reservations) -------------------------------------
 
 #[test]
 fn three_reservations_fill_the_set_and_emit_slot_reservations_full() {
@@ -380,7 +380,7 @@ fn reservations_stay_after_fill_and_are_cleared_by_forced_free() {
     assert!(sim.pending().can_reserve_slot(host(0), id, 0));
 }
 
-// ----- fillSlot (§7.4) --------------------------------------------------------------------
+// ----- fillSlot (docs/marketplace.md#fill-and-collateral) ---------------------------------
 
 #[test]
 fn fill_slot_takes_collateral_and_emits_events() {
@@ -584,7 +584,7 @@ fn fill_exactly_at_ends_at_is_start_not_before_expiry() {
     );
 }
 
-// ----- proofs (§7.5) ----------------------------------------------------------------------
+// ----- proofs (docs/marketplace.md#proof-periods, #proof-requirement) ---------------------
 
 #[test]
 fn pointer_follows_the_formula_and_challenge_is_keccak_of_a_block_hash() {
@@ -804,7 +804,7 @@ fn challenge_field_element_is_first_31_bytes_little_endian() {
     assert_eq!(challenge_to_field_element(B256::from(b)), u(0x0201));
 }
 
-// ----- missed proofs, slashing, forced free, failure (§7.6) -----------------------------
+// ----- missed proofs, failure (docs/marketplace.md#slashing-and-forced-free) ------------
 
 /// Filled request (all 3 slots) in the always-required config; returns its id, with the
 /// pending block at the start of the period after the fill period + 1.
@@ -1005,7 +1005,7 @@ fn forced_free_of_a_new_request_does_not_fail_it() {
     assert_eq!(sim.latest().request_state(id), Ok(RequestState::New));
 }
 
-// ----- freeSlot payouts and withdrawals (§7.7) ------------------------------------------
+// ----- freeSlot payouts and withdrawals (docs/marketplace.md#payouts) -------------------
 
 #[test]
 fn finished_slot_pays_reward_and_collateral_once() {

@@ -460,7 +460,8 @@ impl<L: Ledger> Engine<L> {
 
     /// Resumes after a restart: every slot the host holds on chain (`mySlots`) gets a sale in
     /// Unknown with its persisted reservation; reservations no live slot holds are ended,
-    /// giving back bytes and all their collateral (§8.2), and their data is released.
+    /// giving back bytes and all their collateral (difference 2,
+    /// `docs/sales.md#differences-from-the-reference`), and their data is released.
     fn restore(
         &mut self,
         my_slots: &[(RequestId, u64)],
@@ -547,7 +548,7 @@ impl<L: Ledger> Engine<L> {
                 request_id,
                 slot_index,
             } => {
-                // Any u64 index (§8.8: the reference drops indexes above 65,535): a freed
+                // Any u64 index (difference 8: the reference drops indexes above 65,535): a freed
                 // slot is one queue item, so the 65,535-slot limit of expanding a whole
                 // request does not apply to it.
                 if !self
@@ -564,7 +565,7 @@ impl<L: Ledger> Engine<L> {
                 request_id,
                 slot_index,
             } => {
-                // Every index reaches the queue and the sale (§8.8: the reference drops
+                // Every index reaches the queue and the sale (difference 8: the reference drops
                 // indexes above 65,535 without notifying the sale).
                 self.queue.delete(request_id, slot_index);
                 let id = SlotRef::new(request_id, slot_index);

@@ -55,8 +55,9 @@ pub fn new_availability(
     })
 }
 
-/// The four fields that must be positive, checked in the reference's order (spec §6), with
-/// its messages; the message also names the value given.
+/// The four fields that must be positive, checked in the reference's order
+/// (`docs/sales.md#availability-changes`), with its messages; the message also names the value
+/// given.
 fn check_nonzero(u: &AvailabilityUpdate) -> Result<(), LedgerError> {
     if u.total_size == Some(0) {
         return Err(invalid(
@@ -517,7 +518,7 @@ mod tests {
                 available: 100
             }
         );
-        // Shrinking below what reservations hold is refused with the spec's wording.
+        // Shrinking below what reservations hold is refused with the reference's wording.
         let up = AvailabilityUpdate {
             total_size: Some(399),
             ..Default::default()

@@ -12,7 +12,7 @@ use super::{Hosted, Output, Reserved, Sale, SlotRef};
 /// How a sale ended: the data of every final state, and what the engine cleans up when
 /// [`Output::Ended`] tells it the sale reached one (see [`Sale::ending`]).
 ///
-/// # What an ending returns (the table codex follows; fixes §8.2–§8.4)
+/// # What an ending returns (`docs/sales.md#endings`; fixes differences 2–4)
 /// Every ending gives the reservation's bytes back to its availability and says how much of
 /// the reservation's collateral comes back; what does not come back is recorded as lost.
 ///

@@ -23,7 +23,8 @@ pub const MARKETPLACE_ADDRESS: Address = Address::new([
     0xeb, 0x32, 0x33, 0x8f,
 ]);
 
-/// A revert, named like the contract's custom errors (§6) without their prefix.
+/// A revert, named like the contract's custom errors (`docs/marketplace.md#errors`) without
+/// their prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Revert {
     /// `Marketplace_InvalidClientAddress`: the sender is not the request's client.
@@ -201,7 +202,8 @@ pub fn proof_for(challenge: B256, merkle_root: B256, slot_index: u64) -> Groth16
     Groth16Proof(w)
 }
 
-/// The first 31 bytes of the challenge read as a little-endian integer (§7.5).
+/// The first 31 bytes of the challenge read as a little-endian integer
+/// (`docs/marketplace.md#proof-requirement`).
 pub fn challenge_to_field_element(challenge: B256) -> U256 {
     U256::from_le_slice(&challenge[..31])
 }
@@ -358,7 +360,8 @@ fn mul(a: U256, b: U256) -> Result<U256, Revert> {
 }
 
 impl Marketplace {
-    /// Deploys the Marketplace with `config`, rejecting what the constructor rejects (§2.6).
+    /// Deploys the Marketplace with `config`, rejecting what the constructor rejects
+    /// (`docs/marketplace.md#marketplaceconfig`).
     pub fn new(config: MarketplaceConfig, proof_mode: ProofMode) -> Result<Marketplace, Revert> {
         if config.repair_reward_percentage > 100 {
             return Err(Revert::RepairRewardPercentageTooHigh);
@@ -438,12 +441,13 @@ impl Marketplace {
         }
     }
 
-    /// `requestState(id)` (§7.1).
+    /// `requestState(id)` (`docs/marketplace.md#request-and-slot-states`).
     pub fn request_state(&self, cx: &Ctx, id: RequestId) -> Result<RequestState, Revert> {
         Ok(Self::state_of(self.record(id)?, cx.timestamp))
     }
 
-    /// `slotState(slot)` (§7.2). Never reverts; unknown slots are Free.
+    /// `slotState(slot)` (`docs/marketplace.md#request-and-slot-states`). Never reverts;
+    /// unknown slots are Free.
     pub fn slot_state(&self, cx: &Ctx, slot: SlotId) -> SlotState {
         match self.slots.get(&slot) {
             Some(s) => self.state_of_slot(cx, s, self.requests.get(&s.request_id)),
@@ -451,7 +455,8 @@ impl Marketplace {
         }
     }
 
-    /// §7.2 for a stored slot and its request record.
+    /// The slot state rule (`docs/marketplace.md#request-and-slot-states`) for a stored slot and
+    /// its request record.
     fn state_of_slot(&self, cx: &Ctx, s: &SlotRecord, r: Option<&RequestRecord>) -> SlotState {
         if s.state == SlotState::Paid {
             return SlotState::Paid;
@@ -562,7 +567,8 @@ impl Marketplace {
             / U256::from(256u64)
     }
 
-    /// The pointer for `slot` in `period` at the executing block (§7.5).
+    /// The pointer for `slot` in `period` at the executing block
+    /// (`docs/marketplace.md#proof-requirement`).
     pub fn pointer_at(&self, cx: &Ctx, slot: SlotId, period: u64) -> u8 {
         let n = cx.number % 256;
         let p = (period % 256) * u64::from(self.config.downtime_product) % 256;
@@ -801,7 +807,8 @@ impl Marketplace {
         Ok(vec![event])
     }
 
-    /// `reserveSlot(id, index)` sent by `from` (§7.3). No request check, as in the contract.
+    /// `reserveSlot(id, index)` sent by `from` (`docs/marketplace.md#reservations`). No request
+    /// check, as in the contract.
     pub fn reserve_slot(
         &mut self,
         cx: &Ctx,
@@ -823,7 +830,8 @@ impl Marketplace {
         Ok(Vec::new())
     }
 
-    /// `fillSlot(id, index, proof)` sent by `from` (§7.4), in the contract's check order.
+    /// `fillSlot(id, index, proof)` sent by `from` (`docs/marketplace.md#fill-and-collateral`),
+    /// in the contract's check order.
     pub fn fill_slot(
         &mut self,
         cx: &Ctx,
@@ -958,8 +966,9 @@ impl Marketplace {
         Ok(vec![MarketEvent::ProofSubmitted { slot_id: slot }])
     }
 
-    /// `markProofAsMissing(slot, period)` sent by validator `from` (§7.6): slashes, pays the
-    /// validator, and frees the slot at maxNumberOfSlashes.
+    /// `markProofAsMissing(slot, period)` sent by validator `from`
+    /// (`docs/marketplace.md#slashing-and-forced-free`): slashes, pays the validator, and frees
+    /// the slot at maxNumberOfSlashes.
     pub fn mark_proof_as_missing(
         &mut self,
         cx: &Ctx,
@@ -1042,7 +1051,8 @@ impl Marketplace {
         self.forcibly_free(cx, slot)
     }
 
-    /// `freeSlot(slot, rewardRecipient, collateralRecipient)` sent by `from` (§7.7).
+    /// `freeSlot(slot, rewardRecipient, collateralRecipient)` sent by `from`
+    /// (`docs/marketplace.md#payouts`).
     pub fn free_slot(
         &mut self,
         cx: &Ctx,
@@ -1101,7 +1111,7 @@ impl Marketplace {
         Ok(Vec::new())
     }
 
-    /// `withdrawFunds(id, recipient)` sent by `from` (§7.7).
+    /// `withdrawFunds(id, recipient)` sent by `from` (`docs/marketplace.md#payouts`).
     pub fn withdraw_funds(
         &mut self,
         cx: &Ctx,

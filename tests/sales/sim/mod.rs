@@ -15,7 +15,8 @@
 //!   block timestamp and log index. [`Chain::logs`]`(from, to)` is `eth_getLogs` over the kept
 //!   history (for restart backfill).
 //! - [`Marketplace`]: the contract. Requests, slots, reservations, proofs, slashing, forced
-//!   free, failure, payouts, withdrawals, exactly per §7. A transaction checks everything
+//!   free, failure, payouts, withdrawals, exactly per `docs/marketplace.md` (from
+//!   `#request-and-slot-states` to `#payouts`). A transaction checks everything
 //!   before it changes anything; a failure is a [`Revert`] named like the contract's custom
 //!   error (`SlotNotFree`, `ReservationRequired`, `InvalidProof`, ..., with
 //!   [`Revert::selector`]), raised in the contract's check order, and leaves no trace.
@@ -45,7 +46,7 @@
 //!
 //! # A test loop
 //! ```ignore
-//! let mut sim = Sim::new(SimConfig::default());      // local §8 config, 12 s blocks
+//! let mut sim = Sim::new(SimConfig::default());      // local config, 12 s blocks
 //! let me = account(1);
 //! sim.fund(me, U256::from(1_000_000_000u64));        // mint + approve the Marketplace
 //! sim.add_validator(account(2));
@@ -140,7 +141,8 @@ pub fn small_ask() -> Ask {
 pub struct SimConfig {
     /// Seed of block hashes and of the simulation's own randomness.
     pub seed: u64,
-    /// The Marketplace configuration (default: the local values of §8).
+    /// The Marketplace configuration (default: the local values,
+    /// `docs/marketplace.md#local-configuration`).
     pub market: MarketplaceConfig,
     /// How proofs are verified.
     pub proof_mode: ProofMode,
