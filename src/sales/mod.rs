@@ -1,7 +1,7 @@
 //! The sales core: everything a host decides, as pure code (no sockets, clocks, threads or
 //! files; `now` and a seeded random generator come in as parameters).
 //!
-//! - [`queue`]: the slot queue (total order over ordered sets, eviction, expiry purge, pause
+//! - [`queue`]: the slot queue (total order, indexed heaps, eviction, expiry purge, pause
 //!   with a reason, worker budget).
 //! - [`sale`]: one slot's sale as a state machine whose states carry their data; its module
 //!   docs hold the transition table, [`sale::Ending`] the table of what every ending returns.

@@ -15,35 +15,53 @@
 //!    for the shuffle: each host draws its own salt ([`SlotQueue::set_salt`]), and with it
 //!    its own order of every request's slots.
 //!
-//! An item's `Place` holds these fields in this order (and the slot index after them, which
-//! never decides: the rank already tells a request's slots apart), so its derived `Ord` is
-//! the queue order.
-//!
 //! # Structure
-//! Three ordered collections of the standard library, each sorted as one operation needs it:
-//! - `items`: every queued item by its identity `(requestId, slotIndex)`, so that a request's
-//!   items are one range (duplicate check, `get`, delete by slot and by request);
-//! - `order`: the items' places; the first is the next item to process, the last the item a
-//!   full queue evicts (rule 1 puts the seen items last, so that is the worst seen item while
-//!   any is queued);
-//! - `expiries`: `(expiry, requestId, slotIndex)`, the first is the next to expire.
+//! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
+//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Indexed binary
+//! heaps hold node numbers, and every node records its position in its heaps, so any node
+//! can be removed in O(log n). Each heap entry carries a u64 key that agrees with its heap's
+//! order wherever two keys differ (see `order_key`), so most comparisons are one integer
+//! comparison inside the heap array; equal keys fall back to the full order on the nodes.
+//! Since rule 1 puts every unseen item before every seen one, unseen and seen items have
+//! heaps of their own (a new item then climbs only past the few unseen ones, not past a
+//! queue full of seen items), each pair with:
+//! - `BEST`: the order above, root = the next item to process (the unseen root, else the
+//!   seen root);
+//! - `WORST`: the reverse order, root = the item a full queue evicts (the seen root, else
+//!   the unseen root).
 //!
-//! Each operation costs O(log n) for each item it adds or removes; clearing the seen flags
-//! sorts the queue again, O(n log n).
+//! Only an eviction reads a `WORST` heap. In a queue of up to [`LAZY_WORST_MAX`] items each
+//! is built (O(n), from its `BEST` heap) on the first eviction that needs it and then kept
+//! in step until its part of the queue empties: a host whose workers keep up never fills
+//! its queue with unseen items and so never pays for their `WORST` heap, and a rebuild
+//! costs no more than the pushes since that part was last empty. A larger queue keeps both
+//! `WORST` heaps always, so that no single push stalls on a rebuild of a huge heap (at
+//! 10^6 items that took 0.45 s).
 //!
-//! Invariant (checked by [`SlotQueue::validate`] in tests): the three collections hold the
-//! same items, and `len() <= capacity()`.
+//! Expiry only needs its minimum, so it is a plain heap of `(expiry, node, generation)`
+//! with lazy deletion: an item leaving the queue leaves its entry behind, recognised as
+//! stale because the node is gone or holds a newer generation. Stale entries are dropped
+//! whenever they reach the root (so the root is always live) and the heap is rebuilt from
+//! the live nodes when stale entries outnumber them by more than 32.
+//!
+//! The items of one request form a doubly-linked list through their nodes (head kept in a
+//! per-request map), so deleting a request costs O(k log n) for its k items.
+//!
+//! Invariants (checked by [`SlotQueue::validate`] in tests): every heap satisfies its order,
+//! a kept `WORST` heap holds exactly the entries of its `BEST` heap and one not kept is empty,
+//! every node's recorded positions point back at it, every live node has exactly one live
+//! expiry entry and the expiry root is live, the position map and the request lists cover
+//! exactly the live nodes, and `len() <= capacity()`.
 //!
 //! Differences 5–9 from the reference (`docs/sales.md#differences-from-the-reference`):
-//! duplicate checks, deletes and finding a request's items are not linear scans; a full queue
-//! evicts the lowest-priority item (or refuses the pushed one) and says which; clearing seen
-//! flags sorts the queue again; expired items are purged by time; requests with more than
-//! 65,535 slots are refused, not wrapped.
+//! duplicate checks, deletes and finding a request's items are not linear scans; a full queue evicts the lowest-priority item (or
+//! refuses the pushed one) and says which; clearing seen flags rebuilds the heaps; expired
+//! items are purged by time; requests with more than 65,535 slots are refused, not wrapped.
 //!
 //! Pure: `now` and the random generator are parameters.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 
 use crate::market::{Ask, RequestId, U256};
@@ -52,8 +70,11 @@ use crate::market::{Ask, RequestId, U256};
 pub const DEFAULT_CAPACITY: usize = 128;
 /// Default number of slots prepared at once (`--max-workers`), as in the reference.
 pub const DEFAULT_MAX_WORKERS: usize = 3;
-/// The largest capacity [`SlotQueue::new`] accepts.
+/// The largest capacity (node numbers are u32, one value is reserved).
 pub const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
+/// The largest capacity whose queue builds its `WORST` heaps only when an eviction needs
+/// them (see the module docs).
+pub const LAZY_WORST_MAX: usize = 1024;
 /// The largest number of slots of a request the queue accepts.
 pub const MAX_SLOTS_PER_REQUEST: u64 = 65_535;
 
@@ -135,35 +156,36 @@ impl SlotQueueItem {
     /// The order of a queue with salt 0 (a new queue's): `Less` means `self` has priority
     /// over `other`. [`SlotQueue::priority_cmp`] gives any queue's order.
     pub fn priority_cmp(&self, other: &SlotQueueItem) -> Ordering {
-        self.place(0).cmp(&other.place(0))
+        self.ranked(0).cmp_with(&other.ranked(0))
     }
 
-    fn place(&self, salt: u64) -> Place {
-        Place {
-            seen: self.seen,
-            profit: Reverse(self.profitability()),
-            collateral: self.collateral,
-            expiry: Reverse(self.expiry),
-            request_id: self.request_id,
+    fn ranked(&self, salt: u64) -> Ranked<'_> {
+        Ranked {
+            item: self,
+            profit: self.profitability(),
             rank: slot_rank(&self.request_id, self.slot_index, salt),
-            slot_index: self.slot_index,
         }
     }
 }
 
-/// An item's place in the queue order: the fields of rules 1–5 in the order they are
-/// compared, so that the derived `Ord` is the queue order (smaller = higher priority). The
-/// slot index comes last to find the item; it never decides, since the rank already tells a
-/// request's slots apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Place {
-    seen: bool,
-    profit: Reverse<U256>,
-    collateral: U256,
-    expiry: Reverse<u64>,
-    request_id: RequestId,
+/// An item with what the order derives from it.
+struct Ranked<'a> {
+    item: &'a SlotQueueItem,
+    profit: U256,
     rank: u64,
-    slot_index: u64,
+}
+
+impl Ranked<'_> {
+    fn cmp_with(&self, other: &Ranked<'_>) -> Ordering {
+        cmp_items(
+            self.item,
+            &self.profit,
+            self.rank,
+            other.item,
+            &other.profit,
+            other.rank,
+        )
+    }
 }
 
 /// Rule 5's rank of a slot among its request's slots: for one request and salt, a
@@ -176,6 +198,23 @@ fn slot_rank(request_id: &RequestId, slot_index: u64, salt: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+fn cmp_items(
+    a: &SlotQueueItem,
+    pa: &U256,
+    ra: u64,
+    b: &SlotQueueItem,
+    pb: &U256,
+    rb: u64,
+) -> Ordering {
+    a.seen
+        .cmp(&b.seen)
+        .then_with(|| pb.cmp(pa))
+        .then_with(|| a.collateral.cmp(&b.collateral))
+        .then_with(|| b.expiry.cmp(&a.expiry))
+        .then_with(|| a.request_id.cmp(&b.request_id))
+        .then_with(|| ra.cmp(&rb))
 }
 
 /// Why a queue operation was refused.
@@ -259,17 +298,71 @@ pub enum Next {
     Empty,
 }
 
+const NONE: u32 = u32::MAX;
+
+/// A heap entry: the node and its ordering key in that heap.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: u64,
+    id: u32,
+}
+
+/// A u64 that never decreases as `p` grows: `p` itself below 2^55, else a float-like
+/// (exponent, 55 leading bits) pair. Below 2^62 for every U256.
+fn coarse(p: &U256) -> u64 {
+    let bits = p.bit_len();
+    if bits <= 55 {
+        return p.as_limbs()[0];
+    }
+    let e = (bits - 55) as u64;
+    let mantissa = (*p >> (bits - 55)).as_limbs()[0];
+    (e << 54) + mantissa
+}
+
+/// The key of an item in a `BEST` heap: profitability descending, coarsely (a heap holds
+/// only unseen or only seen items, so rule 1 needs no bit). Where two keys of one heap
+/// differ they order as [`cmp_items`] does; the `WORST` key is its bitwise complement.
+fn order_key(profit: &U256) -> u64 {
+    (1u64 << 62) - 1 - coarse(profit)
+}
+const BEST: usize = 0;
+const WORST: usize = 1;
+/// The heap of kind `BEST` or `WORST` for unseen (`seen == false`) or seen items.
+const fn heap(kind: usize, seen: bool) -> usize {
+    2 * seen as usize + kind
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    item: SlotQueueItem,
+    profit: U256,
+    /// Rule 5's rank ([`slot_rank`]).
+    rank: u64,
+    pos: [u32; 2],
+    prev: u32,
+    next: u32,
+}
+
 /// The slot queue with its worker budget. See the module docs.
 #[derive(Debug, Clone)]
 pub struct SlotQueue {
-    /// Every queued item by its identity.
-    items: BTreeMap<(RequestId, u64), SlotQueueItem>,
-    /// The items' places in the queue order, best first.
-    order: BTreeSet<Place>,
-    /// `(expiry, request, slot)` of every item, soonest first.
-    expiries: BTreeSet<(u64, RequestId, u64)>,
+    nodes: Vec<Option<Node>>,
+    free: Vec<u32>,
+    index: HashMap<(RequestId, u64), u32>,
+    by_request: HashMap<RequestId, u32>,
+    /// `[BEST, WORST]` of the unseen items, then of the seen items (see [`heap`]).
+    heaps: [Vec<Entry>; 4],
+    /// Whether the `WORST` heap of the unseen (`[0]`) and seen (`[1]`) items is kept; when
+    /// not, it is empty and built on the next eviction that needs it (see the module docs).
+    worst_kept: [bool; 2],
     /// Rule 5's salt (see the module docs).
     salt: u64,
+    /// `(expiry, node, generation)`, smallest first, with lazy deletion (see the module docs).
+    expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// The generation of each slab slot, bumped whenever an item is put in it.
+    generations: Vec<u32>,
+    /// Queued items with the seen flag set.
+    seen: usize,
     capacity: usize,
     max_workers: usize,
     busy_workers: usize,
@@ -301,10 +394,16 @@ impl SlotQueue {
             });
         }
         Ok(SlotQueue {
-            items: BTreeMap::new(),
-            order: BTreeSet::new(),
-            expiries: BTreeSet::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            by_request: HashMap::new(),
+            heaps: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
+            worst_kept: [capacity > LAZY_WORST_MAX; 2],
             salt: 0,
+            expiries: BinaryHeap::new(),
+            generations: Vec::new(),
+            seen: 0,
             capacity,
             max_workers,
             busy_workers: 0,
@@ -325,7 +424,7 @@ impl SlotQueue {
 
     /// The queue order (`Less`: `a` has priority over `b`), with this queue's salt.
     pub fn priority_cmp(&self, a: &SlotQueueItem, b: &SlotQueueItem) -> Ordering {
-        a.place(self.salt).cmp(&b.place(self.salt))
+        a.ranked(self.salt).cmp_with(&b.ranked(self.salt))
     }
 
     /// Starts processing (idempotent).
@@ -354,11 +453,11 @@ impl SlotQueue {
     }
     /// Number of queued items.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.index.len()
     }
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.index.is_empty()
     }
     /// The most items the queue holds.
     pub fn capacity(&self) -> usize {
@@ -372,23 +471,24 @@ impl SlotQueue {
     pub fn busy_workers(&self) -> usize {
         self.busy_workers
     }
-    /// Whether any slot of the request is queued. O(log n).
+    /// Whether any slot of the request is queued. O(1).
     pub fn has_request(&self, request_id: &RequestId) -> bool {
-        self.request_slots(*request_id).next().is_some()
+        self.by_request.contains_key(request_id)
     }
 
     /// True when an item with this identity is queued.
     pub fn contains(&self, request_id: RequestId, slot_index: u64) -> bool {
-        self.items.contains_key(&(request_id, slot_index))
+        self.index.contains_key(&(request_id, slot_index))
     }
     /// The queued item with this identity.
     pub fn get(&self, request_id: RequestId, slot_index: u64) -> Option<&SlotQueueItem> {
-        self.items.get(&(request_id, slot_index))
+        let id = *self.index.get(&(request_id, slot_index))?;
+        Some(&self.node(id).item)
     }
     /// The item a worker would get next, without taking it.
     pub fn peek(&self) -> Option<&SlotQueueItem> {
-        let best = self.order.first()?;
-        self.get(best.request_id, best.slot_index)
+        let e = self.best_entry()?;
+        Some(&self.node(e.id).item)
     }
 
     /// Pushes one item. Refuses duplicates and pushes to a stopped queue. When the queue is
@@ -399,37 +499,116 @@ impl SlotQueue {
         if !self.running {
             return Err(QueueError::NotRunning);
         }
-        if self.contains(item.request_id, item.slot_index) {
+        let key = item.key();
+        if self.index.contains_key(&key) {
             return Err(QueueError::Duplicate {
-                request_id: item.request_id,
-                slot_index: item.slot_index,
+                request_id: key.0,
+                slot_index: key.1,
             });
         }
         if !item.seen {
             self.paused = None;
         }
-        let place = item.place(self.salt);
+        let profit = item.profitability();
+        let rank = slot_rank(&item.request_id, item.slot_index, self.salt);
         let mut outcome = PushOutcome::Queued;
         if self.len() >= self.capacity {
-            let Some(&worst) = self.order.last() else {
-                unreachable!("a full queue has a last item");
-            };
-            if place > worst {
+            // Rule 1: the worst item is the worst seen one while any is queued.
+            let seen = self.seen > 0;
+            self.keep_worst(seen);
+            let worst = self.heaps[heap(WORST, seen)][0].id;
+            let w = self.node(worst);
+            if cmp_items(&item, &profit, rank, &w.item, &w.profit, w.rank) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
             }
-            outcome = PushOutcome::QueuedEvicting(self.remove(worst.request_id, worst.slot_index));
+            outcome = PushOutcome::QueuedEvicting(self.remove_node(worst));
         }
-        self.order.insert(place);
-        self.expiries
-            .insert((item.expiry, item.request_id, item.slot_index));
-        self.items.insert(item.key(), item);
+        self.insert(item, profit, rank);
         Ok(outcome)
+    }
+
+    fn insert(&mut self, item: SlotQueueItem, profit: U256, rank: u64) {
+        let key = item.key();
+        let request_id = item.request_id;
+        let (seen, expiry) = (item.seen, item.expiry);
+        self.seen += usize::from(item.seen);
+        let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
+        let node = Node {
+            rank,
+            item,
+            profit,
+            pos: [NONE; 2],
+            prev: NONE,
+            next: head,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.nodes[id as usize] = Some(node);
+                id
+            }
+            None => {
+                self.nodes.push(Some(node));
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        if head != NONE {
+            self.node_mut(head).prev = id;
+        }
+        self.by_request.insert(request_id, id);
+        self.index.insert(key, id);
+        let best = order_key(&profit);
+        if self.generations.len() <= id as usize {
+            self.generations.resize(id as usize + 1, 0);
+        }
+        let generation = self.generations[id as usize].wrapping_add(1);
+        self.generations[id as usize] = generation;
+        self.expiries.push(Reverse((expiry, id, generation)));
+        for (kind, key) in [(BEST, best), (WORST, !best)] {
+            if kind == WORST && !self.worst_kept[usize::from(seen)] {
+                continue;
+            }
+            let h = heap(kind, seen);
+            let i = self.heaps[h].len();
+            self.heaps[h].push(Entry { key, id });
+            self.node_mut(id).pos[kind] = i as u32;
+            self.sift_up(h, i);
+        }
+    }
+
+    /// Builds the `WORST` heap of the unseen or seen items from their `BEST` heap, unless it
+    /// is kept already; from then on it is kept until that part of the queue empties.
+    fn keep_worst(&mut self, seen: bool) {
+        if std::mem::replace(&mut self.worst_kept[usize::from(seen)], true) {
+            return;
+        }
+        let h = heap(WORST, seen);
+        let entries: Vec<Entry> = self.heaps[heap(BEST, seen)]
+            .iter()
+            .map(|e| Entry {
+                key: !e.key,
+                id: e.id,
+            })
+            .collect();
+        self.heaps[h] = entries;
+        self.heapify(h);
+    }
+
+    /// Records every entry's position in heap `h` and restores its order. O(n).
+    fn heapify(&mut self, h: usize) {
+        for i in 0..self.heaps[h].len() {
+            let e = self.heaps[h][i];
+            self.set(h, i, e);
+        }
+        let n = self.heaps[h].len();
+        for i in (0..n / 2).rev() {
+            self.sift_down(h, i);
+        }
     }
 
     /// Takes the highest-priority item (no worker accounting; see [`Self::next_for_worker`]).
     pub fn pop(&mut self) -> Option<SlotQueueItem> {
-        let best = *self.order.first()?;
-        Some(self.remove(best.request_id, best.slot_index))
+        let id = self.best_entry()?.id;
+        Some(self.remove_node(id))
     }
 
     /// What one worker loop of the reference does, without blocking: when running, not
@@ -445,16 +624,15 @@ impl SlotQueue {
         if self.busy_workers >= self.max_workers {
             return Next::NoWorker;
         }
-        let Some(&best) = self.order.first() else {
-            return Next::Empty;
-        };
-        // Rule 1: the best item is seen only when every item is.
-        if best.seen {
+        let Some(&Entry { id, .. }) = self.heaps[heap(BEST, false)].first() else {
+            if self.heaps[heap(BEST, true)].is_empty() {
+                return Next::Empty;
+            }
             self.paused = Some(PauseReason::OnlySeenItems);
             return Next::Paused(PauseReason::OnlySeenItems);
-        }
+        };
         self.busy_workers += 1;
-        Next::Item(self.remove(best.request_id, best.slot_index))
+        Next::Item(self.remove_node(id))
     }
 
     /// Gives a worker back (the slot was filled or its sale ended).
@@ -464,20 +642,15 @@ impl SlotQueue {
 
     /// Removes one slot's item; returns it when it was queued. O(log n).
     pub fn delete(&mut self, request_id: RequestId, slot_index: u64) -> Option<SlotQueueItem> {
-        let item = self.items.remove(&(request_id, slot_index))?;
-        self.order.remove(&item.place(self.salt));
-        self.expiries.remove(&(item.expiry, request_id, slot_index));
-        Some(item)
+        let id = self.index.get(&(request_id, slot_index)).copied()?;
+        Some(self.remove_node(id))
     }
 
-    /// Removes every item of a request; returns how many. O(k log n): the request's items
-    /// are one range of the map, taken out in one walk.
+    /// Removes every item of a request; returns how many. O(k log n).
     pub fn delete_request(&mut self, request_id: RequestId) -> usize {
         let mut n = 0;
-        let range = (request_id, 0)..=(request_id, u64::MAX);
-        for ((_, slot_index), item) in self.items.extract_if(range, |_, _| true) {
-            self.order.remove(&item.place(self.salt));
-            self.expiries.remove(&(item.expiry, request_id, slot_index));
+        while let Some(&head) = self.by_request.get(&request_id) {
+            self.remove_node(head);
             n += 1;
         }
         n
@@ -487,85 +660,345 @@ impl SlotQueue {
     /// and returns them. O(k log n).
     pub fn purge_expired(&mut self, now: u64) -> Vec<SlotQueueItem> {
         let mut out = Vec::new();
-        while let Some(&(expiry, request_id, slot_index)) = self.expiries.first() {
+        // The root is always live (see the module docs).
+        while let Some(&Reverse((expiry, id, _))) = self.expiries.peek() {
             if expiry > now {
                 break;
             }
-            out.push(self.remove(request_id, slot_index));
+            out.push(self.remove_node(id));
         }
         out
     }
 
     /// The earliest expiry of a queued item (when [`Self::purge_expired`] has work next).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.expiries.first().map(|&(expiry, _, _)| expiry)
+        self.expiries.peek().map(|Reverse((expiry, _, _))| *expiry)
     }
 
-    /// Marks every item unseen and sorts the queue again. O(n log n), O(1) when no item is
-    /// seen.
+    /// Marks every item unseen, moving the seen heaps' entries into the unseen heaps and
+    /// rebuilding those. O(n), O(1) when no item is seen.
     pub fn clear_seen_flags(&mut self) {
-        // Rule 1: some item is seen exactly when the last one is.
-        if !self.order.last().is_some_and(|worst| worst.seen) {
+        if self.seen == 0 {
             return;
         }
-        for item in self.items.values_mut() {
-            item.seen = false;
+        self.seen = 0;
+        for node in self.nodes.iter_mut().flatten() {
+            node.item.seen = false;
         }
-        self.order = self.items.values().map(|it| it.place(self.salt)).collect();
+        let moved = std::mem::take(&mut self.heaps[heap(BEST, true)]);
+        self.heaps[heap(BEST, false)].extend(moved);
+        self.heapify(heap(BEST, false));
+        // The WORST heaps are built again when an eviction needs one, or now in a large
+        // queue (see the module docs).
+        for seen in [false, true] {
+            self.heaps[heap(WORST, seen)].clear();
+        }
+        self.worst_kept = [false; 2];
+        if self.capacity > LAZY_WORST_MAX {
+            self.keep_worst(false);
+            self.worst_kept[1] = true;
+        }
     }
 
     /// The queued items in priority order (for `codex queue show`). O(n log n).
     pub fn items_in_order(&self) -> Vec<SlotQueueItem> {
-        self.order
-            .iter()
-            .filter_map(|p| self.get(p.request_id, p.slot_index))
-            .cloned()
-            .collect()
+        let mut v: Vec<&Node> = self.nodes.iter().flatten().collect();
+        v.sort_by(|a, b| cmp_items(&a.item, &a.profit, a.rank, &b.item, &b.profit, b.rank));
+        v.into_iter().map(|n| n.item.clone()).collect()
     }
 
-    /// Checks that the three collections hold the same items and that the queue is within
-    /// its capacity; Err describes the first violation.
+    /// Checks every structural invariant; Err describes the first violation.
     pub fn validate(&self) -> Result<(), String> {
-        let n = self.items.len();
-        if self.order.len() != n || self.expiries.len() != n {
+        let live = self.nodes.iter().flatten().count();
+        if live != self.index.len() {
             return Err(format!(
-                "{n} items, {} places, {} expiries",
-                self.order.len(),
-                self.expiries.len()
+                "{live} nodes but {} index entries",
+                self.index.len()
             ));
         }
-        if n > self.capacity {
-            return Err(format!("{n} items exceed capacity {}", self.capacity));
+        if live > self.capacity {
+            return Err(format!("{live} items exceed capacity {}", self.capacity));
         }
-        // With equal sizes, every item found in both sets means the sets hold exactly the
-        // items (each entry names one item).
-        for (key, item) in &self.items {
-            if item.key() != *key {
-                return Err(format!("item {:?} is filed under {key:?}", item.key()));
+        let (unseen, seen) = (
+            self.heaps[heap(BEST, false)].len(),
+            self.heaps[heap(BEST, true)].len(),
+        );
+        if unseen + seen != live || seen != self.seen {
+            return Err(format!(
+                "the BEST heaps hold {unseen} unseen and {seen} seen entries"
+            ));
+        }
+        for class in [false, true] {
+            let (best, worst) = (
+                self.heaps[heap(BEST, class)].len(),
+                self.heaps[heap(WORST, class)].len(),
+            );
+            let want = if self.worst_kept[usize::from(class)] {
+                best
+            } else {
+                0
+            };
+            if worst != want {
+                return Err(format!(
+                    "WORST heap (seen = {class}) holds {worst} entries for {best} items, kept: {}",
+                    self.worst_kept[usize::from(class)]
+                ));
             }
-            if !self.order.contains(&item.place(self.salt)) {
-                return Err(format!("item {key:?} has no place in the order"));
+        }
+        for h in 0..4 {
+            for (i, &e) in self.heaps[h].iter().enumerate() {
+                let n = self.node(e.id);
+                if heap(h & 1, n.item.seen) != h {
+                    return Err(format!("heap {h} holds an item of the wrong seen flag"));
+                }
+                if n.pos[h & 1] as usize != i {
+                    return Err(format!("heap {h} position {i} mismatch"));
+                }
+                let best = order_key(&n.profit);
+                let want = [best, !best][h & 1];
+                if e.key != want {
+                    return Err(format!("heap {h} key at {i} is stale"));
+                }
+                if i > 0 && self.less(h, e, self.heaps[h][(i - 1) / 2]) {
+                    return Err(format!("heap {h} order violated at {i}"));
+                }
             }
-            if !self.expiries.contains(&(item.expiry, key.0, key.1)) {
-                return Err(format!("item {key:?} has no expiry entry"));
+        }
+        let mut expiry_entries = 0;
+        for Reverse((expiry, id, generation)) in self.expiries.iter() {
+            if self.expiry_entry_live(*id, *generation) {
+                expiry_entries += 1;
+                if self.node(*id).item.expiry != *expiry {
+                    return Err(format!("expiry entry of node {id} is wrong"));
+                }
+            }
+        }
+        if expiry_entries != live {
+            return Err(format!(
+                "{expiry_entries} live expiry entries for {live} items"
+            ));
+        }
+        if let Some(Reverse((_, id, generation))) = self.expiries.peek() {
+            if !self.expiry_entry_live(*id, *generation) {
+                return Err("the expiry root is stale".into());
+            }
+        }
+        let mut listed = 0;
+        for (rid, &head) in &self.by_request {
+            let mut cur = head;
+            let mut prev = NONE;
+            while cur != NONE {
+                let n = self.node(cur);
+                if n.item.request_id != *rid || n.prev != prev {
+                    return Err(format!("request list of {rid} broken"));
+                }
+                listed += 1;
+                prev = cur;
+                cur = n.next;
+            }
+        }
+        if listed != live {
+            return Err(format!("request lists hold {listed} of {live} items"));
+        }
+        let seen = self.nodes.iter().flatten().filter(|n| n.item.seen).count();
+        if seen != self.seen {
+            return Err(format!(
+                "{seen} seen items but the count says {}",
+                self.seen
+            ));
+        }
+        for (key, &id) in &self.index {
+            if self.node(id).item.key() != *key {
+                return Err("index points at the wrong node".into());
             }
         }
         Ok(())
     }
 
-    /// The slot indexes of a request's queued items, ascending.
-    fn request_slots(&self, request_id: RequestId) -> impl Iterator<Item = u64> + '_ {
-        self.items
-            .range((request_id, 0)..=(request_id, u64::MAX))
-            .map(|(&(_, slot_index), _)| slot_index)
+    fn node(&self, id: u32) -> &Node {
+        match &self.nodes[id as usize] {
+            Some(n) => n,
+            None => unreachable!("queue node {id} referenced after removal"),
+        }
     }
 
-    /// Removes the item that an entry of `order` or `expiries` names.
-    fn remove(&mut self, request_id: RequestId, slot_index: u64) -> SlotQueueItem {
-        match self.delete(request_id, slot_index) {
-            Some(item) => item,
-            None => unreachable!("slot {slot_index} of {request_id} is listed but not queued"),
+    fn node_mut(&mut self, id: u32) -> &mut Node {
+        match &mut self.nodes[id as usize] {
+            Some(n) => n,
+            None => unreachable!("queue node {id} referenced after removal"),
         }
+    }
+
+    fn remove_node(&mut self, id: u32) -> SlotQueueItem {
+        let (pos, seen) = {
+            let n = self.node(id);
+            (n.pos, n.item.seen)
+        };
+        self.heap_remove(heap(BEST, seen), pos[BEST] as usize);
+        let class = usize::from(seen);
+        if self.worst_kept[class] {
+            self.heap_remove(heap(WORST, seen), pos[WORST] as usize);
+            if self.heaps[heap(WORST, seen)].is_empty() && self.capacity <= LAZY_WORST_MAX {
+                self.worst_kept[class] = false;
+            }
+        }
+        let node = match self.nodes[id as usize].take() {
+            Some(n) => n,
+            None => unreachable!("queue node {id} removed twice"),
+        };
+        self.free.push(id);
+        self.seen -= usize::from(node.item.seen);
+        if node.prev != NONE {
+            self.node_mut(node.prev).next = node.next;
+        } else if node.next != NONE {
+            self.by_request.insert(node.item.request_id, node.next);
+        } else {
+            self.by_request.remove(&node.item.request_id);
+        }
+        if node.next != NONE {
+            self.node_mut(node.next).prev = node.prev;
+        }
+        self.index.remove(&node.item.key());
+        self.drop_stale_expiries();
+        node.item
+    }
+
+    /// The root of the BEST order: the best unseen item, else the best seen one.
+    fn best_entry(&self) -> Option<Entry> {
+        self.heaps[heap(BEST, false)]
+            .first()
+            .or_else(|| self.heaps[heap(BEST, true)].first())
+            .copied()
+    }
+
+    fn expiry_entry_live(&self, id: u32, generation: u32) -> bool {
+        self.nodes.get(id as usize).is_some_and(Option::is_some)
+            && self.generations[id as usize] == generation
+    }
+
+    /// Keeps the expiry root live, and the stale entries fewer than the live ones (plus a
+    /// little slack, so that small queues do not rebuild all the time).
+    fn drop_stale_expiries(&mut self) {
+        if self.expiries.len() > 2 * self.index.len() + 32 {
+            let live: Vec<Reverse<(u64, u32, u32)>> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(id, n)| {
+                    let n = n.as_ref()?;
+                    Some(Reverse((n.item.expiry, id as u32, self.generations[id])))
+                })
+                .collect();
+            self.expiries = BinaryHeap::from(live);
+            return;
+        }
+        while let Some(&Reverse((_, id, generation))) = self.expiries.peek() {
+            if self.expiry_entry_live(id, generation) {
+                break;
+            }
+            self.expiries.pop();
+        }
+    }
+
+    /// Heap order: the keys where they differ, else the full order on the nodes.
+    fn less(&self, h: usize, a: Entry, b: Entry) -> bool {
+        if a.key != b.key {
+            return a.key < b.key;
+        }
+        let (x, y) = (self.node(a.id), self.node(b.id));
+        // Equal keys mostly mean two slots of one request, equal in every field before the
+        // slot index: four equality tests decide that faster than the ordered comparison.
+        let order = if x.item.request_id == y.item.request_id
+            && x.item.expiry == y.item.expiry
+            && x.item.collateral == y.item.collateral
+            && x.profit == y.profit
+            && x.item.seen == y.item.seen
+        {
+            x.rank.cmp(&y.rank)
+        } else {
+            cmp_items(&x.item, &x.profit, x.rank, &y.item, &y.profit, y.rank)
+        };
+        if h & 1 == BEST {
+            order == Ordering::Less
+        } else {
+            order == Ordering::Greater
+        }
+    }
+
+    fn set(&mut self, h: usize, i: usize, e: Entry) {
+        self.heaps[h][i] = e;
+        self.node_mut(e.id).pos[h & 1] = i as u32;
+    }
+
+    fn sift_up(&mut self, h: usize, mut i: usize) {
+        let e = self.heaps[h][i];
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            let p = self.heaps[h][parent];
+            if !self.less(h, e, p) {
+                break;
+            }
+            self.set(h, i, p);
+            i = parent;
+        }
+        self.set(h, i, e);
+    }
+
+    fn sift_down(&mut self, h: usize, mut i: usize) {
+        let n = self.heaps[h].len();
+        let e = self.heaps[h][i];
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && self.less(h, self.heaps[h][r], self.heaps[h][l]) {
+                r
+            } else {
+                l
+            };
+            let ce = self.heaps[h][c];
+            if !self.less(h, ce, e) {
+                break;
+            }
+            self.set(h, i, ce);
+            i = c;
+        }
+        self.set(h, i, e);
+    }
+
+    /// Removes heap entry `i`. The hole moves down to a leaf along the better children (one
+    /// comparison per level), the last entry fills it and climbs as far as it must, past `i`
+    /// if it outranks `i`'s parent (the reference only moved it down: difference 5). The last entry
+    /// comes from the bottom and mostly stays there, so this compares about half as often as
+    /// putting it at `i` and sifting it down.
+    fn heap_remove(&mut self, h: usize, i: usize) {
+        let Some(last) = self.heaps[h].pop() else {
+            return;
+        };
+        let n = self.heaps[h].len();
+        if i >= n {
+            return;
+        }
+        let mut hole = i;
+        loop {
+            let l = 2 * hole + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && self.less(h, self.heaps[h][r], self.heaps[h][l]) {
+                r
+            } else {
+                l
+            };
+            let ce = self.heaps[h][c];
+            self.set(h, hole, ce);
+            hole = c;
+        }
+        self.set(h, hole, last);
+        self.sift_up(h, hole);
     }
 }
 
@@ -609,10 +1042,39 @@ mod tests {
     }
 
     #[test]
+    fn coarse_profit_never_decreases_and_keys_agree_with_the_order() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut values: Vec<U256> = vec![U256::ZERO, U256::MAX];
+        for bits in [1usize, 54, 55, 56, 57, 63, 64, 65, 128, 200, 255, 256] {
+            let top = U256::from(1u8) << (bits - 1);
+            values.extend([top - U256::from(1u8), top, top + U256::from(1u8)]);
+        }
+        for _ in 0..2_000 {
+            let limbs = [rng.u64(..), rng.u64(..), rng.u64(..), rng.u64(..)];
+            values.push(U256::from_limbs(limbs) >> rng.usize(0..256));
+        }
+        values.sort();
+        for w in values.windows(2) {
+            assert!(coarse(&w[0]) <= coarse(&w[1]), "{} {}", w[0], w[1]);
+            assert!(coarse(&w[1]) < 1 << 62);
+        }
+        for _ in 0..2_000 {
+            let a = values[rng.usize(..values.len())];
+            let b = values[rng.usize(..values.len())];
+            let (ka, kb) = (order_key(&a), order_key(&b));
+            if ka != kb {
+                // Lower key = higher priority: more profit.
+                assert_eq!(ka.cmp(&kb), b.cmp(&a), "{a} / {b}");
+            }
+        }
+    }
+
+    #[test]
     fn pops_in_priority_order_and_keeps_invariants() {
         let mut q = SlotQueue::new(1000, 3).unwrap();
         q.start();
         let mut rng = fastrand::Rng::with_seed(7);
+        let mut all = Vec::new();
         for i in 0..300u64 {
             let it = item(
                 (i % 7) as u8,
@@ -621,6 +1083,7 @@ mod tests {
                 rng.u64(1..5),
                 rng.u64(100..200),
             );
+            all.push(it.clone());
             q.push(it).unwrap();
         }
         q.validate().unwrap();

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use codex::market::{Ask, RequestId, U256};
 use codex::sales::queue::{
     Next, PauseReason, PushOutcome, QueueError, SlotQueue, SlotQueueItem, DEFAULT_CAPACITY,
-    DEFAULT_MAX_WORKERS,
+    DEFAULT_MAX_WORKERS, LAZY_WORST_MAX,
 };
 
 fn rid(n: u8) -> RequestId {
@@ -655,11 +655,11 @@ fn defect_8_9_expired_items_are_purged_by_time() {
     q.validate().unwrap();
 }
 
-/// A queue far larger than the default evicts the worst item as a small one does, with seen
-/// and unseen items mixed and the seen flags cleared along the way.
+/// A queue above LAZY_WORST_MAX keeps its WORST heaps always: evictions, seen flags and their
+/// clearing behave as in a small queue.
 #[test]
-fn large_queue_evicts_the_worst_item() {
-    let cap = 8 * DEFAULT_CAPACITY + 1;
+fn large_queue_evicts_the_worst_item_with_its_worst_heaps_kept() {
+    let cap = LAZY_WORST_MAX + 1;
     let mut q = running(cap, 1);
     let mut rng = fastrand::Rng::with_seed(8);
     let mut model: Vec<SlotQueueItem> = Vec::new();
