@@ -71,6 +71,8 @@ use workers::{Done, Job, Workers};
 const MAX_RANGE: u64 = 1000;
 /// Wall-clock tick: availability changes made by the CLI are noticed within it.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the background thread checkpoints the database (`store::checkpoint`).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Requests kept in the view cache (a request never changes once posted).
 const REQUEST_CACHE: usize = 4096;
 /// The most a loop turn spends on queued work before it polls its sockets again: long
@@ -256,6 +258,9 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         None => None,
     };
     let mut store = Store::open(&cfg.data_dir, Options::node())?;
+    // Checkpoints (a burst of writes and two fsyncs) run on their own thread, not inside a
+    // commit on the loop; it stops when the node returns.
+    let _checkpointer = store.checkpoint_in_background(CHECKPOINT_EVERY)?;
     // A connection lost during start-up starts it over on a new one.
     let start = loop {
         match start_up(&cfg, rpc, &mut store, &mut lp) {

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 
 mod chain;
+pub mod checkpoint;
 mod columns;
 pub mod history;
 mod ids;
@@ -89,6 +90,9 @@ pub enum StoreError {
     /// A ledger rule refused the operation, or the ledger backend failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The background checkpoint thread could not be started.
+    #[error("cannot start the database checkpoint thread: {0}")]
+    Thread(String),
 }
 
 impl StoreError {
