@@ -77,6 +77,10 @@
 //! VmHWM and VmRSS from /proc/<pid>/status of that node after the measured periods, with
 //! the N slots proving.
 //!
+//! With CODEX_BENCH_QUEUED=Q (full size 100,000; default 0) the same node then gets Q more
+//! slots to sell (requests of up to 50,000 slots whose downloads stall, so the workers hold a
+//! few and the rest wait in the queue), and the figure is read again once they are queued.
+//!
 //! The bench also prints where the resident memory is (/proc/<pid>/smaps: by mapping, and
 //! how much of it is transparent huge pages). MIMALLOC_* variables are passed to the node,
 //! e.g. MIMALLOC_ALLOW_THP=0 to see the figure without mimalloc's huge pages.
@@ -1173,6 +1177,7 @@ fn proving(ping_ms: usize) {
     let workers = env_usize("CODEX_BENCH_WORKERS", 16);
     let block_ms = env_usize("CODEX_BENCH_BLOCK_MS", 1000) as u64;
     let mining = env_str("CODEX_BENCH_MINING", "interval");
+    let n_queued = env_usize("CODEX_BENCH_QUEUED", 0);
     assert!(
         mining == "interval" || mining == "auto",
         "CODEX_BENCH_MINING is interval or auto"
@@ -1205,10 +1210,10 @@ fn proving(ping_ms: usize) {
             .create_availability(
                 AvailabilityId::random(&mut fastrand::Rng::with_seed(9)),
                 NewAvailability {
-                    total_size: 2 * n_slots as u64 * slot_size,
+                    total_size: 2 * (n_slots + n_queued) as u64 * slot_size,
                     duration: 30 * 86_400,
                     min_price_per_byte_per_second: U256::from(1u8),
-                    total_collateral: U256::from(2 * n_slots as u64 * slot_size),
+                    total_collateral: U256::from(2 * (n_slots + n_queued) as u64 * slot_size),
                     enabled: true,
                     until: 0,
                 },
@@ -1233,7 +1238,7 @@ fn proving(ping_ms: usize) {
             "--max-workers".to_string(),
             workers.to_string(),
             "--queue-size".to_string(),
-            (n_slots + 128).to_string(),
+            (n_slots + n_queued + 128).to_string(),
         ],
     );
     let sampler = LoopSampler::start(node.pid());
@@ -1470,6 +1475,57 @@ fn proving(ping_ms: usize) {
         hwm as f64 / (64.0 * 1024.0)
     );
     println!("  {}", node.memory_map());
+    if n_queued > 0 {
+        // The same node with n_queued more slots waiting: requests of up to 50,000 slots whose
+        // downloads stall, so the workers hold a few of them and the rest stay queued.
+        data.set_mode(Mode::Stall);
+        let per = 50_000u64;
+        let big: Vec<Request> = (0..n_queued.div_ceil(per as usize) as u64)
+            .map(|i| {
+                let slots = per.min(n_queued as u64 - i * per);
+                request(client, 90_000 + i, slots, slot_size, 30 * 86_400 - 1)
+            })
+            .collect();
+        let price = big
+            .iter()
+            .map(|r| r.ask.price_per_slot() * U256::from(r.ask.slots))
+            .fold(U256::ZERO, |a, b| a + b);
+        c.send_all(client, &[(token, calls::approve(mkt, price))]);
+        let posts: Vec<(Address, Vec<u8>)> = big
+            .iter()
+            .map(|r| (mkt, calls::request_storage(r)))
+            .collect();
+        let t_post = Instant::now();
+        c.send_all(client, &posts);
+        let status_url = format!("{}/sales/status", node.api_base());
+        let http = agent();
+        let mut length = 0;
+        wait_until(
+            "the node queues the new slots",
+            Duration::from_secs(300),
+            || {
+                node.check();
+                length = http
+                    .get(&status_url)
+                    .call()
+                    .ok()
+                    .and_then(|mut r| r.body_mut().read_to_string().ok())
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .and_then(|v| v["queue"]["length"].as_u64())
+                    .unwrap_or(0) as usize;
+                length + workers >= n_queued
+            },
+        );
+        let (hwm, rss, threads) = node.memory();
+        println!(
+            "with {length} items queued ({} s after the post) and the {n_slots} sales: VmHWM {hwm} KiB ({:.1} MiB), VmRSS {rss} KiB ({:.1} MiB), {threads} threads; target < 64 MiB: VmHWM/64 MiB = {:.2}",
+            t_post.elapsed().as_secs(),
+            hwm as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            hwm as f64 / (64.0 * 1024.0)
+        );
+        println!("  {}", node.memory_map());
+    }
     println!();
 }
 

@@ -71,7 +71,7 @@ use workers::{Done, Job, Workers};
 const MAX_RANGE: u64 = 1000;
 /// Wall-clock tick: availability changes made by the CLI are noticed within it.
 const TICK: Duration = Duration::from_secs(1);
-/// How often the background thread checkpoints the database (`store::checkpoint`).
+/// How often the store's background thread checkpoints the database (`store::behind`).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Requests kept in the view cache (a request never changes once posted).
 const REQUEST_CACHE: usize = 4096;
@@ -258,9 +258,23 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         None => None,
     };
     let mut store = Store::open(&cfg.data_dir, Options::node())?;
-    // Checkpoints (a burst of writes and two fsyncs) run on their own thread, not inside a
-    // commit on the loop; it stops when the node returns.
-    let _checkpointer = store.checkpoint_in_background(CHECKPOINT_EVERY)?;
+    let waker: Arc<Waker> = lp.waker().map_err(io("creating the waker"))?;
+    // The disk's waits (fdatasync, checkpoints) run on their own thread, not in the loop;
+    // transactions wait for the commits before them to be durable (`store::behind`). The
+    // thread stops, after a last sync, when the node returns.
+    let wake = waker.clone();
+    let _syncer = match store.write_behind(
+        CHECKPOINT_EVERY,
+        Box::new(move || {
+            let _ = wake.wake();
+        }),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!(target: "codex::store", "{e}; every commit waits for the disk instead");
+            None
+        }
+    };
     // A connection lost during start-up starts it over on a new one.
     let start = loop {
         match start_up(&cfg, rpc, &mut store, &mut lp) {
@@ -337,7 +351,6 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         v
     });
 
-    let waker: Arc<Waker> = lp.waker().map_err(io("creating the waker"))?;
     let workers = Workers::start(cfg.max_workers, Arc::new(SimulatedProver), waker.clone())
         .map_err(io("starting worker threads"))?;
 
@@ -377,6 +390,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         next_tick: Instant::now() + TICK,
         hashes: HashMap::new(),
         tx_actions: Vec::new(),
+        held_sends: std::collections::VecDeque::new(),
         reserving: HashMap::new(),
         received: HashMap::new(),
         chain_id: start.chain_id,
@@ -826,6 +840,9 @@ struct Node {
     /// Recent block hashes, for the cursor.
     hashes: HashMap<u64, B256>,
     tx_actions: Vec<TxAction<TxTag>>,
+    /// Raw transactions held until the commits before them are durable (`store::behind`),
+    /// in the order they were signed, each with the commit count it waits for.
+    held_sends: std::collections::VecDeque<(u64, TxCall, &'static str, Value)>,
     /// reserveSlot transactions in flight, to record when they succeed.
     reserving: HashMap<Ticket, SlotRef>,
     /// Tokens the Marketplace sent for a slot (payout and collateral), for its history.
@@ -899,6 +916,9 @@ impl Node {
             if !self.tx_actions.is_empty() {
                 progressed = true;
                 self.run_tx_actions(reg);
+            }
+            if self.send_durable(reg) {
+                progressed = true;
             }
             if !progressed {
                 return false;
@@ -1668,12 +1688,42 @@ impl Node {
             .fold(U256::ZERO, |a, b| a.saturating_add(b))
     }
 
+    /// Whether every commit made so far is on the disk.
+    fn all_durable(&mut self) -> bool {
+        let store = self.engine.ledger_port();
+        store.durable_through(store.commits())
+    }
+
+    /// Sends the held transactions whose commits are durable now; whether any went.
+    fn send_durable(&mut self, reg: &Registry) -> bool {
+        let mut sent = false;
+        while let Some((need, ..)) = self.held_sends.front() {
+            if !self.engine.ledger_port().durable_through(*need) {
+                break;
+            }
+            let Some((_, call, method, params)) = self.held_sends.pop_front() else {
+                break;
+            };
+            let id = self.client.call(reg, method, &params, Instant::now());
+            self.calls.insert(id, (Purpose::Tx(call), Instant::now()));
+            sent = true;
+        }
+        sent
+    }
+
     fn run_tx_actions(&mut self, reg: &Registry) {
         // A bounded slice at a time, so that a pump can stop between slices.
         let n = self.tx_actions.len().min(64);
         let actions: Vec<TxAction<TxTag>> = self.tx_actions.drain(..n).collect();
         for a in actions {
             match a {
+                // What the chain sees must not run ahead of what the disk holds.
+                TxAction::Call(call @ TxCall::Send(_), method, params)
+                    if !self.held_sends.is_empty() || !self.all_durable() =>
+                {
+                    let need = self.engine.ledger_port().commits();
+                    self.held_sends.push_back((need, call, method, params));
+                }
                 TxAction::Call(tag, method, params) => {
                     let id = self.client.call(reg, method, &params, Instant::now());
                     self.calls.insert(id, (Purpose::Tx(tag), Instant::now()));

@@ -117,14 +117,17 @@ impl Store {
     }
 
     /// Records the last fully processed block, without waiting for the disk: this one commit
-    /// runs with `synchronous = NORMAL`. It survives a crash of the process like any commit
+    /// runs with `synchronous = NORMAL` (as every commit does in write-behind mode). It survives a crash of the process like any commit
     /// (the WAL is in the OS's page cache), and the next durable commit or checkpoint syncs
     /// it; a power cut may lose it, and then the node reads those blocks again, which it
     /// does safely (the log synchroniser hands each log out once per run, and the engine
     /// ignores what it already acted on). The cursor moves with every block, so this keeps
     /// an fsync per block off the event loop.
     pub fn set_cursor(&mut self, block: u64, hash: B256) -> Result<(), StoreError> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let toggle = !self.is_write_behind();
+        if toggle {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         let written = self.immediate(|tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO chain_cursor (id, block_number, block_hash) VALUES (0, ?1, ?2)",
@@ -133,7 +136,9 @@ impl Store {
             Ok::<_, StoreError>(())
         });
         // Every other commit stays durable.
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        if toggle {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+        }
         written
     }
 }

@@ -22,8 +22,8 @@ use std::path::PathBuf;
 
 use rusqlite::Connection;
 
+pub mod behind;
 mod chain;
-pub mod checkpoint;
 mod columns;
 pub mod history;
 mod ids;
@@ -90,9 +90,15 @@ pub enum StoreError {
     /// A ledger rule refused the operation, or the ledger backend failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The background checkpoint thread could not be started.
-    #[error("cannot start the database checkpoint thread: {0}")]
+    /// The write-behind thread could not be started.
+    #[error("cannot start the database sync thread: {0}")]
     Thread(String),
+    /// The database's write-ahead log cannot be opened (for write-behind).
+    #[error("cannot open {path}: {source}")]
+    Wal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -120,4 +126,6 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     options: Options,
+    /// Write-behind durability, when the node turned it on ([`behind`]).
+    behind: Option<behind::Behind>,
 }

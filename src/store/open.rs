@@ -10,7 +10,9 @@
 //!   lose the last commits on a power cut. The node acts on the chain after it commits
 //!   (reserving a slot, posting collateral), so a commit must survive a power cut as well;
 //!   the price is one fsync per write transaction, which `benches/store.rs` measures
-//!   against the disk's fsync rate.
+//!   against the disk's fsync rate. The node moves that wait off its event loop
+//!   ([`crate::store::behind`]): its commits return before the disk has them, and it sends no
+//!   transaction until they are durable.
 //! - **Foreign keys on**: a reservation cannot point at a missing availability.
 //! - **Every write is one `BEGIN IMMEDIATE` transaction**: it takes the write lock first,
 //!   so a read-then-write never fails halfway with SQLITE_BUSY. The busy timeout is
@@ -138,6 +140,7 @@ impl Store {
             conn,
             path: path.clone(),
             options,
+            behind: None,
         };
         store.configure().map_err(open_err)?;
         store.migrate()?;
@@ -194,6 +197,9 @@ impl Store {
         };
         let v = f(&tx)?;
         tx.commit()?;
+        if let Some(b) = &self.behind {
+            b.committed();
+        }
         Ok(v)
     }
 }
