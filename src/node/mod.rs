@@ -187,6 +187,8 @@ enum BatchKind {
     Proof(Ticket),
     CanReserve(Ticket),
     Freed(RequestId, u64),
+    /// A slot view read again after a reorganisation (always with getRequest).
+    Recheck(Ticket),
 }
 
 struct Batch {
@@ -383,6 +385,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         next_balances: Instant::now(),
         metrics: crate::metrics::NodeMetrics::new(queue_size, max_workers),
         proving: std::collections::HashSet::new(),
+        repaying: std::collections::HashSet::new(),
         processed: start.head,
         cursor_due: None,
     };
@@ -838,6 +841,9 @@ struct Node {
     metrics: crate::metrics::NodeMetrics,
     /// submitProof transactions in flight.
     proving: std::collections::HashSet<Ticket>,
+    /// Slots whose counted payout was reorganised out and that are claimed again: their
+    /// sale is in the history already.
+    repaying: std::collections::HashSet<SlotRef>,
     /// The last block fully processed.
     processed: u64,
     /// The cursor to persist at the end of this turn: the last block processed and its hash.
@@ -939,18 +945,49 @@ impl Node {
                     l.block_number
                 ),
             },
-            ClientOutput::Removed(l) => log::warn!(
-                target: "codex::chain",
-                "log {} of block {} was removed by a reorganisation",
-                l.log_index,
-                l.block_number
-            ),
+            ClientOutput::Removed(l) => {
+                log::warn!(
+                    target: "codex::chain",
+                    "log {} of block {} was removed by a reorganisation",
+                    l.log_index,
+                    l.block_number
+                );
+                // The engine takes the event back: a vanished request leaves the queue,
+                // and the sales of its request read their slot again.
+                if let Ok(d) = decode_log(&to_rpc_log(&l)) {
+                    if let MarketEvent::StorageRequested { request_id, .. } = &d.event {
+                        self.open.remove(request_id);
+                    }
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::Removed(d.event));
+                }
+            }
             ClientOutput::Processed(b) => {
                 self.processed = b;
                 let hash = self.hashes.get(&b).copied().unwrap_or_default();
                 self.cursor_due = Some((b, hash));
             }
             ClientOutput::Head(h) => {
+                // A head at or below the last one with a hash we have not seen: the chain
+                // was reorganised (anvil's `evm_revert` and `anvil_reorg` say so only this
+                // way). What the node counted as done may be gone: the sales read their
+                // slots again and the transaction book looks up its recent receipts.
+                let reorg = h.number <= self.head && self.hashes.get(&h.number) != Some(&h.hash);
+                if reorg {
+                    log::warn!(target: "codex::chain", "block {} replaced: the chain was reorganised; checking the sales and recent transactions again", h.number);
+                    self.metrics.reorgs.inc();
+                    self.hashes.retain(|n, _| *n < h.number);
+                    if let Err(e) = self
+                        .engine
+                        .ledger_port()
+                        .forget_unfilled_chain_reservations()
+                    {
+                        log::warn!(target: "codex::store", "forgetting the chain reservations: {e}");
+                    }
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::Reorged);
+                    self.txs.on_reorg(&mut self.tx_actions);
+                }
                 self.last_head_at = Some(Instant::now());
                 self.head = h.number;
                 self.now = self.now.max(h.timestamp);
@@ -1209,6 +1246,11 @@ impl Node {
                 self.engine
                     .handle(ChainTime(now), EngineInput::Reply(t, Input::Slot(view)));
             }
+            BatchKind::Recheck(t) => {
+                let view = self.slot_view(t.slot, None, &mut r);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Rechecked(t, view));
+            }
             BatchKind::Proof(t) => {
                 let view = (|| -> Result<ProofView, SaleChainError> {
                     let mut next = || {
@@ -1376,6 +1418,25 @@ impl Node {
                 self.eth_call(reg, calls::request_state(rid), Purpose::RequestState(rid));
             }
             Command::Ended(e) => self.record_end(e),
+            Command::Recheck(t) => {
+                let (rid, sid) = (t.slot.request_id, t.slot.slot_id());
+                // getRequest is read every time: the question is whether the request is
+                // still on the chain.
+                self.requests.remove(&rid);
+                self.batch(
+                    reg,
+                    BatchKind::Recheck(t),
+                    vec![
+                        calls::get_request(rid),
+                        calls::request_state(rid),
+                        calls::slot_state(sid),
+                        calls::request_expiry(rid),
+                        calls::request_end(rid),
+                        calls::get_host(sid),
+                        calls::current_collateral(sid),
+                    ],
+                );
+            }
             Command::LookupFreedSlot {
                 request_id,
                 slot_index,
@@ -1707,6 +1768,14 @@ impl Node {
                         .handle(ChainTime(self.now), EngineInput::Reply(t, Input::Tx(res)));
                 }
                 TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),
+                TxAction::Undone(TxTag::Sale(t), label) => {
+                    log::warn!(target: "codex::sales", "slot {} of {}: its {label} was reorganised out after its sale ended; reading the slot again", t.slot.slot_index, short(&t.slot.request_id));
+                    // The history already has this sale, with its payout.
+                    self.repaying.insert(t.slot);
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::ResumeSlot(t.slot));
+                }
+                TxAction::Undone(TxTag::Mark(..), _) => {}
             }
         }
     }

@@ -88,6 +88,16 @@ impl Store {
         })
     }
 
+    /// Forgets every on-chain reservation this host did not fill, after a reorganisation
+    /// that may have removed them: a sale that asks again reads `canReserveSlot` instead
+    /// of trusting a record the chain may no longer bear out.
+    pub fn forget_unfilled_chain_reservations(&mut self) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute("DELETE FROM chain_reservations WHERE filled = 0", [])?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
     /// Forgets a filled slot whose sale ended.
     pub fn forget_chain_fill(
         &mut self,

@@ -137,7 +137,9 @@ pub(super) fn freeing(
                 return start_proving(Box::new(f.hosted), now, cfg, out);
             }
             if !is_host {
-                let returned = if f.was_hosting {
+                // A slot that reads Free was never filled on this chain (our fill was
+                // reorganised out): the collateral never left us.
+                let returned = if f.was_hosting && view.slot_state != SlotState::Free {
                     U256::ZERO
                 } else {
                     held_of(&f.hosted)
