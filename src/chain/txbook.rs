@@ -51,6 +51,9 @@ pub enum TxCall {
     /// `eth_sendRawTransaction` of a transaction sent again after a reorganisation (the
     /// answer is only logged).
     Resend,
+    /// `eth_getTransactionCount(latest)` after a counted receipt was found gone: which of
+    /// the gone transactions' nonces the new chain has used.
+    GoneNonce,
 }
 
 /// Blocks a transaction counted as done is remembered for, so that a reorganisation deeper
@@ -116,8 +119,9 @@ pub enum TxAction<T> {
     /// An informative line for the log.
     Log(String),
     /// A transaction counted as done (told with [`TxAction::Done`]) was reorganised out and
-    /// is not sent again: a `freeSlot`, whose sale must read its slot again to claim what
-    /// the new chain owes (see [`TxBook::on_reorg`]).
+    /// is not sent again, with its label: a `freeSlot`, whose sale must read its slot again
+    /// to claim what the new chain owes, or a `reserveSlot`, which no longer holds (see
+    /// [`TxBook::on_reorg`]).
     Undone(T, &'static str),
 }
 
@@ -185,6 +189,9 @@ pub struct TxBook<T> {
     fill_busy: bool,
     /// Transactions counted as done in the last [`KEEP_DONE_BLOCKS`] blocks.
     counted: Vec<Counted<T>>,
+    /// Hashes of counted transactions whose receipt is gone, waiting for the account's
+    /// nonce on the new chain ([`TxCall::GoneNonce`]).
+    gone: Vec<B256>,
     /// Counters.
     pub sent: u64,
     /// Counters.
@@ -209,6 +216,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             fills_waiting: VecDeque::new(),
             fill_busy: false,
             counted: Vec::new(),
+            gone: Vec::new(),
             sent: 0,
             replaced: 0,
             reverted: 0,
@@ -444,6 +452,16 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             },
             TxCall::Send(id) => self.on_sent(id, result, out),
             TxCall::Recheck(hash) => self.on_recheck(hash, result, out),
+            TxCall::GoneNonce => {
+                let count = result
+                    .ok()
+                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                if let Some(count) = count {
+                    for hash in std::mem::take(&mut self.gone) {
+                        self.on_gone(hash, count, out);
+                    }
+                }
+            }
             TxCall::Resend => {
                 if let Err(e) = result {
                     out.push(TxAction::Log(format!("sending again: {e}")));
@@ -720,12 +738,36 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             self.counted[i].block = block;
             return;
         }
-        if !receipt.is_null() {
+        if !receipt.is_null() || self.gone.contains(&hash) {
             return;
         }
-        let c = &mut self.counted[i];
+        // No receipt: either the transaction is gone, or (anvil's evm_revert to a snapshot of
+        // the head keeps the block's state but not its receipts) it is there without one.
+        // The account's nonce on the new chain tells which.
+        self.gone.push(hash);
+        out.push(TxAction::Call(
+            TxCall::GoneNonce,
+            "eth_getTransactionCount",
+            json!([self.key.address(), "latest"]),
+        ));
+    }
+
+    /// A counted transaction without a receipt on the new chain, whose account has used
+    /// `count` nonces there: one whose nonce is used stays counted; the others are acted on
+    /// as [`Self::on_recheck`] says.
+    fn on_gone(&mut self, hash: B256, count: u64, out: &mut Vec<TxAction<T>>) {
+        let Some(c) = self.counted.iter_mut().find(|c| c.hash == hash) else {
+            return;
+        };
+        if c.nonce < count {
+            out.push(TxAction::Log(format!(
+                "{} {hash} has no receipt after the reorganisation, but its nonce {} is used: still counted",
+                c.label, c.nonce
+            )));
+            return;
+        }
         if matches!(c.label, "fillSlot" | "reserveSlot" | "freeSlot") {
-            if c.label == "freeSlot" {
+            if matches!(c.label, "freeSlot" | "reserveSlot") {
                 out.push(TxAction::Undone(c.tag, c.label));
             }
             let cancel = TxRequest {
@@ -869,7 +911,9 @@ mod tests {
                     sends.push((tag, method, params));
                     continue;
                 }
-                TxCall::Receipt(..) | TxCall::Recheck(_) | TxCall::Resend => continue,
+                TxCall::Receipt(..) | TxCall::Recheck(_) | TxCall::Resend | TxCall::GoneNonce => {
+                    continue
+                }
             }
             pending.extend(split(out).0);
         }
@@ -1094,8 +1138,9 @@ mod tests {
 
     /// A transaction counted as done whose receipt a reorganisation deeper than its
     /// confirmations removed is sent again as it was; the nonce of a fillSlot, a
-    /// reserveSlot or a freeSlot goes to an empty transaction to ourselves instead (and a
-    /// freeSlot's caller is told); one still mined is left alone.
+    /// reserveSlot or a freeSlot goes to an empty transaction to ourselves instead (and the
+    /// caller of a freeSlot or a reserveSlot is told); one still mined, or without a receipt
+    /// but with its nonce used on the new chain, is left alone.
     #[test]
     fn counted_transactions_reorganised_out_are_sent_again_but_fills_are_not() {
         for (label, again) in [
@@ -1104,6 +1149,7 @@ mod tests {
             ("fillSlot", false),
             ("reserveSlot", false),
             ("kept", true),
+            ("nonce used", true),
         ] {
             let mut b = book();
             let r = TxRequest { label, ..req(2) };
@@ -1123,6 +1169,15 @@ mod tests {
                 Value::Null
             };
             b.on_answer(TxCall::Recheck(hash), Ok(receipt), &mut out);
+            if label != "kept" {
+                // No receipt: the account's nonce on the new chain decides.
+                let (calls, _) = split(out);
+                assert_eq!(calls.len(), 1);
+                assert_eq!(calls[0].0, TxCall::GoneNonce);
+                out = Vec::new();
+                let count = if label == "nonce used" { "0x1" } else { "0x0" };
+                b.on_answer(TxCall::GoneNonce, Ok(json!(count)), &mut out);
+            }
             let undone: Vec<_> = out
                 .iter()
                 .filter_map(|a| match a {
@@ -1130,16 +1185,15 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            let told = if label == "freeSlot" {
-                vec![(2, "freeSlot")]
-            } else {
-                vec![]
+            let told = match label {
+                "freeSlot" | "reserveSlot" => vec![(2, label)],
+                _ => vec![],
             };
             assert_eq!(undone, told, "{label}: its caller told to read again");
             let (calls, done) = split(out);
             assert!(done.is_empty(), "{label}: told once");
-            if label == "kept" {
-                assert!(calls.is_empty());
+            if label == "kept" || label == "nonce used" {
+                assert!(calls.is_empty(), "{label}: still counted");
                 continue;
             }
             assert_eq!(calls.len(), 1, "{label}");

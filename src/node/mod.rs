@@ -968,22 +968,37 @@ impl Node {
                 self.cursor_due = Some((b, hash));
             }
             ClientOutput::Head(h) => {
-                // A head at or below the last one with a hash we have not seen: the chain
-                // was reorganised (anvil's `evm_revert` and `anvil_reorg` say so only this
-                // way). What the node counted as done may be gone: the sales read their
-                // slots again and the transaction book looks up its recent receipts.
-                let reorg = h.number <= self.head && self.hashes.get(&h.number) != Some(&h.hash);
-                if reorg {
-                    log::warn!(target: "codex::chain", "block {} replaced: the chain was reorganised; checking the sales and recent transactions again", h.number);
+                // A head at or below the last one with a hash we have not seen, or one
+                // whose parent is not the block we have at that height (heads missed while
+                // the connection was down): the chain was reorganised (anvil's `evm_revert`
+                // and `anvil_reorg` say so only this way). What the node counted as done
+                // may be gone: the sales read their slots again and the transaction book
+                // looks up its recent receipts.
+                let replaced = h.number <= self.head && self.hashes.get(&h.number) != Some(&h.hash);
+                let forked = h
+                    .number
+                    .checked_sub(1)
+                    .and_then(|p| self.hashes.get(&p))
+                    .is_some_and(|p| *p != h.parent_hash);
+                // Heads missed (the connection was down) could hide one too: they are
+                // treated alike, since a check that finds nothing changes nothing.
+                let missed = h.number > self.head + 1
+                    && !self.hashes.contains_key(&(h.number - 1))
+                    && !self.hashes.is_empty();
+                if replaced || forked {
+                    log::warn!(target: "codex::chain", "block {} replaced: the chain was reorganised; checking the sales and recent transactions again", if replaced { h.number } else { h.number - 1 });
                     self.metrics.reorgs.inc();
-                    self.hashes.retain(|n, _| *n < h.number);
-                    if let Err(e) = self
-                        .engine
-                        .ledger_port()
-                        .forget_unfilled_chain_reservations()
-                    {
-                        log::warn!(target: "codex::store", "forgetting the chain reservations: {e}");
-                    }
+                } else if missed {
+                    log::info!(target: "codex::chain", "blocks {}..{} were not announced; checking the sales and recent transactions again", self.head + 1, h.number - 1);
+                }
+                if replaced || forked || missed {
+                    let fork = if replaced { h.number } else { h.number - 1 };
+                    self.hashes.retain(|n, _| *n < fork);
+                    // Heads missed while disconnected may hide where the chains part: the
+                    // logs of the whole window are read again (the log sync hands out
+                    // nothing twice and reports what is gone).
+                    self.client
+                        .rewind_logs(h.number.saturating_sub(crate::chain::logsync::REORG_WINDOW));
                     self.engine
                         .handle(ChainTime(self.now), EngineInput::Reorged);
                     self.txs.on_reorg(&mut self.tx_actions);
@@ -1768,6 +1783,16 @@ impl Node {
                         .handle(ChainTime(self.now), EngineInput::Reply(t, Input::Tx(res)));
                 }
                 TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),
+                TxAction::Undone(TxTag::Sale(t), "reserveSlot") => {
+                    // The record would skip canReserveSlot for a reservation that is gone.
+                    if let Err(e) = self
+                        .engine
+                        .ledger_port()
+                        .forget_chain_reservation(t.slot.request_id, t.slot.slot_index)
+                    {
+                        log::warn!(target: "codex::store", "forgetting the reservation of slot {} of {}: {e}", t.slot.slot_index, short(&t.slot.request_id));
+                    }
+                }
                 TxAction::Undone(TxTag::Sale(t), label) => {
                     log::warn!(target: "codex::sales", "slot {} of {}: its {label} was reorganised out after its sale ended; reading the slot again", t.slot.slot_index, short(&t.slot.request_id));
                     // The history already has this sale, with its payout.

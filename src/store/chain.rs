@@ -88,12 +88,19 @@ impl Store {
         })
     }
 
-    /// Forgets every on-chain reservation this host did not fill, after a reorganisation
-    /// that may have removed them: a sale that asks again reads `canReserveSlot` instead
-    /// of trusting a record the chain may no longer bear out.
-    pub fn forget_unfilled_chain_reservations(&mut self) -> Result<(), StoreError> {
+    /// Forgets this host's on-chain reservation of a slot it did not fill, after a
+    /// reorganisation removed the `reserveSlot`: a sale that asks again reads
+    /// `canReserveSlot` instead of trusting a record the chain no longer bears out.
+    pub fn forget_chain_reservation(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
         self.immediate(|tx| {
-            tx.execute("DELETE FROM chain_reservations WHERE filled = 0", [])?;
+            tx.execute(
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 0",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
             Ok::<_, StoreError>(())
         })
     }
