@@ -682,7 +682,8 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
 
     /// The chain was reorganised: every transaction not mined yet is sent again (a node
     /// that rewound its chain may have dropped it from its pool, and the nonces after it
-    /// would wait behind the gap), and the receipt of every transaction counted as done in
+    /// would wait behind the gap), except a `freeSlot`, which is withdrawn (its nonce given
+    /// to an empty transaction, its caller told it failed); and the receipt of every transaction counted as done in
     /// the last [`KEEP_DONE_BLOCKS`] blocks is looked up again: one that is gone is sent
     /// again too, so that what its caller was told stays true and its nonce is used
     /// (or its nonce is given to an empty transaction, see [`Self::on_recheck`]).
@@ -690,14 +691,30 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let mut ids: Vec<u64> = self.txs.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
-            if let Some(Stage::Pending { raws, .. }) = self.txs.get(&id).map(|t| &t.stage) {
-                if let Some(raw) = raws.last() {
-                    out.push(TxAction::Call(
-                        TxCall::Resend,
-                        "eth_sendRawTransaction",
-                        json!([raw]),
-                    ));
-                }
+            let Some(tx) = self.txs.get(&id) else {
+                continue;
+            };
+            let Stage::Pending {
+                nonce, fees, raws, ..
+            } = &tx.stage
+            else {
+                continue;
+            };
+            if tx.req.label == "freeSlot" {
+                // Its sale decided on a chain that is gone: the nonce goes to an empty
+                // transaction (outbidding it in the pool), and the sale, told it failed,
+                // reads the slot again before it frees it (a freeSlot on a slot still
+                // Filled would forfeit the collateral).
+                let (nonce, fees) = (*nonce, *fees);
+                self.withdraw(id, nonce, fees, out);
+                continue;
+            }
+            if let Some(raw) = raws.last() {
+                out.push(TxAction::Call(
+                    TxCall::Resend,
+                    "eth_sendRawTransaction",
+                    json!([raw]),
+                ));
             }
         }
         for c in &self.counted {
@@ -706,6 +723,56 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 "eth_getTransactionReceipt",
                 json!([c.hash]),
             ));
+        }
+    }
+
+    /// Gives the nonce of pending transaction `id` to an empty transaction with higher fees
+    /// and fails it (transient) to its caller.
+    fn withdraw(
+        &mut self,
+        id: u64,
+        nonce: u64,
+        (max_fee, tip): (u128, u128),
+        out: &mut Vec<TxAction<T>>,
+    ) {
+        let Some(tx) = self.txs.remove(&id) else {
+            return;
+        };
+        let (now_max, now_tip) = fees(self.base_fee, None, DEFAULT_TIP);
+        let new = (
+            (max_fee + max_fee / 4 + 1).max(now_max),
+            (tip + tip / 4 + 1).max(now_tip),
+        );
+        let cancel = TxRequest {
+            tag: (),
+            label: "cancel",
+            call: GasCall::Other,
+            to: self.key.address(),
+            data: Bytes::new(),
+        };
+        match sign(&self.key, self.chain_id, nonce, 21_000, new, &cancel) {
+            Ok((h, raw)) => {
+                out.push(TxAction::Log(format!(
+                    "the chain was reorganised while {} (nonce {nonce}) was pending: withdrawn, its nonce goes to the empty transaction {h}",
+                    tx.req.label
+                )));
+                out.push(TxAction::Call(
+                    TxCall::Resend,
+                    "eth_sendRawTransaction",
+                    json!([raw]),
+                ));
+            }
+            Err(e) => out.push(TxAction::Log(format!("cannot sign a cancel: {e}"))),
+        }
+        out.push(TxAction::Done(
+            tx.req.tag,
+            Err(TxFailure::Transient(format!(
+                "the chain was reorganised while {} was pending",
+                tx.req.label
+            ))),
+        ));
+        if tx.fill_lane {
+            self.next_fill(out);
         }
     }
 
@@ -1207,5 +1274,38 @@ mod tests {
                 assert!(tx.data.is_empty());
             }
         }
+    }
+
+    /// A freeSlot pending when the chain is reorganised is withdrawn: its nonce goes to an
+    /// empty transaction with higher fees, and its caller is told it failed (so its sale
+    /// reads the slot again before it frees it).
+    #[test]
+    fn a_pending_free_slot_is_withdrawn_on_a_reorganisation() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(
+            TxRequest {
+                label: "freeSlot",
+                ..req(3)
+            },
+            &mut out,
+        );
+        let sends = to_sends(&mut b, split(out).0, 7);
+        let original = sends[0].2.clone();
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut Vec::new());
+        let mut out = Vec::new();
+        b.on_reorg(&mut out);
+        let (calls, done) = split(out);
+        assert_eq!(done, vec![(3, false)]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0, TxCall::Resend);
+        let sent: Bytes = calls[0].2[0].as_str().unwrap().parse().unwrap();
+        let cancel = crate::chain::tx::SignedTx::decode(&sent).unwrap().tx;
+        let raw: Bytes = original[0].as_str().unwrap().parse().unwrap();
+        let first = crate::chain::tx::SignedTx::decode(&raw).unwrap().tx;
+        assert_eq!(cancel.nonce, first.nonce);
+        assert_eq!((cancel.to, cancel.data.len()), (b.address(), 0));
+        assert!(cancel.max_fee_per_gas > first.max_fee_per_gas);
+        assert!(b.is_empty());
     }
 }

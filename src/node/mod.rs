@@ -1221,6 +1221,11 @@ impl Node {
     }
 
     fn batch(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>) {
+        self.batch_at(reg, kind, calls, "pending");
+    }
+
+    /// [`Self::batch`] at block `tag`.
+    fn batch_at(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>, tag: &str) {
         self.next_batch += 1;
         let id = self.next_batch;
         self.batches.insert(
@@ -1238,7 +1243,7 @@ impl Node {
             .map(|data| {
                 (
                     "eth_call",
-                    json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, "pending"]),
+                    json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, tag]),
                 )
             })
             .collect();
@@ -1516,7 +1521,14 @@ impl Node {
                     calls::get_host(sid),
                     calls::current_collateral(sid),
                 ]);
-                self.batch(reg, BatchKind::Slot(t, cached), views);
+                // A sale about to free its slot reads it at `latest`: the block freeSlot runs in
+                // is no earlier than that, so a slot Finished there is Finished then, while
+                // `pending`'s time is a guess (after anvil's evm_revert, ahead of the blocks
+                // mined), and a freeSlot that runs before the request's end is a forced free
+                // that forfeits the collateral.
+                let freeing = matches!(state, "SalePayout" | "SaleCancelled" | "SaleFailed");
+                let tag = if freeing { "latest" } else { "pending" };
+                self.batch_at(reg, BatchKind::Slot(t, cached), views, tag);
             }
             SaleCommand::ReadProof(s) => {
                 let sid = s.slot_id();

@@ -140,6 +140,50 @@ fn a_fill_reorganised_out_returns_everything_and_the_slot_is_sold_again() {
     assert!(host.terminate(Duration::from_secs(5)).success());
 }
 
+/// Copies the host's log to `CODEX_REORG_KEEP_LOG` when the test fails.
+struct KeepLog(std::path::PathBuf);
+
+impl Drop for KeepLog {
+    fn drop(&mut self) {
+        if let Some(to) = std::env::var_os("CODEX_REORG_KEEP_LOG") {
+            if std::thread::panicking() {
+                let _ = std::fs::copy(&self.0, to);
+            }
+        }
+    }
+}
+
+/// The chain's head.
+fn head(w: &mut World) -> u64 {
+    let v: Value = w.rpc.call("eth_blockNumber", json!([])).unwrap();
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The hash of block `n`.
+fn block_hash(w: &mut World, n: u64) -> Value {
+    w.rpc
+        .call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
+        .unwrap()["hash"]
+        .clone()
+}
+
+/// Waits (polling, with a deadline) until the host's head is the chain's.
+fn caught_up(w: &mut World, host: &Host) {
+    let chain = head(w);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.api_json("/sales/status")["chain"]["head"]
+        .as_u64()
+        .is_none_or(|h| h < chain)
+    {
+        host.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "the host never saw block {chain}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The state of a request, or None when the contract does not know it.
 fn request_state(w: &mut World, id: RequestId) -> Option<codex::market::RequestState> {
     let d = w
@@ -186,6 +230,7 @@ fn random_reorganisations_during_live_sales_keep_the_accounting_exact() {
         host.log_has("connected to")
     });
     let start_balance = w.balance(me);
+    let _keep = KeepLog(host.log.clone());
     let mut errors = 0usize;
     let mut requests: Vec<RequestId> = Vec::new();
     let mut snaps: Vec<Value> = Vec::new();
@@ -205,6 +250,8 @@ fn random_reorganisations_during_live_sales_keep_the_accounting_exact() {
             snaps.push(snapshot(&mut w));
             continue;
         }
+        // The host has seen the head: a reorganisation replaces blocks it acted on.
+        caught_up(&mut w, &host);
         let seen = noticed(&host);
         if !snaps.is_empty() && rng.bool() {
             // Blocks were mined since every snapshot kept. evm_revert drops the snapshot
@@ -230,15 +277,28 @@ fn random_reorganisations_during_live_sales_keep_the_accounting_exact() {
             eprintln!("anvil_reorg {depth}");
             let other = w.chain.account(4);
             let tx = json!({"from": other, "to": other, "value": "0x0"});
+            let first = head(&mut w) + 1 - depth;
+            let before = block_hash(&mut w, first);
             w.rpc
                 .call("anvil_reorg", json!([depth, [[tx, 0]]]))
                 .unwrap();
             // Snapshots may name replaced blocks: take new ones.
             snaps.clear();
+            if block_hash(&mut w, first) == before {
+                // anvil dropped the transaction and made the same blocks again: nothing
+                // was replaced, so there is nothing to notice.
+                eprintln!("anvil_reorg {depth} replaced nothing");
+                continue;
+            }
         }
         injected += 1;
         eprintln!(
-            "reorganisation {injected}: head now {}",
+            "reorganisation {injected} at {:.3}: head now {}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+                % 60.0,
             w.rpc.call("eth_blockNumber", json!([])).unwrap()
         );
         w.mine_until(&[&host], "the reorganisation noticed", 20, |_| {

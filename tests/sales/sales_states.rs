@@ -843,6 +843,15 @@ fn defect_8_13_payout_retries_with_backoff() {
         now = at;
         out.clear();
         s = s.on(Input::Wake, now, &cfg(), &mut out);
+        // The slot is read again before each retry (a reorganisation may have moved it).
+        assert_eq!(out, vec![Output::ReadSlot(slot())]);
+        out.clear();
+        s = s.on(
+            Input::Slot(Ok(view(SlotState::Finished, ME))),
+            now,
+            &cfg(),
+            &mut out,
+        );
         assert_eq!(out, vec![Output::Send(Tx::FreeSlot { slot: slot() })]);
     }
     assert_eq!(s.state_name(), "SalePayout");
