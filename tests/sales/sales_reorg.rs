@@ -362,3 +362,79 @@ fn random_reorganisations_during_sales_keep_the_accounting_exact() {
         node.engine.stats().ended_by_state().collect::<Vec<_>>()
     );
 }
+
+/// A re-check answer is applied only while it can be trusted: one overtaken by a later
+/// re-check of the slot is dropped, and one that arrives after the sale moved on is asked
+/// for again, since the view may predate what moved it.
+#[test]
+fn a_stale_re_check_answer_is_not_applied() {
+    use codex::sales::engine::{Command, Ticket};
+    use codex::sales::sale::SlotView;
+    let (mut sim, mut node) = setup();
+    avail(&sim, &mut node, 3);
+    let c = client(&mut sim);
+    let id = post(&mut sim, c, small_ask(), EXPIRY);
+    node.run_blocks(&mut sim, 10);
+    assert_eq!(states(&node), vec!["SaleProving"; 3]);
+    let slot = SlotRef::new(id, 0);
+    let now = sim.now();
+    let rechecks = |node: &mut Node| -> Vec<Ticket> {
+        let mut v = Vec::new();
+        while let Some(cmd) = node.engine.poll() {
+            if let Command::Recheck(t) = cmd {
+                if t.slot == slot {
+                    v.push(t);
+                }
+            }
+        }
+        v
+    };
+    // A view that says our fill is gone.
+    let free = SlotView {
+        request: Some(std::sync::Arc::new(sim.pending().get_request(id).unwrap())),
+        request_state: Some(codex::market::RequestState::New),
+        slot_state: SlotState::Free,
+        expires_at: now + EXPIRY,
+        ends_at: now + 86_400,
+        host: codex::market::Address::ZERO,
+        current_collateral: U256::ZERO,
+    };
+    node.engine.handle(ChainTime(now), EngineInput::Reorged);
+    let first = rechecks(&mut node);
+    node.engine.handle(ChainTime(now), EngineInput::Reorged);
+    let second = rechecks(&mut node);
+    assert_eq!((first.len(), second.len()), (1, 1));
+    node.engine.handle(
+        ChainTime(now),
+        EngineInput::Rechecked(first[0], Ok(free.clone())),
+    );
+    assert_eq!(
+        node.engine.sale(slot).map(|s| s.state_name()),
+        Some("SaleProving"),
+        "overtaken: dropped"
+    );
+    // The sale moves on (its period wake-up asks for the proof view) before the answer.
+    let period = engine_config(&sim, node.address).sale.period;
+    let wake = (now / period + 1) * period + 1;
+    node.engine.handle(ChainTime(wake), EngineInput::Time);
+    node.engine.handle(
+        ChainTime(wake),
+        EngineInput::Rechecked(second[0], Ok(free.clone())),
+    );
+    let again = rechecks(&mut node);
+    assert_eq!(again.len(), 1, "asked again");
+    assert_eq!(
+        node.engine.sale(slot).map(|s| s.state_name()),
+        Some("SaleProving")
+    );
+    // A fresh answer is applied.
+    node.engine
+        .handle(ChainTime(wake), EngineInput::Rechecked(again[0], Ok(free)));
+    // Ended (our fill is gone), and the slot, queued again, is being prepared afresh.
+    assert_eq!(node.engine.stats().ended_in(FinalState::Ignored), 1);
+    assert_eq!(
+        node.engine.sale(slot).map(|s| s.state_name()),
+        Some("SalePreparing")
+    );
+    node.check_ledger();
+}
