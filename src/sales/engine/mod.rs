@@ -1257,6 +1257,9 @@ impl<L: Ledger> Engine<L> {
     /// wake-up and worker; returns the sale.
     fn remove_sale(&mut self, id: SlotRef) -> Option<Sale> {
         let live = self.sales.remove(&id)?;
+        // A re-check of an ended sale has nothing to change.
+        self.rechecking.remove(&id);
+        self.rechecks.remove(&id);
         if !self.has_sales(id.request_id) {
             // The watch only serves the request's sales: with none left it ends (queued
             // items go by their expiry), so watches never outlive them.
