@@ -73,6 +73,8 @@ const LATENCY: &[f64] = &[
 pub struct NodeMetrics {
     /// Chain connections lost (and re-made).
     pub reconnects: Counter,
+    /// Chain reorganisations noticed (a head replaced a block seen before).
+    pub reorgs: Counter,
     /// Marketplace events decoded and handed to the engine.
     pub events_processed: Counter,
     /// submitProof transactions that went through.
@@ -128,6 +130,7 @@ impl NodeMetrics {
     pub fn new(queue_capacity: usize, workers: usize) -> NodeMetrics {
         NodeMetrics {
             reconnects: Counter::default(),
+            reorgs: Counter::default(),
             events_processed: Counter::default(),
             proofs_submitted: Counter::default(),
             proofs_failed: Counter::default(),
@@ -296,6 +299,12 @@ impl NodeMetrics {
             "codex_chain_reconnects_total",
             "Chain connections lost and made again",
             self.reconnects.get(),
+        );
+        c(
+            &mut e,
+            "codex_chain_reorgs_total",
+            "Chain reorganisations noticed (a head replacing a block seen before)",
+            self.reorgs.get(),
         );
         c(
             &mut e,

@@ -176,6 +176,14 @@ impl ChainClient {
         self.sync.as_ref()
     }
 
+    /// Queries the Marketplace logs again from `block` (see [`LogSync::rewind`]): for a
+    /// reorganisation the caller saw in the heads' hashes that the log cursor could not.
+    pub fn rewind_logs(&mut self, block: u64) {
+        if let Some(s) = &mut self.sync {
+            s.rewind(block);
+        }
+    }
+
     /// Whether the WebSocket is open.
     pub fn is_connected(&self) -> bool {
         matches!(self.link, Link::Up { open: true, .. })

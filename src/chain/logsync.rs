@@ -106,9 +106,21 @@ impl LogSync {
         }
     }
 
-    /// The connection dropped: the range in flight will never be answered.
+    /// The connection dropped: the range in flight will never be answered, and the head is
+    /// known again only from the next `eth_blockNumber` or `newHeads` (the chain may have
+    /// gone back meanwhile, and a range beyond its head is refused).
     pub fn on_disconnect(&mut self) {
         self.in_flight = None;
+        self.head = None;
+    }
+
+    /// Moves the cursor back to `block` (within [`REORG_WINDOW`] of it, and not below the
+    /// first block): the driver saw a reorganisation this sync could not (heads it missed
+    /// while disconnected). The blocks are queried again; deduplication keeps unchanged
+    /// logs from being handed out twice, and logs that are gone are reported removed.
+    pub fn rewind(&mut self, block: u64) {
+        let floor = self.next_block.saturating_sub(REORG_WINDOW);
+        self.next_block = self.next_block.min(block.max(floor).max(self.start_block));
     }
 
     /// A head number from `eth_blockNumber` or `newHeads`. When `from_subscription` and the
@@ -117,6 +129,11 @@ impl LogSync {
     /// logs that did not change from being handed out twice, and logs handed out earlier that
     /// the new answer lacks are reported as [`SyncEvent::Removed`] (nodes such as anvil send no
     /// `removed: true` notifications of their own).
+    ///
+    /// An `eth_blockNumber` answer (not from the subscription) below the highest head seen
+    /// lowers the head without moving the cursor: the chain went back (anvil's `evm_revert`
+    /// rewinds without a notification), and a range planned up to the old head would be
+    /// refused for good; the next subscription head at or below the cursor rewinds it.
     pub fn on_head(&mut self, number: u64, from_subscription: bool) {
         if from_subscription && number < self.next_block {
             let floor = self.next_block.saturating_sub(REORG_WINDOW);
@@ -124,7 +141,11 @@ impl LogSync {
             self.head = Some(number);
             return;
         }
-        self.head = Some(self.head.map_or(number, |h| h.max(number)));
+        self.head = Some(if from_subscription {
+            self.head.map_or(number, |h| h.max(number))
+        } else {
+            number
+        });
     }
 
     /// Plans the next `eth_getLogs` range, if one is due and none is in flight.
@@ -325,6 +346,61 @@ mod tests {
         assert_eq!(p[0]["toBlock"], "0x9c4");
     }
 
+    /// A rewind by the driver queries the blocks again and reports what is gone, within the
+    /// window.
+    #[test]
+    fn a_rewind_queries_again_and_reports_what_is_gone() {
+        let mut s = LogSync::new(1, None, 100);
+        let mut out = vec![];
+        s.on_head(100, true);
+        let r = s.next_range().unwrap();
+        s.on_range(
+            r,
+            vec![log(5, 0, 5), log(90, 0, 90), log(95, 0, 95)],
+            &mut out,
+        );
+        s.rewind(10);
+        assert_eq!(s.processed(), Some(36), "no deeper than the window");
+        out.clear();
+        let r = s.next_range().unwrap();
+        assert_eq!(r, LogRange { from: 37, to: 100 });
+        s.on_range(r, vec![log(95, 0, 95)], &mut out);
+        assert!(
+            matches!(&out[..], [SyncEvent::Removed(l), SyncEvent::Processed(100)] if l.block_number == 90),
+            "{out:?}"
+        );
+    }
+
+    /// After `evm_revert` the chain is shorter than the cursor: `eth_blockNumber` on the
+    /// reconnect lowers the head, so no range beyond the chain is asked for again, and the
+    /// next subscription head rewinds the cursor and reports what the old branch had.
+    #[test]
+    fn a_chain_shorter_than_the_cursor_is_not_queried_beyond_its_head() {
+        let mut s = LogSync::new(1, None, 100);
+        let mut out = vec![];
+        s.on_head(6, true);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![log(6, 0, 6)], &mut out);
+        s.on_head(7, true);
+        assert_eq!(s.next_range(), Some(LogRange { from: 7, to: 7 }));
+        // The range fails (the chain went back to 4): the link is dropped and made again.
+        s.on_disconnect();
+        s.on_head(4, false);
+        assert_eq!(s.next_range(), None, "nothing beyond the chain's head");
+        out.clear();
+        s.on_head(5, true);
+        let r = s.next_range().unwrap();
+        assert_eq!(r, LogRange { from: 5, to: 5 });
+        s.on_range(r, vec![], &mut out);
+        s.on_head(6, true);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![], &mut out);
+        assert!(
+            matches!(&out[..], [SyncEvent::Processed(5), SyncEvent::Removed(l), SyncEvent::Processed(6)] if l.block_number == 6),
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn cursor_holds_when_a_range_fails_or_the_link_drops() {
         let mut s = LogSync::new(10, None, 5);
@@ -334,6 +410,8 @@ mod tests {
         assert_eq!(s.processed(), Some(9));
         assert_eq!(s.next_range(), Some(r), "the same range again");
         s.on_disconnect();
+        assert_eq!(s.next_range(), None, "the head is asked for again first");
+        s.on_head(20, false);
         let again = s.next_range().unwrap();
         assert_eq!(again, r);
         // A stale answer for a range no longer in flight is ignored.

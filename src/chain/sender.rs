@@ -125,6 +125,8 @@ impl Sender {
                         queue.extend(out);
                     }
                     TxAction::Log(line) => log::info!("{line}"),
+                    // A one-shot book never sees a reorganisation.
+                    TxAction::Undone(..) => {}
                     TxAction::Done((), result) => {
                         return result.map_err(|e| match e {
                             TxFailure::Estimate(c) => SendError::Chain(c),

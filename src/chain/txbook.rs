@@ -45,6 +45,31 @@ pub enum TxCall {
     Receipt(u64, B256),
     /// `eth_getTransactionCount(pending)`.
     Nonce,
+    /// `eth_getTransactionReceipt` of a transaction counted as done, after a
+    /// reorganisation (see [`TxBook::on_reorg`]).
+    Recheck(B256),
+    /// `eth_sendRawTransaction` of a transaction sent again after a reorganisation (the
+    /// answer is only logged).
+    Resend,
+    /// `eth_getTransactionCount(latest)` after a counted receipt was found gone: which of
+    /// the gone transactions' nonces the new chain has used.
+    GoneNonce,
+}
+
+/// Blocks a transaction counted as done is remembered for, so that a reorganisation deeper
+/// than its confirmations is noticed (the log sync's reorganisation window).
+pub const KEEP_DONE_BLOCKS: u64 = 64;
+
+/// A transaction counted as done, kept for [`KEEP_DONE_BLOCKS`].
+#[derive(Debug)]
+struct Counted<T> {
+    tag: T,
+    label: &'static str,
+    hash: B256,
+    block: u64,
+    nonce: u64,
+    /// The signed transaction, to send again if it was reorganised out.
+    raw: Bytes,
 }
 
 /// A mined transaction.
@@ -93,6 +118,11 @@ pub enum TxAction<T> {
     Done(T, Result<Mined, TxFailure>),
     /// An informative line for the log.
     Log(String),
+    /// A transaction counted as done (told with [`TxAction::Done`]) was reorganised out and
+    /// is not sent again, with its label: a `freeSlot`, whose sale must read its slot again
+    /// to claim what the new chain owes, or a `reserveSlot`, which no longer holds (see
+    /// [`TxBook::on_reorg`]).
+    Undone(T, &'static str),
 }
 
 /// One transaction to send.
@@ -122,12 +152,15 @@ enum Stage {
         nonce: u64,
         fees: (u128, u128),
         hash: B256,
+        raw: Bytes,
     },
     Pending {
         gas: u64,
         nonce: u64,
         fees: (u128, u128),
         hashes: Vec<B256>,
+        /// The signed transactions of `hashes`, in the same order.
+        raws: Vec<Bytes>,
         since: u64,
     },
 }
@@ -154,6 +187,11 @@ pub struct TxBook<T> {
     txs: HashMap<u64, InFlight<T>>,
     fills_waiting: VecDeque<(TxRequest<T>, TxRequest<T>)>,
     fill_busy: bool,
+    /// Transactions counted as done in the last [`KEEP_DONE_BLOCKS`] blocks.
+    counted: Vec<Counted<T>>,
+    /// Hashes of counted transactions whose receipt is gone, waiting for the account's
+    /// nonce on the new chain ([`TxCall::GoneNonce`]).
+    gone: Vec<B256>,
     /// Counters.
     pub sent: u64,
     /// Counters.
@@ -177,6 +215,8 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             txs: HashMap::new(),
             fills_waiting: VecDeque::new(),
             fill_busy: false,
+            counted: Vec::new(),
+            gone: Vec::new(),
             sent: 0,
             replaced: 0,
             reverted: 0,
@@ -299,6 +339,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             nonce,
             fees: (max_fee, tip),
             hashes,
+            raws,
             since,
         } = &mut tx.stage
         else {
@@ -323,6 +364,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         *max_fee = new.0;
         *tip = new.1;
         hashes.push(signed.0);
+        raws.push(signed.1.clone());
         *since = self.head;
         self.replaced += 1;
         out.push(TxAction::Log(format!(
@@ -409,6 +451,22 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 Err(e) => self.fail(id, TxFailure::Estimate(e), out),
             },
             TxCall::Send(id) => self.on_sent(id, result, out),
+            TxCall::Recheck(hash) => self.on_recheck(hash, result, out),
+            TxCall::GoneNonce => {
+                let count = result
+                    .ok()
+                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                if let Some(count) = count {
+                    for hash in std::mem::take(&mut self.gone) {
+                        self.on_gone(hash, count, out);
+                    }
+                }
+            }
+            TxCall::Resend => {
+                if let Err(e) = result {
+                    out.push(TxAction::Log(format!("sending again: {e}")));
+                }
+            }
             TxCall::Receipt(id, hash) => self.on_receipt(id, hash, result, out),
         }
     }
@@ -437,17 +495,18 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let f = fees(self.base_fee, None, DEFAULT_TIP);
         match sign(&self.key, self.chain_id, nonce, gas, f, &tx.req) {
             Ok((hash, raw)) => {
-                tx.stage = Stage::Sending {
-                    gas,
-                    nonce,
-                    fees: f,
-                    hash,
-                };
                 out.push(TxAction::Call(
                     TxCall::Send(id),
                     "eth_sendRawTransaction",
                     json!([raw]),
                 ));
+                tx.stage = Stage::Sending {
+                    gas,
+                    nonce,
+                    fees: f,
+                    hash,
+                    raw,
+                };
             }
             Err(e) => {
                 self.nonces.release(nonce);
@@ -465,13 +524,14 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
-        let (gas, nonce, f, hash) = match &tx.stage {
+        let (gas, nonce, f, hash, raw) = match &tx.stage {
             Stage::Sending {
                 gas,
                 nonce,
                 fees,
                 hash,
-            } => (*gas, *nonce, *fees, *hash),
+                raw,
+            } => (*gas, *nonce, *fees, *hash, raw.clone()),
             // A replacement went out: its answer changes nothing unless it failed for a
             // reason other than the first one being mined.
             Stage::Pending { .. } => return,
@@ -518,6 +578,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 nonce,
                 fees: f,
                 hashes: vec![hash],
+                raws: vec![raw],
                 since: head,
             };
         } else {
@@ -576,6 +637,30 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let Some(tx) = self.txs.remove(&id) else {
             return;
         };
+        if let Stage::Pending {
+            nonce,
+            hashes,
+            raws,
+            ..
+        } = &tx.stage
+        {
+            if let Some(raw) = hashes
+                .iter()
+                .position(|h| *h == hash)
+                .map(|i| raws[i].clone())
+            {
+                self.counted.push(Counted {
+                    tag: tx.req.tag,
+                    label: tx.req.label,
+                    hash,
+                    block,
+                    nonce: *nonce,
+                    raw,
+                });
+            }
+        }
+        let floor = self.head.saturating_sub(KEEP_DONE_BLOCKS);
+        self.counted.retain(|c| c.block >= floor);
         match tx.then {
             Some(next) => self.start(next, None, tx.fill_lane, out),
             None => {
@@ -593,6 +678,199 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 }
             }
         }
+    }
+
+    /// The chain was reorganised: every transaction not mined yet is sent again (a node
+    /// that rewound its chain may have dropped it from its pool, and the nonces after it
+    /// would wait behind the gap), except a `freeSlot`, which is withdrawn (its nonce given
+    /// to an empty transaction, its caller told it failed); and the receipt of every transaction counted as done in
+    /// the last [`KEEP_DONE_BLOCKS`] blocks is looked up again: one that is gone is sent
+    /// again too, so that what its caller was told stays true and its nonce is used
+    /// (or its nonce is given to an empty transaction, see [`Self::on_recheck`]).
+    pub fn on_reorg(&mut self, out: &mut Vec<TxAction<T>>) {
+        let mut ids: Vec<u64> = self.txs.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(tx) = self.txs.get(&id) else {
+                continue;
+            };
+            let Stage::Pending {
+                nonce, fees, raws, ..
+            } = &tx.stage
+            else {
+                continue;
+            };
+            if tx.req.label == "freeSlot" {
+                // Its sale decided on a chain that is gone: the nonce goes to an empty
+                // transaction (outbidding it in the pool), and the sale, told it failed,
+                // reads the slot again before it frees it (a freeSlot on a slot still
+                // Filled would forfeit the collateral).
+                let (nonce, fees) = (*nonce, *fees);
+                self.withdraw(id, nonce, fees, out);
+                continue;
+            }
+            if let Some(raw) = raws.last() {
+                out.push(TxAction::Call(
+                    TxCall::Resend,
+                    "eth_sendRawTransaction",
+                    json!([raw]),
+                ));
+            }
+        }
+        for c in &self.counted {
+            out.push(TxAction::Call(
+                TxCall::Recheck(c.hash),
+                "eth_getTransactionReceipt",
+                json!([c.hash]),
+            ));
+        }
+    }
+
+    /// Gives the nonce of pending transaction `id` to an empty transaction with higher fees
+    /// and fails it (transient) to its caller.
+    fn withdraw(
+        &mut self,
+        id: u64,
+        nonce: u64,
+        (max_fee, tip): (u128, u128),
+        out: &mut Vec<TxAction<T>>,
+    ) {
+        let Some(tx) = self.txs.remove(&id) else {
+            return;
+        };
+        let (now_max, now_tip) = fees(self.base_fee, None, DEFAULT_TIP);
+        let new = (
+            (max_fee + max_fee / 4 + 1).max(now_max),
+            (tip + tip / 4 + 1).max(now_tip),
+        );
+        let cancel = TxRequest {
+            tag: (),
+            label: "cancel",
+            call: GasCall::Other,
+            to: self.key.address(),
+            data: Bytes::new(),
+        };
+        match sign(&self.key, self.chain_id, nonce, 21_000, new, &cancel) {
+            Ok((h, raw)) => {
+                out.push(TxAction::Log(format!(
+                    "the chain was reorganised while {} (nonce {nonce}) was pending: withdrawn, its nonce goes to the empty transaction {h}",
+                    tx.req.label
+                )));
+                out.push(TxAction::Call(
+                    TxCall::Resend,
+                    "eth_sendRawTransaction",
+                    json!([raw]),
+                ));
+            }
+            Err(e) => out.push(TxAction::Log(format!("cannot sign a cancel: {e}"))),
+        }
+        out.push(TxAction::Done(
+            tx.req.tag,
+            Err(TxFailure::Transient(format!(
+                "the chain was reorganised while {} was pending",
+                tx.req.label
+            ))),
+        ));
+        if tx.fill_lane {
+            self.next_fill(out);
+        }
+    }
+
+    /// The receipt of a transaction counted as done, looked up after a reorganisation. A
+    /// receipt that is gone means the transaction was reorganised out. A `submitProof` or
+    /// an `approve` is sent again as it was (replaying them is harmless, and their nonce
+    /// must be used). The nonce of a `fillSlot`, a `reserveSlot` or a `freeSlot` goes to an
+    /// empty transaction to ourselves instead: the sale of a fill or a reservation re-checks
+    /// its slot and, finding it Free, ends with its collateral back (the same fill mined
+    /// again later would hold collateral no sale accounts for, and the same reservation
+    /// would make a new sale's `canReserveSlot` false); a `freeSlot` replayed on a chain
+    /// whose time went back would be a forced free, so its caller is told
+    /// ([`TxAction::Undone`]) and reads the slot again.
+    fn on_recheck(
+        &mut self,
+        hash: B256,
+        result: Result<Value, ChainError>,
+        out: &mut Vec<TxAction<T>>,
+    ) {
+        let Ok(receipt) = result else {
+            return;
+        };
+        let Some(i) = self.counted.iter().position(|c| c.hash == hash) else {
+            return;
+        };
+        if let Some(block) = receipt["blockNumber"]
+            .as_str()
+            .and_then(|s| parse_quantity(s).ok())
+        {
+            self.counted[i].block = block;
+            return;
+        }
+        if !receipt.is_null() || self.gone.contains(&hash) {
+            return;
+        }
+        // No receipt: either the transaction is gone, or (anvil's evm_revert to a snapshot of
+        // the head keeps the block's state but not its receipts) it is there without one.
+        // The account's nonce on the new chain tells which.
+        self.gone.push(hash);
+        out.push(TxAction::Call(
+            TxCall::GoneNonce,
+            "eth_getTransactionCount",
+            json!([self.key.address(), "latest"]),
+        ));
+    }
+
+    /// A counted transaction without a receipt on the new chain, whose account has used
+    /// `count` nonces there: one whose nonce is used stays counted; the others are acted on
+    /// as [`Self::on_recheck`] says.
+    fn on_gone(&mut self, hash: B256, count: u64, out: &mut Vec<TxAction<T>>) {
+        let Some(c) = self.counted.iter_mut().find(|c| c.hash == hash) else {
+            return;
+        };
+        if c.nonce < count {
+            out.push(TxAction::Log(format!(
+                "{} {hash} has no receipt after the reorganisation, but its nonce {} is used: still counted",
+                c.label, c.nonce
+            )));
+            return;
+        }
+        if matches!(c.label, "fillSlot" | "reserveSlot" | "freeSlot") {
+            if matches!(c.label, "freeSlot" | "reserveSlot") {
+                out.push(TxAction::Undone(c.tag, c.label));
+            }
+            let cancel = TxRequest {
+                tag: (),
+                label: "cancel",
+                call: GasCall::Other,
+                to: self.key.address(),
+                data: Bytes::new(),
+            };
+            let f = fees(self.base_fee, None, DEFAULT_TIP);
+            match sign(&self.key, self.chain_id, c.nonce, 21_000, f, &cancel) {
+                Ok((h, raw)) => {
+                    out.push(TxAction::Log(format!(
+                        "{} {hash} (nonce {}) was reorganised out after it was counted; its nonce goes to the empty transaction {h}",
+                        c.label, c.nonce
+                    )));
+                    c.label = "cancel";
+                    c.hash = h;
+                    c.raw = raw;
+                }
+                Err(e) => {
+                    out.push(TxAction::Log(format!("cannot sign a cancel: {e}")));
+                    return;
+                }
+            }
+        } else {
+            out.push(TxAction::Log(format!(
+                "{} {hash} (nonce {}) was reorganised out after it was counted; sending it again",
+                c.label, c.nonce
+            )));
+        }
+        out.push(TxAction::Call(
+            TxCall::Resend,
+            "eth_sendRawTransaction",
+            json!([c.raw]),
+        ));
     }
 
     fn fail(&mut self, id: u64, err: TxFailure, out: &mut Vec<TxAction<T>>) {
@@ -670,7 +948,7 @@ mod tests {
             match a {
                 TxAction::Call(t, m, p) => calls.push((t, m, p)),
                 TxAction::Done(tag, r) => done.push((tag, r.is_ok())),
-                TxAction::Log(_) => {}
+                TxAction::Log(_) | TxAction::Undone(..) => {}
             }
         }
         (calls, done)
@@ -700,7 +978,9 @@ mod tests {
                     sends.push((tag, method, params));
                     continue;
                 }
-                TxCall::Receipt(..) => continue,
+                TxCall::Receipt(..) | TxCall::Recheck(_) | TxCall::Resend | TxCall::GoneNonce => {
+                    continue
+                }
             }
             pending.extend(split(out).0);
         }
@@ -859,5 +1139,173 @@ mod tests {
         );
         assert_eq!(split(out).1, vec![(4, false)]);
         assert_eq!(b.reverted, 1);
+    }
+
+    /// Sends `r` (nonce synced to 0), answers the send and a receipt in block `block` at
+    /// head `head`; returns the raw transaction sent and the done outcomes.
+    fn mined(
+        b: &mut TxBook<u32>,
+        r: TxRequest<u32>,
+        head: u64,
+        block: u64,
+    ) -> (Value, Vec<(u32, bool)>) {
+        let mut out = Vec::new();
+        b.send(r, &mut out);
+        let sends = to_sends(b, split(out).0, 0);
+        let raw = sends[0].2[0].clone();
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut Vec::new());
+        let mut out = Vec::new();
+        b.on_head(head, &mut out);
+        let (calls, _) = split(out);
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[0].0,
+            Ok(json!({"blockNumber": format!("{block:#x}"), "status": "0x1", "gasUsed": "0x1"})),
+            &mut out,
+        );
+        (raw, split(out).1)
+    }
+
+    /// A receipt seen before its confirmations and then reorganised out does not count:
+    /// the transaction is sent again as it was, and it counts once it is confirmed on the
+    /// new chain.
+    #[test]
+    fn a_receipt_reorganised_out_before_its_confirmations_is_not_counted() {
+        let mut b = book();
+        b.set_confirmations(3);
+        let (raw, done) = mined(&mut b, req(1), 101, 101);
+        assert!(done.is_empty(), "one block of three");
+        let mut out = Vec::new();
+        b.on_reorg(&mut out);
+        let (calls, _) = split(out);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (calls[0].0, calls[0].1),
+            (TxCall::Resend, "eth_sendRawTransaction")
+        );
+        assert_eq!(calls[0].2[0], raw, "the same transaction");
+        // The new chain has no receipt yet: still pending, and asked again each block.
+        let mut out = Vec::new();
+        b.on_head(102, &mut out);
+        let (calls, _) = split(out);
+        let mut out = Vec::new();
+        b.on_answer(calls[0].0, Ok(Value::Null), &mut out);
+        assert!(split(out).1.is_empty());
+        let mut out = Vec::new();
+        b.on_head(104, &mut out);
+        let (calls, _) = split(out);
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[0].0,
+            Ok(json!({"blockNumber": "0x66", "status": "0x1", "gasUsed": "0x1"})),
+            &mut out,
+        );
+        assert_eq!(split(out).1, vec![(1, true)], "confirmed on the new chain");
+    }
+
+    /// A transaction counted as done whose receipt a reorganisation deeper than its
+    /// confirmations removed is sent again as it was; the nonce of a fillSlot, a
+    /// reserveSlot or a freeSlot goes to an empty transaction to ourselves instead (and the
+    /// caller of a freeSlot or a reserveSlot is told); one still mined, or without a receipt
+    /// but with its nonce used on the new chain, is left alone.
+    #[test]
+    fn counted_transactions_reorganised_out_are_sent_again_but_fills_are_not() {
+        for (label, again) in [
+            ("freeSlot", false),
+            ("submitProof", true),
+            ("fillSlot", false),
+            ("reserveSlot", false),
+            ("kept", true),
+            ("nonce used", true),
+        ] {
+            let mut b = book();
+            let r = TxRequest { label, ..req(2) };
+            let (raw, done) = mined(&mut b, r, 101, 101);
+            assert_eq!(done, vec![(2, true)]);
+            let mut out = Vec::new();
+            b.on_reorg(&mut out);
+            let (calls, _) = split(out);
+            assert_eq!(calls.len(), 1);
+            let TxCall::Recheck(hash) = calls[0].0 else {
+                panic!("{:?}", calls[0]);
+            };
+            let mut out = Vec::new();
+            let receipt = if label == "kept" {
+                json!({"blockNumber": "0x65", "status": "0x1"})
+            } else {
+                Value::Null
+            };
+            b.on_answer(TxCall::Recheck(hash), Ok(receipt), &mut out);
+            if label != "kept" {
+                // No receipt: the account's nonce on the new chain decides.
+                let (calls, _) = split(out);
+                assert_eq!(calls.len(), 1);
+                assert_eq!(calls[0].0, TxCall::GoneNonce);
+                out = Vec::new();
+                let count = if label == "nonce used" { "0x1" } else { "0x0" };
+                b.on_answer(TxCall::GoneNonce, Ok(json!(count)), &mut out);
+            }
+            let undone: Vec<_> = out
+                .iter()
+                .filter_map(|a| match a {
+                    TxAction::Undone(tag, label) => Some((*tag, *label)),
+                    _ => None,
+                })
+                .collect();
+            let told = match label {
+                "freeSlot" | "reserveSlot" => vec![(2, label)],
+                _ => vec![],
+            };
+            assert_eq!(undone, told, "{label}: its caller told to read again");
+            let (calls, done) = split(out);
+            assert!(done.is_empty(), "{label}: told once");
+            if label == "kept" || label == "nonce used" {
+                assert!(calls.is_empty(), "{label}: still counted");
+                continue;
+            }
+            assert_eq!(calls.len(), 1, "{label}");
+            assert_eq!(calls[0].0, TxCall::Resend);
+            let sent: Bytes = calls[0].2[0].as_str().unwrap().parse().unwrap();
+            let tx = crate::chain::tx::SignedTx::decode(&sent).unwrap().tx;
+            assert_eq!(tx.nonce, nonce_of(&json!([raw])), "{label}: the same nonce");
+            assert_eq!(calls[0].2[0] == raw, again, "{label}");
+            if !again {
+                assert_eq!(tx.to, b.address());
+                assert!(tx.data.is_empty());
+            }
+        }
+    }
+
+    /// A freeSlot pending when the chain is reorganised is withdrawn: its nonce goes to an
+    /// empty transaction with higher fees, and its caller is told it failed (so its sale
+    /// reads the slot again before it frees it).
+    #[test]
+    fn a_pending_free_slot_is_withdrawn_on_a_reorganisation() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(
+            TxRequest {
+                label: "freeSlot",
+                ..req(3)
+            },
+            &mut out,
+        );
+        let sends = to_sends(&mut b, split(out).0, 7);
+        let original = sends[0].2.clone();
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut Vec::new());
+        let mut out = Vec::new();
+        b.on_reorg(&mut out);
+        let (calls, done) = split(out);
+        assert_eq!(done, vec![(3, false)]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0, TxCall::Resend);
+        let sent: Bytes = calls[0].2[0].as_str().unwrap().parse().unwrap();
+        let cancel = crate::chain::tx::SignedTx::decode(&sent).unwrap().tx;
+        let raw: Bytes = original[0].as_str().unwrap().parse().unwrap();
+        let first = crate::chain::tx::SignedTx::decode(&raw).unwrap().tx;
+        assert_eq!(cancel.nonce, first.nonce);
+        assert_eq!((cancel.to, cancel.data.len()), (b.address(), 0));
+        assert!(cancel.max_fee_per_gas > first.max_fee_per_gas);
+        assert!(b.is_empty());
     }
 }

@@ -13,6 +13,11 @@ impl Node {
         if e.state == FinalState::Ignored {
             return;
         }
+        if e.reservation.is_none() && self.repaying.remove(&e.slot) {
+            // The payout claimed again after a reorganisation: the history has the sale
+            // with its payout already.
+            return;
+        }
         let (reservation, returned) = match &e.reservation {
             Some((r, returned)) => (Some(r), (*returned).min(r.collateral)),
             None => (None, U256::ZERO),

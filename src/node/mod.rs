@@ -189,6 +189,8 @@ enum BatchKind {
     Proof(Ticket),
     CanReserve(Ticket),
     Freed(RequestId, u64),
+    /// A slot view read again after a reorganisation (always with getRequest).
+    Recheck(Ticket),
 }
 
 struct Batch {
@@ -402,6 +404,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         next_balances: Instant::now(),
         metrics: crate::metrics::NodeMetrics::new(queue_size, max_workers),
         proving: std::collections::HashSet::new(),
+        repaying: std::collections::HashSet::new(),
         processed: start.head,
         cursor_due: None,
     };
@@ -860,6 +863,9 @@ struct Node {
     metrics: crate::metrics::NodeMetrics,
     /// submitProof transactions in flight.
     proving: std::collections::HashSet<Ticket>,
+    /// Slots whose counted payout was reorganised out and that are claimed again: their
+    /// sale is in the history already.
+    repaying: std::collections::HashSet<SlotRef>,
     /// The last block fully processed.
     processed: u64,
     /// The cursor to persist at the end of this turn: the last block processed and its hash.
@@ -964,18 +970,64 @@ impl Node {
                     l.block_number
                 ),
             },
-            ClientOutput::Removed(l) => log::warn!(
-                target: "codex::chain",
-                "log {} of block {} was removed by a reorganisation",
-                l.log_index,
-                l.block_number
-            ),
+            ClientOutput::Removed(l) => {
+                log::warn!(
+                    target: "codex::chain",
+                    "log {} of block {} was removed by a reorganisation",
+                    l.log_index,
+                    l.block_number
+                );
+                // The engine takes the event back: a vanished request leaves the queue,
+                // and the sales of its request read their slot again.
+                if let Ok(d) = decode_log(&to_rpc_log(&l)) {
+                    if let MarketEvent::StorageRequested { request_id, .. } = &d.event {
+                        self.open.remove(request_id);
+                    }
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::Removed(d.event));
+                }
+            }
             ClientOutput::Processed(b) => {
                 self.processed = b;
                 let hash = self.hashes.get(&b).copied().unwrap_or_default();
                 self.cursor_due = Some((b, hash));
             }
             ClientOutput::Head(h) => {
+                // A head at or below the last one with a hash we have not seen, or one
+                // whose parent is not the block we have at that height (heads missed while
+                // the connection was down): the chain was reorganised (anvil's `evm_revert`
+                // and `anvil_reorg` say so only this way). What the node counted as done
+                // may be gone: the sales read their slots again and the transaction book
+                // looks up its recent receipts.
+                let replaced = h.number <= self.head && self.hashes.get(&h.number) != Some(&h.hash);
+                let forked = h
+                    .number
+                    .checked_sub(1)
+                    .and_then(|p| self.hashes.get(&p))
+                    .is_some_and(|p| *p != h.parent_hash);
+                // Heads missed (the connection was down) could hide one too: they are
+                // treated alike, since a check that finds nothing changes nothing.
+                let missed = h.number > self.head + 1
+                    && !self.hashes.contains_key(&(h.number - 1))
+                    && !self.hashes.is_empty();
+                if replaced || forked {
+                    log::warn!(target: "codex::chain", "block {} replaced: the chain was reorganised; checking the sales and recent transactions again", if replaced { h.number } else { h.number - 1 });
+                    self.metrics.reorgs.inc();
+                } else if missed {
+                    log::info!(target: "codex::chain", "blocks {}..{} were not announced; checking the sales and recent transactions again", self.head + 1, h.number - 1);
+                }
+                if replaced || forked || missed {
+                    let fork = if replaced { h.number } else { h.number - 1 };
+                    self.hashes.retain(|n, _| *n < fork);
+                    // Heads missed while disconnected may hide where the chains part: the
+                    // logs of the whole window are read again (the log sync hands out
+                    // nothing twice and reports what is gone).
+                    self.client
+                        .rewind_logs(h.number.saturating_sub(crate::chain::logsync::REORG_WINDOW));
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::Reorged);
+                    self.txs.on_reorg(&mut self.tx_actions);
+                }
                 self.last_head_at = Some(Instant::now());
                 self.head = h.number;
                 self.now = self.now.max(h.timestamp);
@@ -1194,6 +1246,11 @@ impl Node {
     }
 
     fn batch(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>) {
+        self.batch_at(reg, kind, calls, "pending");
+    }
+
+    /// [`Self::batch`] at block `tag`.
+    fn batch_at(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>, tag: &str) {
         self.next_batch += 1;
         let id = self.next_batch;
         self.batches.insert(
@@ -1211,7 +1268,7 @@ impl Node {
             .map(|data| {
                 (
                     "eth_call",
-                    json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, "pending"]),
+                    json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, tag]),
                 )
             })
             .collect();
@@ -1233,6 +1290,11 @@ impl Node {
                 let view = self.slot_view(t.slot, cached, &mut r);
                 self.engine
                     .handle(ChainTime(now), EngineInput::Reply(t, Input::Slot(view)));
+            }
+            BatchKind::Recheck(t) => {
+                let view = self.slot_view(t.slot, None, &mut r);
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Rechecked(t, view));
             }
             BatchKind::Proof(t) => {
                 let view = (|| -> Result<ProofView, SaleChainError> {
@@ -1401,6 +1463,25 @@ impl Node {
                 self.eth_call(reg, calls::request_state(rid), Purpose::RequestState(rid));
             }
             Command::Ended(e) => self.record_end(e),
+            Command::Recheck(t) => {
+                let (rid, sid) = (t.slot.request_id, t.slot.slot_id());
+                // getRequest is read every time: the question is whether the request is
+                // still on the chain.
+                self.requests.remove(&rid);
+                self.batch(
+                    reg,
+                    BatchKind::Recheck(t),
+                    vec![
+                        calls::get_request(rid),
+                        calls::request_state(rid),
+                        calls::slot_state(sid),
+                        calls::request_expiry(rid),
+                        calls::request_end(rid),
+                        calls::get_host(sid),
+                        calls::current_collateral(sid),
+                    ],
+                );
+            }
             Command::LookupFreedSlot {
                 request_id,
                 slot_index,
@@ -1465,7 +1546,14 @@ impl Node {
                     calls::get_host(sid),
                     calls::current_collateral(sid),
                 ]);
-                self.batch(reg, BatchKind::Slot(t, cached), views);
+                // A sale about to free its slot reads it at `latest`: the block freeSlot runs in
+                // is no earlier than that, so a slot Finished there is Finished then, while
+                // `pending`'s time is a guess (after anvil's evm_revert, ahead of the blocks
+                // mined), and a freeSlot that runs before the request's end is a forced free
+                // that forfeits the collateral.
+                let freeing = matches!(state, "SalePayout" | "SaleCancelled" | "SaleFailed");
+                let tag = if freeing { "latest" } else { "pending" };
+                self.batch_at(reg, BatchKind::Slot(t, cached), views, tag);
             }
             SaleCommand::ReadProof(s) => {
                 let sid = s.slot_id();
@@ -1762,6 +1850,24 @@ impl Node {
                         .handle(ChainTime(self.now), EngineInput::Reply(t, Input::Tx(res)));
                 }
                 TxAction::Log(line) => log::info!(target: "codex::chain", "{line}"),
+                TxAction::Undone(TxTag::Sale(t), "reserveSlot") => {
+                    // The record would skip canReserveSlot for a reservation that is gone.
+                    if let Err(e) = self
+                        .engine
+                        .ledger_port()
+                        .forget_chain_reservation(t.slot.request_id, t.slot.slot_index)
+                    {
+                        log::warn!(target: "codex::store", "forgetting the reservation of slot {} of {}: {e}", t.slot.slot_index, short(&t.slot.request_id));
+                    }
+                }
+                TxAction::Undone(TxTag::Sale(t), label) => {
+                    log::warn!(target: "codex::sales", "slot {} of {}: its {label} was reorganised out after its sale ended; reading the slot again", t.slot.slot_index, short(&t.slot.request_id));
+                    // The history already has this sale, with its payout.
+                    self.repaying.insert(t.slot);
+                    self.engine
+                        .handle(ChainTime(self.now), EngineInput::ResumeSlot(t.slot));
+                }
+                TxAction::Undone(TxTag::Mark(..), _) => {}
             }
         }
     }

@@ -88,6 +88,23 @@ impl Store {
         })
     }
 
+    /// Forgets this host's on-chain reservation of a slot it did not fill, after a
+    /// reorganisation removed the `reserveSlot`: a sale that asks again reads
+    /// `canReserveSlot` instead of trusting a record the chain no longer bears out.
+    pub fn forget_chain_reservation(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 0",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
     /// Forgets a filled slot whose sale ended.
     pub fn forget_chain_fill(
         &mut self,

@@ -17,6 +17,7 @@ use support::dataserver::{DataServer, Mode};
 use support::devchain::{self, Devchain};
 use support::proxy::{text_frame, Proxy};
 
+mod reorg;
 mod validator;
 
 /// Seconds of chain time each mined block adds.

@@ -9,6 +9,7 @@ mod sim;
 mod ledger_props;
 mod sales_engine;
 mod sales_queue;
+mod sales_reorg;
 mod sales_soak;
 mod sales_sqlite;
 mod sales_states;

@@ -338,6 +338,23 @@ impl<L: Reopen> Node<L> {
                         .handle(ChainTime(now), EngineInput::Reply(ticket, input));
                 }
             }
+            Command::Recheck(t) => {
+                let s = t.slot;
+                let mut view = match self.sale_output(
+                    sim,
+                    Ticket { slot: s, seq: 0 },
+                    SaleCommand::ReadSlot(s),
+                ) {
+                    Some(Input::Slot(view)) => view,
+                    _ => unreachable!("a slot read answers with a slot view"),
+                };
+                // A re-check asks whether the request is still on the chain: no cache.
+                if let Ok(v) = &mut view {
+                    v.request = sim.pending().get_request(s.request_id).ok().map(Arc::new);
+                }
+                self.engine
+                    .handle(ChainTime(now), EngineInput::Rechecked(t, view));
+            }
             Command::ReleaseData(slot) => self.released.push(slot),
             Command::Ended(_) => {}
             Command::ReadRequestState(id) => {

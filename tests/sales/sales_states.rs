@@ -549,12 +549,29 @@ fn item_88_proving_submits_required_proofs_once_per_period() {
     );
     assert_eq!(p.state_name(), "SalePayout");
     assert_eq!(out.last(), Some(&Output::ReadSlot(slot())));
-    // Free: Errored.
-    let (e, _) = feed(
+    // Free: our fill was reorganised out (a filled slot never reads Free again), so all
+    // the collateral held comes back and the slot is queued again; Paid: Errored.
+    let (e, out) = feed(
         s.clone(),
         vec![
             Input::Wake,
             Input::Proof(Ok(proof_view(SlotState::Free, 100, false))),
+        ],
+        1401,
+    );
+    assert_eq!(e.state_name(), "SaleIgnored");
+    let end = ending(&e, &out);
+    assert_eq!(
+        end.reservation,
+        Some((reservation().id, reservation().collateral))
+    );
+    assert!(end.release_data);
+    assert!(end.requeue.as_ref().is_some_and(|i| !i.seen));
+    let (e, _) = feed(
+        s.clone(),
+        vec![
+            Input::Wake,
+            Input::Proof(Ok(proof_view(SlotState::Paid, 100, false))),
         ],
         1401,
     );
@@ -831,6 +848,15 @@ fn defect_8_13_payout_retries_with_backoff() {
         now = at;
         out.clear();
         s = s.on(Input::Wake, now, &cfg(), &mut out);
+        // The slot is read again before each retry (a reorganisation may have moved it).
+        assert_eq!(out, vec![Output::ReadSlot(slot())]);
+        out.clear();
+        s = s.on(
+            Input::Slot(Ok(view(SlotState::Finished, ME))),
+            now,
+            &cfg(),
+            &mut out,
+        );
         assert_eq!(out, vec![Output::Send(Tx::FreeSlot { slot: slot() })]);
     }
     assert_eq!(s.state_name(), "SalePayout");

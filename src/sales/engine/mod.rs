@@ -27,7 +27,7 @@
 //! has a live sale (its queued items are purged by their expiry without a watch).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ use crate::market::{Ask, MarketEvent, Request, RequestId, RequestState, SlotId, 
 use super::ledger::{Ledger, LedgerError, Reservation, ReservationId, SlotAsk};
 use super::queue::{Next, PushOutcome, QueueError, SlotQueue, SlotQueueItem};
 use super::sale::{
-    ChainError, FinalState, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, Tx,
+    ChainError, FinalState, Input, Output, ReserveFailure, Sale, SaleConfig, SlotRef, SlotView, Tx,
 };
 use super::ChainTime;
 
@@ -145,6 +145,23 @@ pub enum EngineInput {
         /// Whether it may have grown.
         grew: bool,
     },
+    /// A log handed in before as this event was removed by a reorganisation: a removed
+    /// `StorageRequested` takes the request's slots out of the queue, a removed `SlotFreed`
+    /// the freed slot; every live sale of the request re-checks its slot
+    /// ([`Command::Recheck`]).
+    Removed(MarketEvent),
+    /// The chain was reorganised (a head at or below one seen before): every live sale
+    /// re-checks its slot ([`Command::Recheck`]), since a transaction it counted as done may
+    /// be gone.
+    Reorged,
+    /// The answer to the [`Command::Recheck`] that carried this ticket; a failed read is
+    /// tried again at the next [`EngineInput::Time`].
+    Rechecked(Ticket, Result<SlotView, ChainError>),
+    /// A slot this host may still hold whose sale already ended: its counted `freeSlot` was
+    /// reorganised out. Unless the slot has a live sale, a sale in Unknown without a
+    /// reservation reads it and carries on (a payout is claimed again; the ledger, which
+    /// got the reservation back once, is not touched again).
+    ResumeSlot(SlotRef),
     /// Stop taking new work from the queue (sales in progress continue).
     Pause,
     /// Take work from the queue again.
@@ -174,6 +191,10 @@ pub enum Command {
     /// A sale ended (its reservation, if any, is already ended in the ledger): for the
     /// history. No answer.
     Ended(SaleEnded),
+    /// Read the slot view of a live sale after a reorganisation (like
+    /// [`SaleCommand::ReadSlot`], but the sale keeps waiting for what it waited for: the
+    /// ticket is the re-check's own); answer with [`EngineInput::Rechecked`].
+    Recheck(Ticket),
 }
 
 /// A sale that ended, as [`Command::Ended`] reports it.
@@ -338,6 +359,12 @@ pub struct Engine<L: Ledger> {
     last_ticket: u64,
     /// Ledger writes to try again (see [`LedgerRetry`]), oldest first.
     retries: Vec<LedgerRetry>,
+    /// Re-checks whose read failed, asked again at the next [`EngineInput::Time`].
+    rechecks: BTreeSet<SlotRef>,
+    /// Re-checks in flight: the re-check's ticket number, and the ticket and state the sale
+    /// had when it was asked for (an answer is applied only if the sale has not moved on
+    /// since, as the view may predate what moved it).
+    rechecking: HashMap<SlotRef, (u64, u64, &'static str)>,
 }
 
 impl<L: Ledger> Engine<L> {
@@ -378,6 +405,25 @@ impl<L: Ledger> Engine<L> {
             } => self.on_freed_slot(request_id, slot_index, info, now),
             EngineInput::Time => self.on_time(now),
             EngineInput::AvailabilityChanged { grew } => self.availability_changed(grew, now),
+            EngineInput::Removed(ev) => self.on_removed(ev, now),
+            EngineInput::Reorged => {
+                self.now = now;
+                let all: Vec<SlotRef> = self.sales.keys().copied().collect();
+                self.recheck(all);
+            }
+            EngineInput::Rechecked(ticket, view) => self.on_rechecked(ticket, view, now),
+            EngineInput::ResumeSlot(slot) => {
+                self.now = now;
+                if !self.sales.contains_key(&slot) {
+                    let mut out = std::mem::take(&mut self.scratch);
+                    let sale = Sale::restore(slot, None, &mut out);
+                    self.insert_sale(sale, false);
+                    log_transition(slot, "ended", "SaleUnknown");
+                    self.apply(slot, &mut out);
+                    self.scratch = out;
+                    self.run_inbox();
+                }
+            }
             EngineInput::Pause => self.queue.stop(),
             EngineInput::Resume => self.start_queue(now),
         }
@@ -406,6 +452,8 @@ impl<L: Ledger> Engine<L> {
             no_match_limit: NO_MATCH_SLACK,
             last_ticket: 0,
             retries: Vec::new(),
+            rechecks: BTreeSet::new(),
+            rechecking: HashMap::new(),
         })
     }
 
@@ -598,6 +646,94 @@ impl<L: Ledger> Engine<L> {
         }
         self.run_inbox();
         self.dispatch();
+    }
+
+    /// A log handed in before was removed by a reorganisation (see
+    /// [`EngineInput::Removed`]).
+    fn on_removed(&mut self, event: MarketEvent, now: u64) {
+        self.now = now;
+        let request_id = match event {
+            MarketEvent::StorageRequested { request_id, .. } => {
+                // The request is not on the chain now: none of its slots can be sold.
+                self.queue.delete_request(request_id);
+                self.no_match.remove(&request_id);
+                request_id
+            }
+            MarketEvent::SlotFreed {
+                request_id,
+                slot_index,
+            } => {
+                // The slot is not free after all (its sale, if any, re-checks).
+                if !self
+                    .sales
+                    .contains_key(&SlotRef::new(request_id, slot_index))
+                {
+                    self.queue.delete(request_id, slot_index);
+                }
+                request_id
+            }
+            MarketEvent::SlotFilled { request_id, .. }
+            | MarketEvent::SlotReservationsFull { request_id, .. }
+            | MarketEvent::RequestFulfilled { request_id }
+            | MarketEvent::RequestFailed { request_id }
+            | MarketEvent::RequestCancelled { request_id } => request_id,
+            // A proof names only its slot id: the re-check that follows the head that
+            // revealed the reorganisation covers it.
+            MarketEvent::ProofSubmitted { .. } => return,
+        };
+        let slots: Vec<SlotRef> = self.request_sales(request_id).collect();
+        self.recheck(slots);
+    }
+
+    /// Asks for the slot view of each of `slots` that has a sale a re-check can change.
+    fn recheck(&mut self, slots: Vec<SlotRef>) {
+        for slot in slots {
+            let Some(live) = self.sales.get(&slot) else {
+                continue;
+            };
+            let Some(sale) = live.sale.as_ref().filter(|s| s.wants_recheck()) else {
+                continue;
+            };
+            let at = (live.ticket, sale.state_name());
+            self.rechecks.remove(&slot);
+            self.last_ticket += 1;
+            let seq = self.last_ticket;
+            self.rechecking.insert(slot, (seq, at.0, at.1));
+            self.commands
+                .push_back(Command::Recheck(Ticket { slot, seq }));
+        }
+    }
+
+    /// The answer to [`Command::Recheck`]: dropped when a later re-check of the slot is in
+    /// flight; asked again when the sale moved on since it was asked for (the view may be
+    /// older than the answer that moved it); otherwise handed to the sale.
+    fn on_rechecked(&mut self, t: Ticket, view: Result<SlotView, ChainError>, now: u64) {
+        self.now = now;
+        let slot = t.slot;
+        match self.rechecking.get(&slot) {
+            Some(&(seq, _, _)) if seq == t.seq => {}
+            _ => return,
+        }
+        let asked = self.rechecking.remove(&slot);
+        let Some(live) = self.sales.get(&slot) else {
+            return;
+        };
+        let now_at = (live.ticket, live.sale.as_ref().map_or("", Sale::state_name));
+        match view {
+            Ok(_) if asked.is_some_and(|(_, ticket, state)| (ticket, state) != now_at) => {
+                self.recheck(vec![slot]);
+            }
+            Ok(view) => {
+                if self.step(slot, Input::Rechecked(view)) {
+                    self.run_inbox();
+                    self.dispatch();
+                }
+            }
+            Err(e) => {
+                log::debug!("re-check of slot {} failed: {e}", slot.slot_index);
+                self.rechecks.insert(slot);
+            }
+        }
     }
 
     /// The ticket of the answer the live sale of `slot` waits for, if it waits for one.
@@ -996,10 +1132,7 @@ impl<L: Ledger> Engine<L> {
                     self.stats.ended[state as usize] += 1;
                     if let Some(item) = ending.requeue {
                         if self.queue.is_running() {
-                            self.push(SlotQueueItem {
-                                seen: true,
-                                ..*item
-                            });
+                            self.push(*item);
                         }
                     }
                 }
@@ -1125,6 +1258,9 @@ impl<L: Ledger> Engine<L> {
     /// wake-up and worker; returns the sale.
     fn remove_sale(&mut self, id: SlotRef) -> Option<Sale> {
         let live = self.sales.remove(&id)?;
+        // A re-check of an ended sale has nothing to change.
+        self.rechecking.remove(&id);
+        self.rechecks.remove(&id);
         if !self.has_sales(id.request_id) {
             // The watch only serves the request's sales: with none left it ends (queued
             // items go by their expiry), so watches never outlive them.

@@ -43,6 +43,10 @@ impl<L: Ledger> Engine<L> {
     /// expired queue items, and feeds workers.
     pub(super) fn on_time(&mut self, now: u64) {
         self.now = now;
+        if !self.rechecks.is_empty() {
+            let again: Vec<_> = std::mem::take(&mut self.rechecks).into_iter().collect();
+            self.recheck(again);
+        }
         let purged = self.queue.purge_expired(now);
         self.stats.queue_expired += purged.len() as u64;
         // Sales due at the same time wake in slot id order (the order of the chain's ids, as

@@ -30,6 +30,8 @@ use super::{Hosted, Output, Reserved, Sale, SlotRef};
 /// | Finished via Payout | on-chain currentCollateral, read before freeSlot | yes |
 /// | Finished from Unknown (slot already Paid) | all held | yes |
 /// | Restart: reservation held by no live slot (engine) | all held | yes |
+/// | Ignored: request reorganised out | all held | yes (before the fill: if downloaded) |
+/// | Ignored: our fill reorganised out (slot Free again; requeued unseen while the request is New) | all held | yes |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ending {
     /// The slot.
@@ -38,7 +40,8 @@ pub struct Ending {
     pub reason: Cow<'static, str>,
     /// The reservation to end, with the collateral that comes back.
     pub reservation: Option<(ReservationId, U256)>,
-    /// Push this item back into the queue, marked seen (boxed: rare, and large).
+    /// Push this item back into the queue (boxed: rare, and large); marked seen, except for
+    /// a slot whose fill was reorganised out.
     pub requeue: Option<Box<SlotQueueItem>>,
     /// Delete the slot's data.
     pub release_data: bool,
@@ -126,6 +129,13 @@ impl End {
     /// Pushes `item` back into the queue, marked seen.
     pub(super) fn requeue(mut self, item: SlotQueueItem) -> End {
         self.ending.requeue = Some(Box::new(SlotQueueItem { seen: true, ..item }));
+        self
+    }
+
+    /// Pushes `item` back into the queue as it is (unseen: a slot whose fill was
+    /// reorganised out may be sold again at once).
+    pub(super) fn requeue_unseen(mut self, item: SlotQueueItem) -> End {
+        self.ending.requeue = Some(Box::new(item));
         self
     }
 

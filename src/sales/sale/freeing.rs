@@ -56,6 +56,9 @@ pub struct Freeing {
     /// We were proving this slot (so a slot no longer ours means collateral lost), as
     /// opposed to a fill that may not have happened.
     pub was_hosting: bool,
+    /// Failed `freeSlot` sends so far (the backoff grows with them across the slot reads
+    /// between retries).
+    pub failed_sends: u32,
     /// Where it is.
     pub step: FreeStep,
 }
@@ -71,6 +74,7 @@ pub(super) fn free_start(
         Box::new(Freeing {
             hosted,
             was_hosting,
+            failed_sends: 0,
             step: FreeStep::Reading { attempt: 0 },
         }),
         cause,
@@ -137,7 +141,9 @@ pub(super) fn freeing(
                 return start_proving(Box::new(f.hosted), now, cfg, out);
             }
             if !is_host {
-                let returned = if f.was_hosting {
+                // A slot that reads Free was never filled on this chain (our fill was
+                // reorganised out): the collateral never left us.
+                let returned = if f.was_hosting && view.slot_state != SlotState::Free {
                     U256::ZERO
                 } else {
                     held_of(&f.hosted)
@@ -161,7 +167,7 @@ pub(super) fn freeing(
             out.push(Output::Send(Tx::FreeSlot { slot }));
             f.step = FreeStep::Sending {
                 collateral,
-                attempt: 0,
+                attempt: f.failed_sends,
             };
             rebuild_freeing(f, cause)
         }
@@ -223,6 +229,15 @@ pub(super) fn freeing(
                 rebuild_freeing(f, cause)
             }
         },
+        // A payout is sent again only after the slot is read again: a reorganisation may
+        // have taken the request's end back (a freeSlot on a slot still Filled would be a
+        // forced free, forfeiting the collateral), or paid the slot already.
+        (FreeStep::SendBackoff { attempt, .. }, Input::Wake) if cause != FreeCause::Failed => {
+            out.push(Output::ReadSlot(slot));
+            f.failed_sends = attempt;
+            f.step = FreeStep::Reading { attempt: 0 };
+            rebuild_freeing(f, cause)
+        }
         (
             FreeStep::SendBackoff {
                 collateral,

@@ -7,6 +7,7 @@ use crate::sales::ledger::Reservation;
 
 use super::ending::{end_hosted, held_of};
 use super::freeing::{free_start, payout_start};
+use super::reorg::fill_removed;
 use super::{
     Base, FinalState, FreeCause, Input, Output, Reserved, Revert, Sale, SaleConfig, Tx, TxError,
 };
@@ -259,7 +260,19 @@ pub(super) fn proving(
                         out,
                     )
                 }
-                SlotState::Free | SlotState::Paid => {
+                // A filled slot never reads Free again: our fill was reorganised out, and
+                // the collateral never left us.
+                SlotState::Free => {
+                    let open = p.hosted.base.expires_at > now;
+                    return fill_removed(
+                        &p.hosted,
+                        open.then_some(p.hosted.base.expires_at),
+                        SlotState::Free,
+                        cfg,
+                        out,
+                    );
+                }
+                SlotState::Paid => {
                     return end_hosted(
                         FinalState::Errored,
                         &p.hosted,

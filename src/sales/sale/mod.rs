@@ -45,7 +45,9 @@
 //!   InitialProving, Filling);
 //! - `hosting`: the states of a slot we host (Filled, Proving);
 //! - `freeing`: Payout, Cancelled and Failed, which read the slot and free it;
-//! - `unknown`: a sale restored at startup, reading where its slot is.
+//! - `unknown`: a sale restored at startup, reading where its slot is;
+//! - `reorg`: what a sale does when the slot view, read again after a reorganisation,
+//!   says its request or its fill is gone.
 
 use crate::market::{Address, Groth16Proof};
 
@@ -56,6 +58,7 @@ mod before_fill;
 mod ending;
 mod freeing;
 mod hosting;
+mod reorg;
 mod unknown;
 mod vocabulary;
 
@@ -287,6 +290,7 @@ impl Sale {
             Input::Failed => return self.interrupt(Interrupt::Failed, out),
             Input::SlotFilled => return self.slot_filled(out),
             Input::Fulfilled => return self,
+            Input::Rechecked(view) => return self.rechecked(view, now, cfg, out),
             _ => {}
         }
         match self {

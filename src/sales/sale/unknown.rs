@@ -68,6 +68,7 @@ pub(super) fn unknown(
                 let f = Box::new(Freeing {
                     hosted: hosted.clone(),
                     was_hosting: true,
+                    failed_sends: 0,
                     step: FreeStep::Reading { attempt: 0 },
                 });
                 freeing(f, cause, Input::Slot(Ok(view.clone())), now, cfg, out)

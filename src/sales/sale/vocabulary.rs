@@ -267,4 +267,8 @@ pub enum Input {
     SlotFilled,
     /// RequestFulfilled (no transition).
     Fulfilled,
+    /// The slot view read again after a reorganisation (the engine's re-check, not the
+    /// answer to a command: it comes whatever the sale waits for, and leaves its ticket
+    /// alone). See [`super::Sale::rechecked`].
+    Rechecked(SlotView),
 }
