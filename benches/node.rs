@@ -96,7 +96,8 @@
 //! that the fill takes N/16 periods instead of N/3), CODEX_BENCH_PHASES
 //! (`reaction,proving,api`), CODEX_BENCH_WARMUP (default 2), CODEX_BENCH_SAMPLES (floor
 //! samples, default 200), CODEX_BENCH_PROVING_REQUESTS (default 10), CODEX_BENCH_VERBOSE
-//! (every reaction's path), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
+//! (every reaction's path), CODEX_BENCH_FILL_PERIODS (the most proof periods the fill may
+//! take before the bench gives up; default 20 + 4 × slots / workers), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
 //! built, e.g. a copy that a concurrent build cannot replace mid-run).
 //! Full size (about 15 minutes on two cores; the default run takes about 3):
 //! `CODEX_BENCH_REQUESTS=1000 CODEX_BENCH_SLOTS=1000 cargo bench --bench node`.
@@ -238,6 +239,20 @@ impl NodeProc {
                 .unwrap_or(0)
         };
         (field("VmHWM:"), field("VmRSS:"), field("Threads:"))
+    }
+
+    /// CPU time of the whole process so far (utime + stime of /proc/<pid>/stat, in clock
+    /// ticks of 10 ms).
+    fn cpu(&self) -> Duration {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name (which is in parentheses and may hold spaces).
+        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        Duration::from_millis(ticks * 10)
     }
 
     /// Where the resident memory is, from /proc/<pid>/smaps: Rss by kind of mapping, and
@@ -1275,7 +1290,10 @@ fn proving(ping_ms: usize) {
     // it is idle.
     let t_fill = Instant::now();
     let mut jumps = 0;
-    let max_jumps = 20 + 4 * n_slots.div_ceil(workers);
+    let max_jumps = env_usize(
+        "CODEX_BENCH_FILL_PERIODS",
+        20 + 4 * n_slots.div_ceil(workers),
+    );
     loop {
         node.check();
         let pool = c.pool();
@@ -1337,6 +1355,7 @@ fn proving(ping_ms: usize) {
             std::thread::sleep(Duration::from_millis(5));
         }
         let mark = tap.len();
+        let cpu_before = node.cpu();
         let load = with_load.then(|| ApiLoad::start(queue_url.clone()));
         let (_, ts) = latest(&mut c.rpc);
         let start_ts = (ts / period + 1) * period + 1;
@@ -1394,6 +1413,7 @@ fn proving(ping_ms: usize) {
             }
         }
         let on_chain = c.proofs_since(mkt, block);
+        let node_cpu = node.cpu().saturating_sub(cpu_before);
         println!(
             "{} period {}: {} of {n_slots} slots sent a proof; head at proxy {} after mining it; first proof {}, last proof {} after the head; {on_chain} ProofSubmitted on chain; loop block max {} ({over} pongs > 10 ms)",
             if measured { "measured" } else { "warm-up " },
@@ -1408,6 +1428,11 @@ fn proving(ping_ms: usize) {
         if let Some((rate, failed)) = api_load {
             println!("  with a client asking GET /sales/queue meanwhile: {rate:.0} requests/s during the fan-out ({failed} not 200)");
         }
+        println!(
+            "  node CPU for the period (all threads, from the period's block until its proofs were mined): {} = {:.2}% of one core over the {period} s period",
+            ms(node_cpu),
+            100.0 * node_cpu.as_secs_f64() / period as f64
+        );
         println!(
             "  loop thread during the fan-out: on CPU {}, waiting for a CPU {}; late pongs: {}",
             ms(cpu),
@@ -1477,13 +1502,14 @@ fn proving(ping_ms: usize) {
     println!("  {}", node.memory_map());
     if n_queued > 0 {
         // The same node with n_queued more slots waiting: requests of up to 50,000 slots whose
-        // downloads stall, so the workers hold a few of them and the rest stay queued.
+        // downloads stall, so the workers hold a few of them and the rest stay queued. One
+        // hour long, so that the client's tokens pay for them all.
         data.set_mode(Mode::Stall);
         let per = 50_000u64;
         let big: Vec<Request> = (0..n_queued.div_ceil(per as usize) as u64)
             .map(|i| {
                 let slots = per.min(n_queued as u64 - i * per);
-                request(client, 90_000 + i, slots, slot_size, 30 * 86_400 - 1)
+                request(client, 90_000 + i, slots, slot_size, 3_600)
             })
             .collect();
         let price = big

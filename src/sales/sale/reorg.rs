@@ -66,7 +66,7 @@ impl Sale {
                 }
                 Sale::Proving(p)
             }
-            Sale::Payout(f) | Sale::Cancelled(f, _) | Sale::Failed(f, _)
+            Sale::Payout(f) | Sale::Cancelled(f) | Sale::Failed(f)
                 if (gone || free)
                     && matches!(
                         f.step,
