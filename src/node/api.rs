@@ -128,7 +128,6 @@ impl Node {
         // The availabilities are read (once) only when a request was not taken: a host
         // with thousands of them pays for the refusals only when there are some.
         let mut availabilities: Option<Vec<Availability>> = None;
-        let queued = self.engine.queue_snapshot();
         self.recent
             .iter()
             .rev()
@@ -138,11 +137,7 @@ impl Node {
                     .filter(|s| s.slot.request_id == seen.request_id)
                     .map(|s| json!({"slotIndex": u64_value(s.slot.slot_index), "state": s.state}))
                     .collect();
-                let in_queue = queued
-                    .items
-                    .iter()
-                    .filter(|i| i.item.request_id == seen.request_id)
-                    .count();
+                let in_queue = self.engine.queue().request_len(&seen.request_id);
                 let ask = SlotAsk::for_slot(
                     seen.request_id,
                     0,
@@ -264,14 +259,17 @@ impl Node {
     /// Sets the metrics' gauges from the node's state, before a scrape.
     pub(super) fn refresh_gauges(&mut self) {
         let (offered, free, _, held) = self.offer_totals();
-        let q = self.engine.queue_snapshot();
+        // Counts only: the queue is not copied for a scrape.
+        let q = self.engine.queue();
+        let (length, capacity) = (q.len() as u64, q.capacity() as u64);
+        let (busy, total) = (q.busy_workers() as u64, q.max_workers() as u64);
         let by_state = self.sales_by_state();
         let validator_slots = self.validator_slots();
         let m = &mut self.metrics;
-        m.queue_length = q.items.len() as u64;
-        m.queue_capacity = q.capacity as u64;
-        m.workers_busy = q.workers_busy as u64;
-        m.workers_total = (q.workers_busy + q.workers_free) as u64;
+        m.queue_length = length;
+        m.queue_capacity = capacity;
+        m.workers_busy = busy;
+        m.workers_total = total;
         m.sales_by_state = by_state;
         m.tx_sent = self.txs.sent;
         m.tx_reverted = self.txs.reverted;
@@ -397,7 +395,7 @@ impl Host for Node {
             .into_iter()
             .map(|(st, n)| (st.to_string(), Value::from(n)))
             .collect();
-        let q = self.engine.queue_snapshot();
+        let q = self.engine.queue();
         let earnings = self.engine.ledger().earnings().ok();
         let since_block = self
             .last_head_at
@@ -441,12 +439,12 @@ impl Host for Node {
                 "collateralHeld": held.to_string(),
             },
             "queue": {
-                "length": q.items.len(),
-                "capacity": q.capacity,
-                "paused": q.paused.is_some(),
-                "pausedBecause": q.paused.map(|p| p.to_string()),
-                "workersBusy": q.workers_busy,
-                "workersFree": q.workers_free,
+                "length": q.len(),
+                "capacity": q.capacity(),
+                "paused": q.paused().is_some(),
+                "pausedBecause": q.paused().map(|p| p.to_string()),
+                "workersBusy": q.busy_workers(),
+                "workersFree": q.max_workers() - q.busy_workers(),
             },
             "sales": by_state,
             "proofs": {

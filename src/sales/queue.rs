@@ -476,6 +476,19 @@ impl SlotQueue {
         self.by_request.contains_key(request_id)
     }
 
+    /// How many slots of the request are queued. O(k) for its k items.
+    pub fn request_len(&self, request_id: &RequestId) -> usize {
+        let mut n = 0;
+        let mut at = self.by_request.get(request_id).copied().unwrap_or(NONE);
+        while at != NONE {
+            n += 1;
+            at = self.nodes[at as usize]
+                .as_ref()
+                .map_or(NONE, |node| node.next);
+        }
+        n
+    }
+
     /// True when an item with this identity is queued.
     pub fn contains(&self, request_id: RequestId, slot_index: u64) -> bool {
         self.index.contains_key(&(request_id, slot_index))
@@ -1101,5 +1114,26 @@ mod tests {
             prev = Some(it);
         }
         q.validate().unwrap();
+    }
+
+    #[test]
+    fn request_len_counts_a_requests_queued_slots() {
+        let mut q = SlotQueue::new(16, 1).unwrap();
+        q.start();
+        for idx in 0..3 {
+            q.push(item(1, idx, 5, 5, 100)).unwrap();
+        }
+        q.push(item(2, 0, 5, 5, 100)).unwrap();
+        let r1 = item(1, 0, 5, 5, 100).request_id;
+        let r2 = item(2, 0, 5, 5, 100).request_id;
+        let r3 = item(3, 0, 5, 5, 100).request_id;
+        assert_eq!(
+            (q.request_len(&r1), q.request_len(&r2), q.request_len(&r3)),
+            (3, 1, 0)
+        );
+        q.delete(r1, 1).unwrap();
+        assert_eq!(q.request_len(&r1), 2);
+        q.delete_request(r1);
+        assert_eq!(q.request_len(&r1), 0);
     }
 }
