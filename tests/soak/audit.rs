@@ -358,6 +358,19 @@ impl Market {
                     });
                     if excused {
                         bump(&mut a.tally, "periods missed during a down-time > a period");
+                        // Whether it shows up as a missed proof on chain: the validator marks
+                        // it, unless the slot had already left Filled by its window.
+                        let marked = marks
+                            .get(&t.slot)
+                            .is_some_and(|v| v.iter().any(|(_, mp)| *mp == p_));
+                        bump(
+                            &mut a.tally,
+                            if marked {
+                                "missed periods marked by the validator"
+                            } else {
+                                "missed periods not marked (the slot was no longer Filled, or the validator missed it)"
+                            },
+                        );
                     } else {
                         a.fail(format!(
                             "{name}: slot {} (request {}, filled at {}) has no proof in period {p_} [{from}, {to}) and {name} was not down for more than a period then (down-times {:?})",
@@ -521,7 +534,7 @@ impl Market {
                 if let Some(o) = v["outcome"].as_str() {
                     bump(&mut a.tally, format!("sales ended {o}"));
                     if o != "Finished" {
-                        let why = v["reason"].as_str().unwrap_or("");
+                        let why = general(v["reason"].as_str().unwrap_or(""));
                         bump(&mut a.tally, format!("sales ended {o}: {why}"));
                     }
                 }
@@ -689,6 +702,29 @@ impl Market {
                 .or_default() = dup;
         }
     }
+}
+
+/// A reason with its hashes and numbers left out, so that equal causes count together.
+fn general(reason: &str) -> String {
+    let mut out = String::new();
+    let mut chars = reason.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '0' && chars.peek() == Some(&'x') {
+            chars.next();
+            while chars.peek().is_some_and(|c| c.is_ascii_hexdigit()) {
+                chars.next();
+            }
+            out.push_str("0x…");
+        } else if c.is_ascii_digit() {
+            while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+                chars.next();
+            }
+            out.push('N');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// reserveSlot and fillSlot name (request, index): the slot id.

@@ -3,7 +3,7 @@
 //! period; then the audit.
 //!
 //! `CODEX_SOAK_KILLS` (default 16) is the number of kills. The run lasts about eight blocks
-//! per kill (at least 150), posting requests throughout, and then until every request has
+//! per kill (at least 150), posting requests until 40 blocks before its end, and then until every request has
 //! ended and every host has collected its payouts.
 use std::time::Instant;
 
@@ -36,7 +36,7 @@ fn crash_soak_kill_9_hosts_at_random_instants() {
         m.restart_due(false);
         let now = m.chain_time();
         // Keep a few requests running, so that every phase of a sale is going on somewhere.
-        if m.blocks < blocks && m.live_requests(now) < 5 && m.rng.u8(0..4) == 0 {
+        if m.blocks + 40 < blocks && m.live_requests(now) < 5 && m.rng.u8(0..4) == 0 {
             m.post_random();
         }
         m.step();

@@ -59,7 +59,7 @@ fn fault_soak_faults_between_the_nodes_and_anvil() {
     let mut done = 0usize;
     while m.blocks < blocks || done < faults {
         let now = m.chain_time();
-        if m.blocks < blocks && m.live_requests(now) < 5 && m.rng.u8(0..4) == 0 {
+        if m.blocks + 40 < blocks && m.live_requests(now) < 5 && m.rng.u8(0..4) == 0 {
             m.post_random();
         }
         m.step();
