@@ -2,9 +2,9 @@
 //! phases of their sales, each restarted after a random down-time, some longer than a proof
 //! period; then the audit.
 //!
-//! `CODEX_SOAK_KILLS` (default 16) is the number of kills. The run lasts about eight blocks
-//! per kill (at least 150), posting requests until 40 blocks before its end, and then until every request has
-//! ended and every host has collected its payouts.
+//! `CODEX_SOAK_KILLS` (default 16) is the number of kills. The kill phase lasts about eight
+//! blocks per kill (at least 150), with requests posted until 40 blocks before its end; the
+//! run then goes on until every request has ended and every host has collected its payouts.
 use std::time::Instant;
 
 use super::*;

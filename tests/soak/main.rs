@@ -10,9 +10,10 @@
 //!   errors, anvil restarted from a state dump).
 //!
 //! Both are seeded: the seed is printed at the start and in every failure, and
-//! `CODEX_SOAK_SEED=<seed>` replays the same schedule (the chain's and the nodes' timing is
-//! real, so a replay follows the same schedule of requests and faults, not the same
-//! interleaving). The sizes default to a short CI run:
+//! `CODEX_SOAK_SEED=<seed>` replays the run's random choices (requests, kill and fault
+//! instants in blocks, victims, kinds, down-times); the processes' timing is real, so a
+//! replay follows mostly the same schedule, not the same interleaving. The sizes default to
+//! a short CI run:
 //!
 //! ```text
 //! cargo test --test soak                                       # CI size
@@ -143,12 +144,14 @@ impl Posted {
 
 /// The marketplace under test.
 pub struct Market {
+    // The nodes come first: fields drop in order, so they are killed (and their logs shown
+    // on a failure) before the chain and their directories go.
+    pub hosts: Vec<SoakHost>,
+    pub validator: Host,
     pub seed: u64,
     pub rng: fastrand::Rng,
     pub w: World,
     pub config: MarketplaceConfig,
-    pub hosts: Vec<SoakHost>,
-    pub validator: Host,
     pub posted: Vec<Posted>,
     /// Wall time between two blocks: the nodes see each block and act on it.
     pub block_pause: Duration,
