@@ -570,6 +570,7 @@ fn a_host_killed_during_payout_collects_after_a_restart() {
     let req = w.post(1, 600, 300, 11);
     let slot = SlotId::of(req.id(), 0);
     w.mine_until(&[&host], "filled", 60, |w| w.host_of(slot) == me);
+    let hosting = w.balance(me);
     w.rpc.call("evm_setAutomine", json!([false])).unwrap();
     w.mine_until(&[&host], "freeSlot sent", 120, |_| {
         host.log_has("sent freeSlot")
@@ -588,6 +589,22 @@ fn a_host_killed_during_payout_collects_after_a_restart() {
     );
     assert!(host.slots_dir_files().is_empty());
     assert_invariant(&host);
+    // The payout, mined while the node was down, is in the history with what the chain sent
+    // (the crash soak found it missing).
+    let gain = w.balance(me) - hosting;
+    let out = host.cli(&["sale", "list", "--all", "--json"]);
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r["slotId"] == slot.to_string().as_str())
+        .unwrap_or_else(|| panic!("the paid sale is not in the history: {rows:?}"));
+    assert_eq!(row["outcome"], "Finished", "{row}");
+    assert_eq!(row["collateralReturned"], "4096", "{row}");
+    let payout: U256 = row["payout"].as_str().unwrap().parse().unwrap();
+    assert_eq!(payout + U256::from(4096u64), gain, "{row}");
 }
 
 /// Item 118: a slot forcibly freed from its host is taken by another host at the repair
