@@ -97,9 +97,6 @@ fn crash_soak_kill_9_hosts_at_random_instants() {
     );
     eprintln!("soak crash: sales states at the kills: {phases:?}");
     eprintln!("soak crash: {:#?}", audit.tally);
-    if !bad.is_empty() {
-        m.keep_logs();
-    }
     assert!(
         bad.is_empty(),
         "seed {} (replay with CODEX_SOAK_SEED={}): {} violations:\n{}",

@@ -146,9 +146,6 @@ fn fault_soak_faults_between_the_nodes_and_anvil() {
     );
     eprintln!("soak faults: injected {injected:?}; connections per node (hosts, validator) {reconnects:?}");
     eprintln!("soak faults: {:#?}", audit.tally);
-    if !bad.is_empty() {
-        m.keep_logs();
-    }
     assert!(
         bad.is_empty(),
         "seed {} (replay with CODEX_SOAK_SEED={}): {} violations:\n{}",

@@ -543,6 +543,14 @@ impl Market {
     }
 }
 
+impl Drop for Market {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
+    }
+}
+
 /// The block the node has processed, from its REST API.
 fn node_head(h: &Host) -> Option<u64> {
     h.try_api_json("/sales/status")?["chain"]["head"].as_u64()
