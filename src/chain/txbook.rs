@@ -521,6 +521,13 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
 
     fn on_sent(&mut self, id: u64, result: Result<Value, ChainError>, out: &mut Vec<TxAction<T>>) {
         let head = self.head;
+        // Whether transactions with later nonces are out already (see the refusal below).
+        let later = match self.txs.get(&id).map(|t| &t.stage) {
+            Some(Stage::Sending { nonce: mine, .. }) => self.txs.values().any(|t| {
+                matches!(t.stage, Stage::Sending { nonce, .. } | Stage::Pending { nonce, .. } if nonce > *mine)
+            }),
+            _ => false,
+        };
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
@@ -580,6 +587,24 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 hashes: vec![hash],
                 raws: vec![raw],
                 since: head,
+            };
+        } else if later {
+            // Refused, but later nonces are out: released, this nonce would be a gap that
+            // only a new transaction fills, and until then none of the later ones is mined
+            // (the fault soak found a fill stuck for good behind a refused send). It is
+            // sent again instead, at the next block with higher fees, like a stuck one.
+            out.push(TxAction::Log(format!(
+                "{} {hash} (nonce {nonce}) was refused ({}); later nonces are out, so it is sent again",
+                tx.req.label,
+                result.as_ref().err().map_or(String::new(), |e| e.to_string())
+            )));
+            tx.stage = Stage::Pending {
+                gas,
+                nonce,
+                fees: f,
+                hashes: vec![hash],
+                raws: vec![raw],
+                since: head.saturating_sub(REPLACE_AFTER_BLOCKS),
             };
         } else {
             self.nonces.release(nonce);
@@ -1066,6 +1091,42 @@ mod tests {
         assert!(second.tx.max_fee_per_gas >= first.tx.max_fee_per_gas * 11 / 10);
         assert!(second.tx.max_priority_fee_per_gas >= first.tx.max_priority_fee_per_gas * 11 / 10);
         assert_eq!(b.pending_hashes().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_send_below_later_nonces_is_sent_again_not_left_as_a_gap() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(1), &mut out);
+        b.send(req(2), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 7);
+        let (low, high) = if nonce_of(&sends[0].2) == 7 {
+            (&sends[0], &sends[1])
+        } else {
+            (&sends[1], &sends[0])
+        };
+        assert_eq!(nonce_of(&high.2), 8);
+        let mut out = Vec::new();
+        b.on_answer(high.0, Ok(json!("0x01")), &mut out);
+        b.on_answer(low.0, Err(rpc_err("injected failure")), &mut out);
+        assert!(split(out).1.is_empty(), "not failed");
+        // The next block sends it again with the same nonce.
+        let mut out = Vec::new();
+        b.on_head(101, &mut out);
+        let (calls, _) = split(out);
+        let resend = calls
+            .iter()
+            .find(|c| matches!(c.0, TxCall::Send(_)))
+            .expect("sent again");
+        assert_eq!(nonce_of(&resend.2), 7);
+        // Alone, a refused transaction still fails (nothing waits behind it).
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(3), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 7);
+        let mut out = Vec::new();
+        b.on_answer(sends[0].0, Err(rpc_err("injected failure")), &mut out);
+        assert_eq!(split(out).1, vec![(3, false)]);
     }
 
     #[test]

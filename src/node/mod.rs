@@ -641,7 +641,15 @@ fn start_up(
             calls::decode_get_active_slot(&d).map_err(|e| bad("getActiveSlot", e))?;
         my_slots.push((request.id(), index));
     }
-    forfeit_lost_slots(cfg, &mut rpc, marketplace, store, &my_slots, window_start)?;
+    forfeit_lost_slots(
+        cfg,
+        &mut rpc,
+        marketplace,
+        token,
+        store,
+        &my_slots,
+        window_start,
+    )?;
     // The validator learns the slots filled before the cursor from the same window (a slot
     // still filled belongs to a request posted within it).
     let validator_history = match cfg.validator {
@@ -676,6 +684,7 @@ fn forfeit_lost_slots(
     cfg: &NodeConfig,
     rpc: &mut BlockingClient,
     marketplace: Address,
+    token: Address,
     store: &mut Store,
     my_slots: &[(RequestId, u64)],
     from_block: u64,
@@ -694,6 +703,7 @@ fn forfeit_lost_slots(
         )
         .map_err(|e| bad("slotState", e))?;
         if state == crate::market::SlotState::Paid {
+            record_paid_while_down(cfg, rpc, (marketplace, token), store, &r, from_block)?;
             continue;
         }
         // Did we fill it? The node records its fills; a fill mined just before a crash may
@@ -719,6 +729,113 @@ fn forfeit_lost_slots(
         if let Err(e) = data::release(&path) {
             log::warn!(target: "codex::sales", "deleting {}: {e}", path.display());
         }
+    }
+    Ok(())
+}
+
+/// A slot paid out by our `freeSlot`, mined just before a crash, whose sale never recorded
+/// its end (found by the crash soak, `tests/soak`): the history keeps it with what the
+/// Marketplace sent in that transaction (the reward, then the collateral, its last transfer),
+/// and the reservation ends with that collateral back, which is less than was posted if the
+/// slot was slashed. A reservation no such `freeSlot` names is left to the engine.
+fn record_paid_while_down(
+    cfg: &NodeConfig,
+    rpc: &mut BlockingClient,
+    (marketplace, token): (Address, Address),
+    store: &mut Store,
+    r: &crate::sales::ledger::Reservation,
+    from_block: u64,
+) -> Result<(), NodeError> {
+    use crate::market::abi::Marketplace as M;
+    use crate::sales::ledger::Ledger;
+    use alloy_sol_types::SolCall;
+    const TRANSFER: B256 =
+        alloy_primitives::b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
+    let me = cfg.key.address();
+    let slot = SlotRef::new(r.request_id, r.slot_index).slot_id();
+    let pad = |a: Address| B256::left_padding_from(a.as_slice());
+    let v = rpc.call(
+        "eth_getLogs",
+        json!([{"address": token, "fromBlock": format!("{from_block:#x}"), "toBlock": "latest",
+                "topics": [TRANSFER, pad(marketplace), pad(cfg.reward_recipient.unwrap_or(me))]}]),
+    )?;
+    let Some(l) = parse_logs(&v)
+        .map_err(|e| bad("eth_getLogs", e))?
+        .into_iter()
+        .map(|l| -> Result<_, NodeError> {
+            let tx = rpc.call("eth_getTransactionByHash", json!([l.transaction_hash]))?;
+            let input = hex_bytes(&tx["input"]).unwrap_or_default();
+            let ours = tx["from"].as_str().and_then(|f| f.parse::<Address>().ok()) == Some(me)
+                && input.len() >= 36
+                && (input[..4] == M::freeSlot_0Call::SELECTOR
+                    || input[..4] == M::freeSlot_1Call::SELECTOR)
+                && input[4..36] == slot.0[..];
+            Ok(ours.then_some(l))
+        })
+        .find_map(|l| l.transpose())
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    let receipt = rpc.call("eth_getTransactionReceipt", json!([l.transaction_hash]))?;
+    let logs: Vec<Log> = serde_json::from_value(receipt["logs"].clone()).unwrap_or_default();
+    let sent: Vec<U256> = logs
+        .iter()
+        .filter(|l| {
+            l.address == token
+                && l.topics.first() == Some(&TRANSFER)
+                && l.topics.get(1) == Some(&pad(marketplace))
+        })
+        .filter_map(|l| U256::try_from_be_slice(&l.data))
+        .collect();
+    let received = sent.iter().fold(U256::ZERO, |a, b| a.saturating_add(*b));
+    let returned = match sent.as_slice() {
+        [_, .., last] => (*last).min(r.collateral),
+        _ => U256::ZERO,
+    };
+    let block = rpc.call(
+        "eth_getBlockByNumber",
+        json!([format!("{:#x}", l.block_number), false]),
+    )?;
+    let ended_at = quantity(&block["timestamp"]).unwrap_or_default();
+    let cancelled = matches!(
+        calls::decode_request_state(
+            &rpc.eth_call(marketplace, &calls::request_state(r.request_id))?
+        ),
+        Ok(RequestState::Cancelled)
+    );
+    log::info!(
+        target: "codex::sales",
+        request:% = r.request_id, slot = r.slot_index;
+        "slot {} of {} was paid out just before the restart: {received} received, {returned} of it collateral",
+        r.slot_index,
+        short(&r.request_id)
+    );
+    store
+        .end_reservation(r.id, returned)
+        .map_err(|e| NodeError::Store(StoreError::Ledger(e)))?;
+    let record = crate::store::history::SaleRecord {
+        request_id: r.request_id,
+        slot_index: r.slot_index,
+        availability_id: Some(r.availability_id),
+        reservation_id: Some(r.id),
+        outcome: if cancelled { "Cancelled" } else { "Finished" }.to_string(),
+        reason: "paid out before the restart".to_string(),
+        slot_size: r.slot_size,
+        started_at: 0,
+        ended_at,
+        payout: received.saturating_sub(returned),
+        collateral: r.collateral,
+        collateral_returned: returned,
+        collateral_lost: r.collateral - returned,
+    };
+    if let Err(e) = store.record_sale_end(&record) {
+        log::warn!(target: "codex::store", "keeping slot {} of {} in the history: {e}", r.slot_index, short(&r.request_id));
+    }
+    let _ = store.forget_chain_fill(r.request_id, r.slot_index);
+    let path = data::slot_path(&cfg.data_dir, &slot.to_string());
+    if let Err(e) = data::release(&path) {
+        log::warn!(target: "codex::sales", "deleting {}: {e}", path.display());
     }
     Ok(())
 }

@@ -733,6 +733,34 @@ fn unknown() -> Sale {
     Sale::restore(slot(), Some(reservation()), &mut Vec::new())
 }
 
+/// Found by the crash soak (`tests/soak`): a host restarted in the middle of a period resumed
+/// proving only at the next period's start, so the period it came back in went unproven
+/// (and could be marked missing). The loop checks the current period first, as the
+/// reference's does.
+#[test]
+fn a_sale_restored_mid_period_proves_that_period() {
+    let mid = 1250;
+    let (s, _) = feed(
+        unknown(),
+        vec![Input::Slot(Ok(view(SlotState::Filled, ME)))],
+        mid,
+    );
+    let (s, out) = feed(s, vec![Input::ExpiryUpdated(Ok(()))], mid);
+    assert_eq!(s.state_name(), "SaleProving");
+    assert_eq!(out, vec![Output::WakeAt(mid)], "checks this period at once");
+    let (s, out) = feed(s, vec![Input::Wake], mid);
+    assert_eq!(out, vec![Output::ReadProof(slot())]);
+    let (_, out) = feed(
+        s,
+        vec![Input::Proof(Ok(proof_view(SlotState::Filled, 100, true)))],
+        mid,
+    );
+    assert!(
+        matches!(&out[..], [Output::Prove { .. }]),
+        "proves period 12: {out:?}"
+    );
+}
+
 #[test]
 fn item_95_unknown_resumes_from_the_slot_state() {
     let mut v = view(SlotState::Filled, ME);

@@ -10,4 +10,5 @@ pub mod codex;
 pub mod devchain;
 pub mod emitter;
 pub mod follow;
+pub mod node;
 pub mod tls;

@@ -166,13 +166,17 @@ pub(super) fn filled(
     }
 }
 
+/// Enters the proving loop, which checks the current period at once, before it first waits
+/// for a period to end (`docs/sales.md#proving-loop`). A sale restored in the middle of a period still
+/// owes that period's proof; in the fill's own period the views answer not required, and the
+/// loop waits for the next one.
 pub(super) fn start_proving(
     h: Box<Hosted>,
     now: u64,
-    cfg: &SaleConfig,
+    _cfg: &SaleConfig,
     out: &mut Vec<Output>,
 ) -> Sale {
-    out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+    out.push(Output::WakeAt(now));
     Sale::Proving(Box::new(Proving {
         hosted: *h,
         last_proved: None,
