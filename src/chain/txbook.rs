@@ -711,7 +711,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     /// to an empty transaction, its caller told it failed); and the receipt of every transaction counted as done in
     /// the last [`KEEP_DONE_BLOCKS`] blocks is looked up again: one that is gone is sent
     /// again too, so that what its caller was told stays true and its nonce is used
-    /// (or its nonce is given to an empty transaction, see [`Self::on_recheck`]).
+    /// (or its nonce is given to an empty transaction, see `on_recheck`).
     pub fn on_reorg(&mut self, out: &mut Vec<TxAction<T>>) {
         let mut ids: Vec<u64> = self.txs.keys().copied().collect();
         ids.sort_unstable();

@@ -436,13 +436,60 @@ fn item_86_filling_transitions() {
     assert_eq!(s2.state_name(), "SaleIgnored");
     assert_eq!(ending(&s2, &out).reservation, held());
     assert_eq!(ending(&s2, &out).requeue, None);
+    // A fillSlot that failed in transit: the slot is read again after a backoff, and the
+    // fill is sent again while it reads Free; the fourth failure in a row ends the sale.
+    let mut s3 = s;
+    for attempt in 1..4 {
+        let (s, out) = feed(
+            s3,
+            vec![Input::Tx(Err(TxError::Transient("rpc".into())))],
+            T0,
+        );
+        assert_eq!(s.state_name(), "SaleFilling", "attempt {attempt}");
+        assert!(
+            matches!(out.as_slice(), [Output::WakeAt(t)] if *t > T0),
+            "{out:?}"
+        );
+        let (s, out) = feed(s, vec![Input::Wake], T0 + 60);
+        assert_eq!(out, vec![Output::ReadSlot(slot())]);
+        let (s, out) = feed(
+            s,
+            vec![Input::Slot(Ok(view(SlotState::Free, Address::ZERO)))],
+            T0 + 60,
+        );
+        assert!(
+            matches!(out.as_slice(), [Output::Send(Tx::FillSlot { .. })]),
+            "{out:?}"
+        );
+        s3 = s;
+    }
     let (s3, out) = feed(
-        s,
+        s3,
         vec![Input::Tx(Err(TxError::Transient("rpc".into())))],
-        T0,
+        T0 + 60,
     );
     assert_eq!(s3.state_name(), "SaleErrored");
     assert_eq!(ending(&s3, &out).reservation, held());
+    // A fill whose answer was lost but which went through reads Filled with us as host.
+    let (s4, _) = feed(
+        filling(),
+        vec![
+            Input::Slot(Ok(view(SlotState::Free, Address::ZERO))),
+            Input::Tx(Err(TxError::Transient("connection lost".into()))),
+            Input::Wake,
+            Input::Slot(Ok(view(SlotState::Filled, ME))),
+        ],
+        T0 + 60,
+    );
+    assert_eq!(s4.state_name(), "SaleFilled");
+    // A slot read that fails is retried the same way.
+    let (s5, out) = feed(
+        filling(),
+        vec![Input::Slot(Err(ChainError("timeout".into())))],
+        T0,
+    );
+    assert_eq!(s5.state_name(), "SaleFilling");
+    assert!(matches!(out.as_slice(), [Output::WakeAt(_)]), "{out:?}");
     // A repair posts the discounted collateral.
     let (_, out) = feed(
         filling(),

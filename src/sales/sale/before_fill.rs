@@ -83,10 +83,50 @@ pub enum InitialStep {
 /// Filling steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FillStep {
-    /// Reading the slot state (for the collateral).
-    Reading,
+    /// Reading the slot state (for the collateral); `attempt` failed tries before.
+    Reading {
+        /// Failed reads or sends so far.
+        attempt: u32,
+    },
     /// fillSlot sent.
-    Sending,
+    Sending {
+        /// Failed reads or sends so far.
+        attempt: u32,
+    },
+    /// Waiting to read the slot again after a read or a send that failed in transit.
+    Backoff {
+        /// Failed reads or sends so far.
+        attempt: u32,
+    },
+}
+
+/// Tries of the fill (slot read, then fillSlot) before a chain that keeps failing in transit
+/// ends the sale Errored (a revert ends it at once).
+const FILL_TRIES: u32 = 4;
+
+/// A read or send of the fill failed in transit: read the slot again after a backoff (a
+/// fill that did go through then reads Filled with us as host), or give up after
+/// [`FILL_TRIES`].
+fn fill_failed(
+    r: Box<Reserved>,
+    proof: Box<Groth16Proof>,
+    attempt: u32,
+    why: String,
+    now: u64,
+    cfg: &SaleConfig,
+    out: &mut Vec<Output>,
+) -> Sale {
+    if attempt + 1 >= FILL_TRIES {
+        return end_held(FinalState::Errored, &r, why, out);
+    }
+    out.push(Output::WakeAt(cfg.backoff(now, attempt)));
+    Sale::Filling(
+        r,
+        proof,
+        FillStep::Backoff {
+            attempt: attempt + 1,
+        },
+    )
 }
 
 /// Asks the engine to watch the request's expiry while the chain still reports it New
@@ -312,7 +352,7 @@ pub(super) fn initial_proving(
         }
         (InitialStep::Computing, Input::Proved(Ok(proof))) => {
             out.push(Output::ReadSlot(r.base.slot));
-            Sale::Filling(r, proof, FillStep::Reading)
+            Sale::Filling(r, proof, FillStep::Reading { attempt: 0 })
         }
         (InitialStep::Computing, Input::Proved(Err(e))) => end_held(
             FinalState::Errored,
@@ -329,15 +369,24 @@ pub(super) fn filling(
     proof: Box<Groth16Proof>,
     step: FillStep,
     input: Input,
+    now: u64,
     cfg: &SaleConfig,
     out: &mut Vec<Output>,
 ) -> Sale {
     match (step, input) {
-        (FillStep::Reading, Input::Slot(Ok(view))) => {
+        (FillStep::Reading { attempt }, Input::Slot(Ok(view))) => {
             let ask = &r.base.request.ask;
             let collateral = match view.slot_state {
                 SlotState::Free => ask.collateral_per_slot(),
                 SlotState::Repair => ask.repair_collateral(cfg.repair_reward_percentage),
+                // An earlier fillSlot whose answer was lost in transit went through.
+                SlotState::Filled if attempt > 0 && view.host == cfg.signer => {
+                    out.push(Output::ReadSlot(r.base.slot));
+                    return Sale::Filled(
+                        Box::new(hosted_of(*r)),
+                        FilledStep::CheckingHost { attempt: 0 },
+                    );
+                }
                 _ => return end_held(FinalState::Ignored, &r, "slot is no longer free", out),
             };
             out.push(Output::Send(Tx::FillSlot {
@@ -345,22 +394,29 @@ pub(super) fn filling(
                 proof: proof.clone(),
                 collateral,
             }));
-            Sale::Filling(r, proof, FillStep::Sending)
+            Sale::Filling(r, proof, FillStep::Sending { attempt })
         }
-        (FillStep::Reading, Input::Slot(Err(e))) => {
-            end_held(FinalState::Errored, &r, e.to_string(), out)
+        (FillStep::Reading { attempt }, Input::Slot(Err(e))) => {
+            fill_failed(r, proof, attempt, e.to_string(), now, cfg, out)
         }
-        (FillStep::Sending, Input::Tx(Ok(()))) => {
+        (FillStep::Backoff { attempt }, Input::Wake) => {
+            out.push(Output::ReadSlot(r.base.slot));
+            Sale::Filling(r, proof, FillStep::Reading { attempt })
+        }
+        (FillStep::Sending { attempt }, Input::Tx(Err(TxError::Transient(e)))) => {
+            fill_failed(r, proof, attempt, format!("fillSlot: {e}"), now, cfg, out)
+        }
+        (FillStep::Sending { .. }, Input::Tx(Ok(()))) => {
             out.push(Output::ReadSlot(r.base.slot));
             Sale::Filled(
                 Box::new(hosted_of(*r)),
                 FilledStep::CheckingHost { attempt: 0 },
             )
         }
-        (FillStep::Sending, Input::Tx(Err(TxError::Reverted(Revert::SlotNotFree)))) => {
+        (FillStep::Sending { .. }, Input::Tx(Err(TxError::Reverted(Revert::SlotNotFree)))) => {
             end_held(FinalState::Ignored, &r, "slot already filled", out)
         }
-        (FillStep::Sending, Input::Tx(Err(e))) => {
+        (FillStep::Sending { .. }, Input::Tx(Err(e))) => {
             end_held(FinalState::Errored, &r, format!("fillSlot: {e}"), out)
         }
         (step, _) => Sale::Filling(r, proof, step),

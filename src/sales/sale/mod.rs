@@ -298,7 +298,7 @@ impl Sale {
             Sale::SlotReserving(s) => slot_reserving(s, input, out),
             Sale::Downloading(r) => downloading(r, input, now, cfg, out),
             Sale::InitialProving(r, step) => initial_proving(r, step, input, now, cfg, out),
-            Sale::Filling(r, proof, step) => filling(r, proof, step, input, cfg, out),
+            Sale::Filling(r, proof, step) => filling(r, proof, step, input, now, cfg, out),
             Sale::Filled(h, step) => filled(h, step, input, now, cfg, out),
             Sale::Proving(p) => proving(p, input, now, cfg, out),
             Sale::Payout(f) => freeing(f, FreeCause::Payout, input, now, cfg, out),

@@ -52,7 +52,7 @@ impl Sale {
         match self {
             Sale::SlotReserving(s) if gone => before_fill_gone(&s.held, out),
             Sale::Downloading(r) | Sale::InitialProving(r, _) if gone => before_fill_gone(&r, out),
-            Sale::Filling(r, _, FillStep::Reading) if gone => before_fill_gone(&r, out),
+            Sale::Filling(r, _, FillStep::Reading { .. }) if gone => before_fill_gone(&r, out),
             Sale::Filled(h, _) if gone || free => fill_gone(&h, &view, now, cfg, out),
             Sale::Proving(p) if gone || free => fill_gone(&p.hosted, &view, now, cfg, out),
             Sale::Proving(mut p)

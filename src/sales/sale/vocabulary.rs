@@ -269,6 +269,6 @@ pub enum Input {
     Fulfilled,
     /// The slot view read again after a reorganisation (the engine's re-check, not the
     /// answer to a command: it comes whatever the sale waits for, and leaves its ticket
-    /// alone). See [`super::Sale::rechecked`].
+    /// alone). See `Sale::rechecked`.
     Rechecked(SlotView),
 }
