@@ -192,6 +192,9 @@ pub struct TxBook<T> {
     /// Hashes of counted transactions whose receipt is gone, waiting for the account's
     /// nonce on the new chain ([`TxCall::GoneNonce`]).
     gone: Vec<B256>,
+    /// Pending `freeSlot`s of a reorganised chain, each with the receipt lookups still to
+    /// answer before it is withdrawn: one that the new chain holds is not withdrawn.
+    withdrawing: HashMap<u64, usize>,
     /// Counters.
     pub sent: u64,
     /// Counters.
@@ -216,6 +219,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             fills_waiting: VecDeque::new(),
             fill_busy: false,
             counted: Vec::new(),
+            withdrawing: HashMap::new(),
             gone: Vec::new(),
             sent: 0,
             replaced: 0,
@@ -624,12 +628,29 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         result: Result<Value, ChainError>,
         out: &mut Vec<TxAction<T>>,
     ) {
-        let Ok(receipt) = result else {
+        let found = result.as_ref().is_ok_and(|r| !r.is_null());
+        if !found {
+            // A freeSlot of a reorganised chain is withdrawn once no lookup found it.
+            if let Some(left) = self.withdrawing.get_mut(&id) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.withdrawing.remove(&id);
+                    if let Some(InFlight {
+                        stage: Stage::Pending { nonce, fees, .. },
+                        ..
+                    }) = self.txs.get(&id)
+                    {
+                        let (nonce, fees) = (*nonce, *fees);
+                        self.withdraw(id, nonce, fees, out);
+                    }
+                }
+            }
             return; // asked again at the next block
-        };
-        if receipt.is_null() {
-            return;
         }
+        self.withdrawing.remove(&id);
+        let Ok(receipt) = result else {
+            return;
+        };
         let Some(tx) = self.txs.get(&id) else {
             return;
         };
@@ -719,19 +740,25 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             let Some(tx) = self.txs.get(&id) else {
                 continue;
             };
-            let Stage::Pending {
-                nonce, fees, raws, ..
-            } = &tx.stage
-            else {
+            let Stage::Pending { hashes, raws, .. } = &tx.stage else {
                 continue;
             };
             if tx.req.label == "freeSlot" {
-                // Its sale decided on a chain that is gone: the nonce goes to an empty
-                // transaction (outbidding it in the pool), and the sale, told it failed,
-                // reads the slot again before it frees it (a freeSlot on a slot still
-                // Filled would forfeit the collateral).
-                let (nonce, fees) = (*nonce, *fees);
-                self.withdraw(id, nonce, fees, out);
+                // Its sale decided on a chain that is gone: unless the new chain holds it
+                // (its receipts are looked up first, `on_receipt`), the nonce goes to an
+                // empty transaction (outbidding it in the pool), and the sale, told it
+                // failed, reads the slot again before it frees it (a freeSlot on a slot
+                // still Filled would forfeit the collateral). One that was mined is
+                // reported as mined, with the payout its receipt shows.
+                let hashes = hashes.clone();
+                self.withdrawing.insert(id, hashes.len());
+                for h in hashes {
+                    out.push(TxAction::Call(
+                        TxCall::Receipt(id, h),
+                        "eth_getTransactionReceipt",
+                        json!([h]),
+                    ));
+                }
                 continue;
             }
             if let Some(raw) = raws.last() {
@@ -1356,6 +1383,15 @@ mod tests {
         b.on_answer(sends[0].0, Ok(json!("0x01")), &mut Vec::new());
         let mut out = Vec::new();
         b.on_reorg(&mut out);
+        // First: does the new chain hold it?
+        let (calls, done) = split(out);
+        assert!(done.is_empty());
+        assert_eq!(calls.len(), 1);
+        let TxCall::Receipt(id, hash) = calls[0].0 else {
+            panic!("{calls:?}")
+        };
+        let mut out = Vec::new();
+        b.on_answer(TxCall::Receipt(id, hash), Ok(Value::Null), &mut out);
         let (calls, done) = split(out);
         assert_eq!(done, vec![(3, false)]);
         assert_eq!(calls.len(), 1);
@@ -1368,5 +1404,41 @@ mod tests {
         assert_eq!((cancel.to, cancel.data.len()), (b.address(), 0));
         assert!(cancel.max_fee_per_gas > first.max_fee_per_gas);
         assert!(b.is_empty());
+    }
+
+    /// A freeSlot pending when the chain is reorganised but mined on the new chain (a node
+    /// restarted from a state that holds it) is reported mined, with its receipt (whose
+    /// transfers are the payout), not withdrawn.
+    #[test]
+    fn a_pending_free_slot_the_new_chain_holds_is_reported_mined() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(
+            TxRequest {
+                label: "freeSlot",
+                ..req(4)
+            },
+            &mut out,
+        );
+        let sends = to_sends(&mut b, split(out).0, 7);
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut Vec::new());
+        let mut out = Vec::new();
+        b.on_reorg(&mut out);
+        let (calls, _) = split(out);
+        let TxCall::Receipt(id, hash) = calls[0].0 else {
+            panic!("{calls:?}")
+        };
+        let mut out = Vec::new();
+        b.on_answer(
+            TxCall::Receipt(id, hash),
+            Ok(json!({"blockNumber": "0x64", "status": "0x1", "gasUsed": "0x1"})),
+            &mut out,
+        );
+        let (calls, done) = split(out);
+        assert_eq!(done, vec![(4, true)]);
+        assert!(
+            calls.iter().all(|c| c.0 != TxCall::Resend),
+            "no cancel: {calls:?}"
+        );
     }
 }
