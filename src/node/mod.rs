@@ -73,6 +73,11 @@ const MAX_RANGE: u64 = 1000;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the store's background thread checkpoints the database (`store::behind`).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The most worker threads (downloads, proofs), whatever `--max-workers` (the engine's
+/// budget of sales preparing at once) says: jobs beyond them wait in the pool's channel. With
+/// a thread per worker, 300 workers cost 300 threads and their allocator heaps (188 MiB
+/// resident with 3,000 slots, `cargo bench --bench node`).
+const MAX_THREADS: usize = 16;
 /// Requests kept in the view cache (a request never changes once posted).
 const REQUEST_CACHE: usize = 4096;
 /// The most a loop turn spends on queued work before it polls its sockets again: long
@@ -353,7 +358,8 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         v
     });
 
-    let workers = Workers::start(cfg.max_workers, Arc::new(SimulatedProver), waker.clone())
+    let threads = cfg.max_workers.min(MAX_THREADS);
+    let workers = Workers::start(threads, Arc::new(SimulatedProver), waker.clone())
         .map_err(io("starting worker threads"))?;
 
     let mut client_cfg = ClientConfig::new(cfg.provider.clone());
