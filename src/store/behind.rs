@@ -46,24 +46,34 @@ pub(super) struct Counters {
     checkpointed: AtomicU64,
 }
 
+/// What the thread is told.
+#[derive(Debug)]
+enum Ring {
+    /// A commit returned.
+    Commit,
+    /// Sync what is left and stop.
+    Stop,
+}
+
 /// The store's side: its counters and the thread's doorbell.
 #[derive(Debug)]
 pub(super) struct Behind {
     counters: Arc<Counters>,
-    kick: Sender<()>,
+    kick: Sender<Ring>,
 }
 
 impl Behind {
     /// Counts a commit that just returned and rings the thread.
     pub(super) fn committed(&self) {
         self.counters.commits.fetch_add(1, Ordering::AcqRel);
-        let _ = self.kick.send(());
+        let _ = self.kick.send(Ring::Commit);
     }
 }
 
-/// The thread; dropping it syncs what is left, stops the thread and waits for it.
+/// The thread; dropping it syncs what is left, stops the thread and waits for it (at once:
+/// the stop rings the same doorbell as the commits).
 pub struct Syncer {
-    stop: Option<Sender<()>>,
+    doorbell: Sender<Ring>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
@@ -77,7 +87,7 @@ impl Syncer {
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        self.stop.take();
+        let _ = self.doorbell.send(Ring::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -130,19 +140,20 @@ impl Thread {
         }
     }
 
-    fn run(self, doorbell: mpsc::Receiver<()>, stopped: mpsc::Receiver<()>) {
+    fn run(self, doorbell: mpsc::Receiver<Ring>) {
         let mut last_checkpoint = Instant::now();
         let mut last_done = 0;
         loop {
             let wait = self.every.saturating_sub(last_checkpoint.elapsed());
-            let stop = match doorbell.recv_timeout(wait) {
-                Ok(()) => {
-                    while doorbell.try_recv().is_ok() {}
-                    false
-                }
+            let mut stop = match doorbell.recv_timeout(wait) {
+                Ok(ring) => matches!(ring, Ring::Stop),
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
-            } || !matches!(stopped.try_recv(), Err(mpsc::TryRecvError::Empty));
+            };
+            // Every ring that came meanwhile is answered by the one sync below.
+            while let Ok(ring) = doorbell.try_recv() {
+                stop |= matches!(ring, Ring::Stop);
+            }
             self.sync();
             if stop || last_checkpoint.elapsed() >= self.every {
                 last_checkpoint = Instant::now();
@@ -186,8 +197,7 @@ impl Store {
             path: wal_path.clone(),
             source,
         })?;
-        let (kick, doorbell) = mpsc::channel::<()>();
-        let (stop, stopped) = mpsc::channel::<()>();
+        let (kick, doorbell) = mpsc::channel::<Ring>();
         let counters = Arc::new(Counters::default());
         let thread = Thread {
             wal,
@@ -199,10 +209,10 @@ impl Store {
         };
         let handle = std::thread::Builder::new()
             .name("codex-sync".into())
-            .spawn(move || thread.run(doorbell, stopped))
+            .spawn(move || thread.run(doorbell))
             .map_err(|e| StoreError::Thread(e.to_string()))?;
         let syncer = Syncer {
-            stop: Some(stop),
+            doorbell: kick.clone(),
             thread: Some(handle),
             counters: Arc::clone(&counters),
         };
@@ -299,5 +309,26 @@ mod tests {
         });
         drop(syncer);
         assert_eq!(store.cursor().unwrap().map(|c| c.0), Some(49));
+    }
+
+    #[test]
+    fn dropping_the_syncer_syncs_and_stops_without_waiting_for_its_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Options::node()).unwrap();
+        // A round far longer than the test: only the stop's ring can end the wait.
+        let syncer = store
+            .write_behind(Duration::from_secs(3600), Box::new(|| {}))
+            .unwrap();
+        store.set_cursor(1, B256::repeat_byte(1)).unwrap();
+        let t = Instant::now();
+        drop(syncer);
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "the thread waited for its round"
+        );
+        assert!(
+            store.durable_through(store.commits()),
+            "the last commits were synced"
+        );
     }
 }
