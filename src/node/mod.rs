@@ -51,7 +51,7 @@ use crate::chain::tx::GasCall;
 use crate::chain::ws::Endpoint;
 use crate::chain::ChainError;
 use crate::market::events::{decode_log, RpcLog};
-use crate::market::{calls, short, MarketEvent, Request, RequestId, RequestState};
+use crate::market::{calls, short, MarketEvent, Request, RequestId, RequestState, SlotId};
 use crate::sales::engine::{
     Command, Engine, EngineConfig, EngineInput, FreedSlotInfo, SaleCommand, Ticket,
 };
@@ -931,6 +931,24 @@ pub(crate) fn to_rpc_log(l: &Log) -> RpcLog {
     }
 }
 
+/// The calls of one slot view, in the order `Node::slot_view` decodes them: getRequest first
+/// when the request is not cached.
+fn slot_view_calls(rid: RequestId, sid: SlotId, with_request: bool) -> Vec<Vec<u8>> {
+    let mut views = Vec::with_capacity(7);
+    if with_request {
+        views.push(calls::get_request(rid));
+    }
+    views.extend([
+        calls::request_state(rid),
+        calls::slot_state(sid),
+        calls::request_expiry(rid),
+        calls::request_end(rid),
+        calls::get_host(sid),
+        calls::current_collateral(sid),
+    ]);
+    views
+}
+
 fn data_version(store: &Store) -> i64 {
     store
         .connection()
@@ -1591,19 +1609,7 @@ impl Node {
                 // getRequest is read every time: the question is whether the request is
                 // still on the chain.
                 self.requests.remove(&rid);
-                self.batch(
-                    reg,
-                    BatchKind::Recheck(t),
-                    vec![
-                        calls::get_request(rid),
-                        calls::request_state(rid),
-                        calls::slot_state(sid),
-                        calls::request_expiry(rid),
-                        calls::request_end(rid),
-                        calls::get_host(sid),
-                        calls::current_collateral(sid),
-                    ],
-                );
+                self.batch(reg, BatchKind::Recheck(t), slot_view_calls(rid, sid, true));
             }
             Command::LookupFreedSlot {
                 request_id,
@@ -1657,18 +1663,7 @@ impl Node {
                 let (rid, sid) = (s.request_id, s.slot_id());
                 // A request never changes once posted: read it once.
                 let cached = self.requests.get(&rid).cloned();
-                let mut views = Vec::with_capacity(7);
-                if cached.is_none() {
-                    views.push(calls::get_request(rid));
-                }
-                views.extend([
-                    calls::request_state(rid),
-                    calls::slot_state(sid),
-                    calls::request_expiry(rid),
-                    calls::request_end(rid),
-                    calls::get_host(sid),
-                    calls::current_collateral(sid),
-                ]);
+                let views = slot_view_calls(rid, sid, cached.is_none());
                 // A sale about to free its slot reads it at `latest`: the block freeSlot runs in
                 // is no earlier than that, so a slot Finished there is Finished then, while
                 // `pending`'s time is a guess (after anvil's evm_revert, ahead of the blocks

@@ -68,10 +68,20 @@ fn a_request_reorganised_out_before_the_host_reserved_is_dropped() {
         host.log_has("was removed by a reorganisation")
     });
     host.offer("1MiB", "10000000");
-    for _ in 0..8 {
-        w.mine();
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The node has seen the new availability and looked at the open requests again (the
+    // removed one is not among them), and has acted on a few blocks since.
+    w.mine_until(&[&host], "the new availability noticed", 20, |_| {
+        host.log_has("availabilities changed; examining")
+    });
+    let head = |h: &Host| {
+        h.try_api_json("/sales/status")
+            .and_then(|v| v["chain"]["head"].as_u64())
+            .unwrap_or(0)
+    };
+    let from = head(&host);
+    w.mine_until(&[&host], "three more blocks seen", 20, |_| {
+        head(&host) >= from + 3
+    });
     assert!(!host.log_has("reserving the slot"), "{}", host.log_text());
     assert_eq!(w.host_of(SlotId::of(id, 0)), Address::ZERO);
     assert_eq!(free_size(&host), 1024 + (1 << 20));
