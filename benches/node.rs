@@ -26,10 +26,10 @@
 //! The floor, in the same run: the disk's fsync (4 KiB write + fdatasync in the data dir,
 //! CODEX_BENCH_SAMPLES times) and the round trip of an `eth_call` (canReserveSlot at
 //! `pending`, through a proxy like the node's) over a WebSocket with `BlockingClient`.
-//! floor = one fsync p50 + 3 round trips × eth_call p50: the code has three round trips on
-//! the path (src/node/mod.rs, src/sales/sale.rs): the slot view (7 eth_calls sent together),
-//! canReserveSlot, eth_estimateGas, with the reservation's SQLite commit between the first
-//! two (CODEX_BENCH_FLOOR_TRIPS overrides the 3). The bench also prints the round trips it
+//! floor = one fsync p50 + 1 round trip × eth_call p50: the code has one round trip on the
+//! path (src/node/mod.rs, `Ahead`): one frame with canReserveSlot, the reserveSlot
+//! eth_estimateGas and the slot view's 7 eth_calls, then the reservation's SQLite commit
+//! (CODEX_BENCH_FLOOR_TRIPS overrides the 1; before the calls were asked ahead it was 3). The bench also prints the round trips it
 //! sees per request (a call the node sends after an answer came starts one), the node's own
 //! share of each reaction (notification → first call, each answer → next call, last answer
 //! → send), and the round trip of 7 eth_calls sent at once on one connection, which is how
@@ -1012,9 +1012,9 @@ fn reaction(ping_ms: usize) {
     }
     trip_hist.sort();
     paths.sort_by(|a, b| b.1.cmp(&a.1));
-    // The round trips the code has on the path (src/node/mod.rs, src/sales/sale.rs): the
-    // slot view (7 eth_calls sent together), canReserveSlot, eth_estimateGas.
-    let trips = env_usize("CODEX_BENCH_FLOOR_TRIPS", 3);
+    // The round trips the code has on the path (src/node/mod.rs, `Ahead`): one frame with
+    // canReserveSlot, the reserveSlot eth_estimateGas and the slot view's 7 eth_calls.
+    let trips = env_usize("CODEX_BENCH_FLOOR_TRIPS", 1);
 
     println!("reaction:                {}", summary(&mut reaction));
     println!("  of which in the node:  {}  (notification→first call, answer→next call, last answer→send; the rest is waiting for anvil)", summary(&mut local));
@@ -1052,13 +1052,14 @@ fn reaction(ping_ms: usize) {
         ms(floor),
         p99.as_secs_f64() / floor.as_secs_f64()
     );
+    // anvil answers a frame's calls one after another: the path's frame costs about the 7
+    // calls at once plus canReserveSlot and the estimate.
     let served = pct(&fsync, 0.5)
         + pct(&batch7, 0.5)
         + pct(&eth_call, 0.5) * trips.saturating_sub(2) as u32
         + pct(&estimate, 0.5);
     println!(
-        "  floor as anvil serves this path (fsync + 7 calls at once + {} eth_call + estimateGas, p50s): {}; ratio {:.2}",
-        trips.saturating_sub(2),
+        "  floor as anvil serves this path (fsync + 7 calls at once + estimateGas, p50s; the path's one frame also carries canReserveSlot): {}; ratio {:.2}",
         ms(served),
         p99.as_secs_f64() / served.as_secs_f64()
     );

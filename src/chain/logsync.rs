@@ -4,8 +4,12 @@
 //! out once, in order, reporting the logs a reorganisation removed.
 //!
 //! Invariant: every log of a block at or below [`LogSync::processed`] has been handed out
-//! exactly once (deduplicated by block hash and log index), in block and log-index order;
-//! the cursor only moves once a block is fully covered by an `eth_getLogs` answer.
+//! exactly once (deduplicated by block hash and log index), in block order; the cursor only
+//! moves once a block is fully covered by an `eth_getLogs` answer. Within a block the order
+//! is the log index's, except that the subscription's logs of the block right after the
+//! cursor go out as they come (the node reacts to a request without waiting for the range
+//! that covers its block), so a log the subscription missed comes after them, when the
+//! range answers.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use alloy_primitives::{Address, B256};
@@ -244,21 +248,22 @@ impl LogSync {
         self.seen.retain(|_, l| l.block_number >= floor);
     }
 
-    /// A log from the Marketplace subscription. Logs above the cursor wait for their block to
-    /// be covered by a range; a `removed` log that was handed out becomes
+    /// A log from the Marketplace subscription. A log of the block right after the cursor is
+    /// handed out at once; logs of later blocks wait for every block before theirs to be
+    /// covered by a range; a `removed` log that was handed out becomes
     /// [`SyncEvent::Removed`]; a new log at or below the cursor (a replacement block after a
     /// reorganisation) is handed out at once, after the removal of the logs handed out for an
     /// earlier block at the same height.
     pub fn on_subscription_log(&mut self, log: Log, out: &mut Vec<SyncEvent>) {
         let key = log.key();
         if log.removed {
-            if self.seen.remove(&key).is_some() {
-                out.push(SyncEvent::Removed(log));
-            } else if self
+            let buffered = self
                 .buffered
                 .remove(&(log.block_number, log.log_index, log.block_hash))
-                .is_none()
-            {
+                .is_some();
+            if self.seen.remove(&key).is_some() {
+                out.push(SyncEvent::Removed(log));
+            } else if !buffered {
                 self.removed_early.insert(key);
             }
             return;
@@ -269,6 +274,18 @@ impl LogSync {
             }
         }
         if log.block_number >= self.next_block {
+            // The next block to cover: every block before it has been handed out, so its
+            // log goes out now instead of a round trip later, when the range answers. It stays
+            // buffered, so that the range counts it as present (and hands it out no second
+            // time).
+            // A log of that height with another hash means the block was replaced: what
+            // went out of the old one is reported removed first, and dropped from the buffer.
+            if log.block_number == self.next_block {
+                let (number, hash) = (log.block_number, log.block_hash);
+                self.buffered.retain(|k, _| k.0 != number || k.2 == hash);
+                self.remove_where(|l| l.block_number == number && l.block_hash != hash, out);
+                self.emit(log.clone(), out);
+            }
             self.buffered
                 .insert((log.block_number, log.log_index, log.block_hash), log);
         } else {
@@ -443,6 +460,82 @@ mod tests {
         let r = s.next_range().unwrap();
         s.on_range(r, vec![log(6, 0, 6)], &mut out);
         assert_eq!(logs_of(&out), vec![(6, 0)]);
+    }
+
+    #[test]
+    fn a_log_of_the_next_block_goes_out_before_its_range() {
+        let mut s = LogSync::new(1, None, 100);
+        let mut out = vec![];
+        s.on_head(4, false);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![], &mut out);
+        out.clear();
+        // Caught up to block 4: block 5's logs go out as they come, block 6's wait.
+        s.on_head(5, true);
+        s.on_subscription_log(log(5, 0, 5), &mut out);
+        s.on_subscription_log(log(6, 0, 6), &mut out);
+        assert_eq!(out, vec![SyncEvent::Log(log(5, 0, 5))]);
+        assert_eq!(s.processed(), Some(4), "the cursor waits for the range");
+        out.clear();
+        // The range hands out what the subscription missed (5/1), not 5/0 again.
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![log(5, 0, 5), log(5, 1, 5)], &mut out);
+        assert_eq!(
+            out,
+            vec![SyncEvent::Log(log(5, 1, 5)), SyncEvent::Processed(5)]
+        );
+        out.clear();
+        // A range that lacks the early log (a lagging node) does not report it removed.
+        s.on_head(6, true);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![], &mut out);
+        assert_eq!(
+            out,
+            vec![SyncEvent::Log(log(6, 0, 6)), SyncEvent::Processed(6)]
+        );
+    }
+
+    #[test]
+    fn an_early_log_of_a_replaced_block_is_removed_before_the_replacement() {
+        let mut s = LogSync::new(5, None, 100);
+        let mut out = vec![];
+        s.on_subscription_log(log(5, 0, 5), &mut out);
+        // Block 5 is replaced (anvil's evm_revert) before its range answered.
+        s.on_subscription_log(log(5, 0, 0x55), &mut out);
+        let mut gone = log(5, 0, 5);
+        gone.removed = true;
+        assert_eq!(
+            out,
+            vec![
+                SyncEvent::Log(log(5, 0, 5)),
+                SyncEvent::Removed(gone),
+                SyncEvent::Log(log(5, 0, 0x55))
+            ]
+        );
+        out.clear();
+        s.on_head(5, false);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![log(5, 0, 0x55)], &mut out);
+        assert_eq!(out, vec![SyncEvent::Processed(5)]);
+    }
+
+    #[test]
+    fn an_early_log_removed_before_its_range_is_reported_once() {
+        let mut s = LogSync::new(5, None, 100);
+        let mut out = vec![];
+        s.on_subscription_log(log(5, 0, 5), &mut out);
+        let mut gone = log(5, 0, 5);
+        gone.removed = true;
+        s.on_subscription_log(gone.clone(), &mut out);
+        assert_eq!(
+            out,
+            vec![SyncEvent::Log(log(5, 0, 5)), SyncEvent::Removed(gone)]
+        );
+        out.clear();
+        s.on_head(5, false);
+        let r = s.next_range().unwrap();
+        s.on_range(r, vec![], &mut out);
+        assert_eq!(out, vec![SyncEvent::Processed(5)]);
     }
 
     #[test]

@@ -271,6 +271,24 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         self.start(req, None, false, out);
     }
 
+    /// Starts one transaction whose `eth_estimateGas` the caller already has (asked ahead,
+    /// at the same head): it is signed and sent at once, with the call's headroom.
+    pub fn send_estimated(&mut self, req: TxRequest<T>, estimate: u64, out: &mut Vec<TxAction<T>>) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let gas = gas_limit_with_headroom(req.call, estimate);
+        self.txs.insert(
+            id,
+            InFlight {
+                req,
+                then: None,
+                stage: Stage::NeedsNonce { gas },
+                fill_lane: false,
+            },
+        );
+        self.sign_and_send(id, out);
+    }
+
     /// Starts an `approve` followed by a `fillSlot`, after the fills before it.
     pub fn send_fill(
         &mut self,
@@ -1046,6 +1064,34 @@ mod tests {
     fn nonce_of(params: &Value) -> u64 {
         let raw: Bytes = params[0].as_str().unwrap().parse().unwrap();
         crate::chain::tx::SignedTx::decode(&raw).unwrap().tx.nonce
+    }
+
+    #[test]
+    fn an_estimate_asked_ahead_skips_the_estimate_and_keeps_the_nonce_order() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(0), &mut out);
+        let reserve = TxRequest {
+            call: GasCall::ReserveSlot,
+            ..req(1)
+        };
+        b.send_estimated(reserve, 80_000, &mut out);
+        let (calls, _) = split(out);
+        let methods: Vec<&str> = calls.iter().map(|(_, m, _)| *m).collect();
+        assert_eq!(methods, ["eth_estimateGas", "eth_getTransactionCount"]);
+        let sends = to_sends(&mut b, calls, 3);
+        let signed: Vec<_> = sends
+            .iter()
+            .map(|(_, _, p)| {
+                let raw: Bytes = p[0].as_str().unwrap().parse().unwrap();
+                crate::chain::tx::SignedTx::decode(&raw).unwrap().tx
+            })
+            .collect();
+        assert_eq!(signed.len(), 2);
+        // The pre-estimated one waited for the nonce sync only, and got the first nonce.
+        let ahead = signed.iter().find(|t| t.gas_limit == 100_000).unwrap();
+        assert_eq!(ahead.nonce, 3, "the reserveSlot headroom (125%) on 80,000");
+        assert!(signed.iter().any(|t| t.nonce == 4 && t.gas_limit == 0x5208));
     }
 
     #[test]

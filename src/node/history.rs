@@ -9,6 +9,7 @@ impl Node {
     /// Keeps an ended sale in the history.
     pub(super) fn record_end(&mut self, e: SaleEnded) {
         let received = self.received.remove(&e.slot).unwrap_or_default();
+        self.ahead.remove(&e.slot);
         self.metrics.sale_ended(e.state);
         if e.state == FinalState::Ignored {
             return;

@@ -182,10 +182,37 @@ enum Purpose {
     /// `canMarkProofAsMissing(slot, period)`.
     CanMark(crate::market::SlotId, u64),
     RequestState(RequestId),
+    /// A call asked ahead of a reservation (see [`Ahead`]).
+    Ahead(SlotRef, AheadCall),
     FeeHistory,
     EthBalance,
     TokenBalance,
 }
+
+/// Which call of a reservation was asked ahead.
+#[derive(Debug, Clone, Copy)]
+enum AheadCall {
+    CanReserve,
+    Estimate,
+}
+
+/// The two calls a reservation makes after its slot view, `canReserveSlot` and the
+/// `reserveSlot` gas estimate, asked together with the view: neither depends on the view's
+/// answers or on the ledger, so the reserveSlot goes out one round trip after the
+/// notification instead of three. An answer is used only while the newest block known is the
+/// one it was asked at; else
+/// (or when it failed, or has not come yet) the call is made when the sale needs it.
+#[derive(Debug)]
+struct Ahead {
+    /// [`Node::known`] when asked.
+    known: u64,
+    can_reserve: Option<bool>,
+    estimate: Option<u64>,
+}
+
+/// The most reservations asked ahead at once; beyond it the memory is dropped (the calls are
+/// then made when needed).
+const AHEAD_MAX: usize = 1024;
 
 #[derive(Debug)]
 enum BatchKind {
@@ -387,6 +414,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         token: start.token,
         now: start.now,
         head: start.head,
+        known: start.head,
         calls: HashMap::new(),
         batches: HashMap::new(),
         next_batch: 0,
@@ -400,6 +428,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         tx_actions: Vec::new(),
         held_sends: std::collections::VecDeque::new(),
         reserving: HashMap::new(),
+        ahead: HashMap::new(),
         received: HashMap::new(),
         chain_id: start.chain_id,
         market_config: start.config.clone(),
@@ -970,6 +999,9 @@ struct Node {
     /// Chain time: the latest block's timestamp.
     now: u64,
     head: u64,
+    /// The newest block the node knows of: the head, or the block of a log that came before
+    /// its head (what the answers asked ahead are valid for, see [`Ahead`]).
+    known: u64,
     /// Calls in flight: what each answers, and when it was sent (for the latency metric).
     calls: HashMap<CallId, (Purpose, Instant)>,
     batches: HashMap<u64, Batch>,
@@ -989,6 +1021,8 @@ struct Node {
     held_sends: std::collections::VecDeque<(u64, TxCall, &'static str, Value)>,
     /// reserveSlot transactions in flight, to record when they succeed.
     reserving: HashMap<Ticket, SlotRef>,
+    /// Answers asked ahead of reservations, by slot.
+    ahead: HashMap<SlotRef, Ahead>,
     /// Tokens the Marketplace sent for a slot (payout and collateral), for its history.
     received: HashMap<SlotRef, U256>,
     chain_id: u64,
@@ -1090,6 +1124,7 @@ impl Node {
             ClientOutput::Failed(e) => log::error!(target: "codex::chain", "{e}"),
             ClientOutput::Log(l) => match decode_log(&to_rpc_log(&l)) {
                 Ok(d) => {
+                    self.known = self.known.max(l.block_number);
                     log::info!(target: "codex::market", "block {}: {}", l.block_number, d.event.name());
                     self.metrics.events_processed.inc();
                     api::remember(&mut self.recent, &d.event, self.now);
@@ -1171,6 +1206,7 @@ impl Node {
                 }
                 self.last_head_at = Some(Instant::now());
                 self.head = h.number;
+                self.known = h.number;
                 self.now = self.now.max(h.timestamp);
                 self.hashes.insert(h.number, h.hash);
                 self.hashes.retain(|n, _| *n + 64 >= h.number);
@@ -1262,6 +1298,25 @@ impl Node {
                 }
             }
             Purpose::Tx(call) => self.txs.on_answer(call, result, &mut self.tx_actions),
+            Purpose::Ahead(slot, call) => {
+                let Some(a) = self.ahead.get_mut(&slot) else {
+                    return;
+                };
+                let Ok(v) = result else {
+                    return; // asked again when needed, where the error is the sale's to see
+                };
+                match call {
+                    AheadCall::CanReserve => {
+                        a.can_reserve =
+                            hex_bytes(&v).and_then(|d| calls::decode_can_reserve_slot(&d).ok());
+                    }
+                    AheadCall::Estimate => {
+                        a.estimate = v
+                            .as_str()
+                            .and_then(|s| crate::chain::rpc::parse_quantity(s).ok());
+                    }
+                }
+            }
             Purpose::ValidatorSlotState(slot) => self.on_validator_slot_state(slot, result),
             Purpose::CanMark(slot, period) => self.on_can_mark(slot, period, result),
             Purpose::EthBalance => {
@@ -1392,6 +1447,19 @@ impl Node {
 
     /// [`Self::batch`] at block `tag`.
     fn batch_at(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>, tag: &str) {
+        self.batch_with(reg, kind, calls, tag, Vec::new());
+    }
+
+    /// [`Self::batch_at`], with other calls in front of it in the same frame (anvil answers
+    /// a frame at once, and its answers are taken in order: these come first).
+    fn batch_with(
+        &mut self,
+        reg: &Registry,
+        kind: BatchKind,
+        calls: Vec<Vec<u8>>,
+        tag: &str,
+        first: Vec<(&'static str, Value, Purpose)>,
+    ) {
         self.next_batch += 1;
         let id = self.next_batch;
         self.batches.insert(
@@ -1404,19 +1472,22 @@ impl Node {
         );
         // One JSON-RPC batch: the node answers the views together, in one frame.
         let from = self.txs.address();
-        let params: Vec<(&str, Value)> = calls
-            .into_iter()
-            .map(|data| {
-                (
-                    "eth_call",
-                    json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, tag]),
-                )
-            })
-            .collect();
+        let mut purposes = Vec::with_capacity(first.len() + calls.len());
+        let mut params: Vec<(&str, Value)> = Vec::with_capacity(purposes.capacity());
+        for (method, p, purpose) in first {
+            params.push((method, p));
+            purposes.push(purpose);
+        }
+        for (i, data) in calls.into_iter().enumerate() {
+            params.push((
+                "eth_call",
+                json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, tag]),
+            ));
+            purposes.push(Purpose::Batch(id, i));
+        }
         let ids = self.client.call_batch(reg, &params, Instant::now());
-        for (i, call) in ids.into_iter().enumerate() {
-            self.calls
-                .insert(call, (Purpose::Batch(id, i), Instant::now()));
+        for (call, purpose) in ids.into_iter().zip(purposes) {
+            self.calls.insert(call, (purpose, Instant::now()));
         }
     }
 
@@ -1643,6 +1714,38 @@ impl Node {
         }
     }
 
+    /// The calls that ask `canReserveSlot` and the `reserveSlot` estimate of `slot` ahead
+    /// (see [`Ahead`]), to go in front of its slot view.
+    fn ask_ahead(&mut self, slot: SlotRef) -> Vec<(&'static str, Value, Purpose)> {
+        if self.ahead.len() >= AHEAD_MAX {
+            self.ahead.clear();
+        }
+        self.ahead.insert(
+            slot,
+            Ahead {
+                known: self.known,
+                can_reserve: None,
+                estimate: None,
+            },
+        );
+        let from = self.txs.address();
+        let (rid, idx) = (slot.request_id, slot.slot_index);
+        let can = Bytes::from(calls::can_reserve_slot(rid, idx));
+        let reserve = Bytes::from(calls::reserve_slot(rid, idx));
+        vec![
+            (
+                "eth_call",
+                json!([{"from": from, "to": self.marketplace, "data": can}, "pending"]),
+                Purpose::Ahead(slot, AheadCall::CanReserve),
+            ),
+            (
+                "eth_estimateGas",
+                json!([{"from": from, "to": self.marketplace, "data": reserve}]),
+                Purpose::Ahead(slot, AheadCall::Estimate),
+            ),
+        ]
+    }
+
     fn reserved_on_chain(&self, slot: SlotRef) -> bool {
         self.engine
             .ledger()
@@ -1671,7 +1774,12 @@ impl Node {
                 // that forfeits the collateral.
                 let freeing = matches!(state, "SalePayout" | "SaleCancelled" | "SaleFailed");
                 let tag = if freeing { "latest" } else { "pending" };
-                self.batch_at(reg, BatchKind::Slot(t, cached), views, tag);
+                let ahead = if state == "SalePreparing" && !self.reserved_on_chain(s) {
+                    self.ask_ahead(s)
+                } else {
+                    Vec::new()
+                };
+                self.batch_with(reg, BatchKind::Slot(t, cached), views, tag, ahead);
             }
             SaleCommand::ReadProof(s) => {
                 let sid = s.slot_id();
@@ -1695,6 +1803,15 @@ impl Node {
                     self.engine.handle(
                         ChainTime(self.now),
                         EngineInput::Reply(t, Input::CanReserve(Ok(true))),
+                    );
+                    return;
+                }
+                let known = self.known;
+                let ahead = self.ahead.get_mut(&s).filter(|a| a.known == known);
+                if let Some(yes) = ahead.and_then(|a| a.can_reserve.take()) {
+                    self.engine.handle(
+                        ChainTime(self.now),
+                        EngineInput::Reply(t, Input::CanReserve(Ok(yes))),
                     );
                     return;
                 }
@@ -1729,7 +1846,15 @@ impl Node {
                             self.marketplace,
                             calls::reserve_slot(slot.request_id, slot.slot_index),
                         );
-                        self.txs.send(r, &mut self.tx_actions);
+                        let estimate = self
+                            .ahead
+                            .remove(&slot)
+                            .filter(|a| a.known == self.known)
+                            .and_then(|a| a.estimate);
+                        match estimate {
+                            Some(gas) => self.txs.send_estimated(r, gas, &mut self.tx_actions),
+                            None => self.txs.send(r, &mut self.tx_actions),
+                        }
                     }
                     Tx::FillSlot {
                         slot,
