@@ -200,8 +200,8 @@ enum AheadCall {
 /// `reserveSlot` gas estimate, asked together with the view: neither depends on the view's
 /// answers or on the ledger, so the reserveSlot goes out one round trip after the
 /// notification instead of three. An answer is used only while the newest block known is the
-/// one it was asked at; else
-/// (or when it failed, or has not come yet) the call is made when the sale needs it.
+/// one it was asked at; otherwise (or when it failed, or has not come yet) the call is made
+/// when the sale needs it.
 #[derive(Debug)]
 struct Ahead {
     /// [`Node::known`] when asked.
