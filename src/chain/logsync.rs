@@ -222,6 +222,14 @@ impl LogSync {
         self.prune();
     }
 
+    /// Hands out `log` after reporting removed what went out for a block at its height with
+    /// another hash: that block was replaced.
+    fn emit_replacing(&mut self, log: Log, out: &mut Vec<SyncEvent>) {
+        let (number, hash) = (log.block_number, log.block_hash);
+        self.remove_where(|l| l.block_number == number && l.block_hash != hash, out);
+        self.emit(log, out);
+    }
+
     fn emit(&mut self, log: Log, out: &mut Vec<SyncEvent>) {
         let key = log.key();
         if self.seen.contains_key(&key) || self.removed_early.remove(&key) {
@@ -277,23 +285,16 @@ impl LogSync {
             // The next block to cover: every block before it has been handed out, so its
             // log goes out now instead of a round trip later, when the range answers. It stays
             // buffered, so that the range counts it as present (and hands it out no second
-            // time).
-            // A log of that height with another hash means the block was replaced: what
-            // went out of the old one is reported removed first, and dropped from the buffer.
+            // time); buffered logs of a replaced block at its height are dropped.
             if log.block_number == self.next_block {
                 let (number, hash) = (log.block_number, log.block_hash);
                 self.buffered.retain(|k, _| k.0 != number || k.2 == hash);
-                self.remove_where(|l| l.block_number == number && l.block_hash != hash, out);
-                self.emit(log.clone(), out);
+                self.emit_replacing(log.clone(), out);
             }
             self.buffered
                 .insert((log.block_number, log.log_index, log.block_hash), log);
         } else {
-            // A log of a block at this height with another hash: that block was replaced, so
-            // the logs handed out for it are gone.
-            let (number, hash) = (log.block_number, log.block_hash);
-            self.remove_where(|l| l.block_number == number && l.block_hash != hash, out);
-            self.emit(log, out);
+            self.emit_replacing(log, out);
         }
     }
 }

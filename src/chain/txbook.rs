@@ -268,25 +268,13 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
 
     /// Starts one transaction.
     pub fn send(&mut self, req: TxRequest<T>, out: &mut Vec<TxAction<T>>) {
-        self.start(req, None, false, out);
+        self.start(req, None, false, None, out);
     }
 
     /// Starts one transaction whose `eth_estimateGas` the caller already has (asked ahead,
     /// at the same head): it is signed and sent at once, with the call's headroom.
     pub fn send_estimated(&mut self, req: TxRequest<T>, estimate: u64, out: &mut Vec<TxAction<T>>) {
-        self.next_id += 1;
-        let id = self.next_id;
-        let gas = gas_limit_with_headroom(req.call, estimate);
-        self.txs.insert(
-            id,
-            InFlight {
-                req,
-                then: None,
-                stage: Stage::NeedsNonce { gas },
-                fill_lane: false,
-            },
-        );
-        self.sign_and_send(id, out);
+        self.start(req, None, false, Some(estimate), out);
     }
 
     /// Starts an `approve` followed by a `fillSlot`, after the fills before it.
@@ -301,7 +289,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             return;
         }
         self.fill_busy = true;
-        self.start(approve, Some(fill), true, out);
+        self.start(approve, Some(fill), true, None, out);
     }
 
     fn start(
@@ -309,24 +297,36 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         req: TxRequest<T>,
         then: Option<TxRequest<T>>,
         fill_lane: bool,
+        estimate: Option<u64>,
         out: &mut Vec<TxAction<T>>,
     ) {
         self.next_id += 1;
         let id = self.next_id;
-        out.push(TxAction::Call(
-            TxCall::Estimate(id),
-            "eth_estimateGas",
-            json!([{"from": self.key.address(), "to": req.to, "data": req.data}]),
-        ));
+        let stage = match estimate {
+            Some(e) => Stage::NeedsNonce {
+                gas: gas_limit_with_headroom(req.call, e),
+            },
+            None => {
+                out.push(TxAction::Call(
+                    TxCall::Estimate(id),
+                    "eth_estimateGas",
+                    json!([{"from": self.key.address(), "to": req.to, "data": req.data}]),
+                ));
+                Stage::Estimating
+            }
+        };
         self.txs.insert(
             id,
             InFlight {
                 req,
                 then,
-                stage: Stage::Estimating,
+                stage,
                 fill_lane,
             },
         );
+        if estimate.is_some() {
+            self.sign_and_send(id, out);
+        }
     }
 
     /// A new block: checks the receipts of sent transactions, replaces stuck ones.
@@ -726,7 +726,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let floor = self.head.saturating_sub(KEEP_DONE_BLOCKS);
         self.counted.retain(|c| c.block >= floor);
         match tx.then {
-            Some(next) => self.start(next, None, tx.fill_lane, out),
+            Some(next) => self.start(next, None, tx.fill_lane, None, out),
             None => {
                 out.push(TxAction::Done(
                     tx.req.tag,
@@ -958,7 +958,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         self.fill_busy = false;
         if let Some((approve, fill)) = self.fills_waiting.pop_front() {
             self.fill_busy = true;
-            self.start(approve, Some(fill), true, out);
+            self.start(approve, Some(fill), true, None, out);
         }
     }
 }
@@ -1061,9 +1061,13 @@ mod tests {
         sends
     }
 
-    fn nonce_of(params: &Value) -> u64 {
+    fn tx_of(params: &Value) -> Eip1559Tx {
         let raw: Bytes = params[0].as_str().unwrap().parse().unwrap();
-        crate::chain::tx::SignedTx::decode(&raw).unwrap().tx.nonce
+        crate::chain::tx::SignedTx::decode(&raw).unwrap().tx
+    }
+
+    fn nonce_of(params: &Value) -> u64 {
+        tx_of(params).nonce
     }
 
     #[test]
@@ -1080,13 +1084,7 @@ mod tests {
         let methods: Vec<&str> = calls.iter().map(|(_, m, _)| *m).collect();
         assert_eq!(methods, ["eth_estimateGas", "eth_getTransactionCount"]);
         let sends = to_sends(&mut b, calls, 3);
-        let signed: Vec<_> = sends
-            .iter()
-            .map(|(_, _, p)| {
-                let raw: Bytes = p[0].as_str().unwrap().parse().unwrap();
-                crate::chain::tx::SignedTx::decode(&raw).unwrap().tx
-            })
-            .collect();
+        let signed: Vec<Eip1559Tx> = sends.iter().map(|(_, _, p)| tx_of(p)).collect();
         assert_eq!(signed.len(), 2);
         // The pre-estimated one waited for the nonce sync only, and got the first nonce.
         let ahead = signed.iter().find(|t| t.gas_limit == 100_000).unwrap();

@@ -1975,6 +1975,16 @@ impl Node {
             }
             Done::Downloaded(t, res) => {
                 self.downloads.remove(&t.slot);
+                if self.engine.sale(t.slot).is_none() {
+                    // The sale ended while its download ran (a cancellation in the same
+                    // instant), and its data was released before the worker wrote the file:
+                    // released again now, so that no file outlives its sale.
+                    let path = self.slot_path(t.slot);
+                    if let Err(e) = data::release(&path) {
+                        log::warn!(target: "codex::sales", "deleting {}: {e}", path.display());
+                    }
+                    return;
+                }
                 match &res {
                     Ok(()) => {
                         log::info!(target: "codex::sales", "slot {} of {}: download complete", t.slot.slot_index, short(&t.slot.request_id))
