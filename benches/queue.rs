@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-use codex::market::{RequestId, U256};
+use codex::market::{Ask, RequestId, U256};
 use codex::sales::queue::{SlotQueue, SlotQueueItem, MAX_CAPACITY};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -354,6 +354,40 @@ fn p99_and_memory() {
     let held = HELD.load(Relaxed).saturating_sub(before);
     println!(
         "queue memory: {} bytes per queued item at 10^6 items (allocated and not freed)",
+        held / q.len()
+    );
+    drop(q);
+    // The node's case: a few large requests, every slot of one request on the same terms.
+    let before = HELD.load(Relaxed);
+    let mut q = SlotQueue::new(MAX_CAPACITY, 3).expect("valid");
+    q.start();
+    let mut rng = fastrand::Rng::with_seed(4);
+    for r in 0..2u8 {
+        let ask = Ask {
+            slots: 50_000,
+            slot_size: 1 << 20,
+            duration: 86_400,
+            proof_probability: U256::from(4u8),
+            price_per_byte_per_second: U256::from(1_000u32),
+            collateral_per_byte: U256::from(1u8),
+            max_slot_loss: 100,
+        };
+        let collateral = ask.collateral_per_slot();
+        for it in SlotQueueItem::expand(
+            RequestId([r; 32].into()),
+            &ask,
+            1 << 40,
+            collateral,
+            &mut rng,
+        )
+        .expect("50,000 slots")
+        {
+            q.push(it).expect("unique");
+        }
+    }
+    let held = HELD.load(Relaxed).saturating_sub(before);
+    println!(
+        "queue memory: {} bytes per queued item at 10^5 items in two requests of 50,000 slots",
         held / q.len()
     );
 }

@@ -16,12 +16,17 @@
 //!    its own order of every request's slots.
 //!
 //! # Structure
-//! Items live in a slab (`Vec<Option<Node>>` with a free list); a position map
-//! `HashMap<(RequestId, slotIndex), node>` finds an item by its identity. Indexed binary
-//! heaps hold node numbers, and every node records its position in its heaps, so any node
-//! can be removed in O(log n). Each heap entry carries a u64 key that agrees with its heap's
-//! order wherever two keys differ (see `order_key`), so most comparisons are one integer
-//! comparison inside the heap array; equal keys fall back to the full order on the nodes.
+//! What the items of one request share (slot size, duration, price, collateral, expiry, and
+//! the profitability they give) is kept once, as *terms*, per request and distinct set of
+//! them: a request's slots share one set, its freed slots (repair collateral, the request's
+//! end as expiry) usually a second. An item is a 40-byte node: slot index, rank, its terms,
+//! heap positions, list links and seen flag. Nodes, terms and requests live in slabs
+//! (`Vec<Option<_>>` with a free list); a position map `HashMap<(request number, slotIndex),
+//! node>` finds an item by its identity. Indexed binary heaps hold node numbers, and every
+//! node records its position in its heaps, so any node can be removed in O(log n). Each heap
+//! entry carries a u64 key that agrees with its heap's order wherever two keys differ (see
+//! `order_key`), so most comparisons are one integer comparison inside the heap array; equal
+//! keys fall back to the rank when the two nodes share terms, else to the full order.
 //! Since rule 1 puts every unseen item before every seen one, unseen and seen items have
 //! heaps of their own (a new item then climbs only past the few unseen ones, not past a
 //! queue full of seen items), each pair with:
@@ -38,20 +43,21 @@
 //! `WORST` heaps always, so that no single push stalls on a rebuild of a huge heap (at
 //! 10^6 items that took 0.45 s).
 //!
-//! Expiry only needs its minimum, so it is a plain heap of `(expiry, node, generation)`
-//! with lazy deletion: an item leaving the queue leaves its entry behind, recognised as
-//! stale because the node is gone or holds a newer generation. Stale entries are dropped
-//! whenever they reach the root (so the root is always live) and the heap is rebuilt from
-//! the live nodes when stale entries outnumber them by more than 32.
+//! Expiry only needs its minimum, so it is a plain heap of `(expiry, terms, generation)`,
+//! one entry per set of terms, with lazy deletion: terms whose last item leaves the queue
+//! leave their entry behind, recognised as stale because the terms are gone or their slab
+//! slot holds a newer generation. Stale entries are dropped whenever they reach the root (so
+//! the root is always live) and the heap is rebuilt from the live terms when stale entries
+//! outnumber them by more than 32.
 //!
-//! The items of one request form a doubly-linked list through their nodes (head kept in a
-//! per-request map), so deleting a request costs O(k log n) for its k items.
+//! The items of one set of terms form a doubly-linked list through their nodes (head kept in
+//! the terms), so expiring terms or deleting a request costs O(k log n) for its k items.
 //!
 //! Invariants (checked by [`SlotQueue::validate`] in tests): every heap satisfies its order,
 //! a kept `WORST` heap holds exactly the entries of its `BEST` heap and one not kept is empty,
-//! every node's recorded positions point back at it, every live node has exactly one live
-//! expiry entry and the expiry root is live, the position map and the request lists cover
-//! exactly the live nodes, and `len() <= capacity()`.
+//! every node's recorded positions point back at it, every set of terms has items, exactly
+//! one live expiry entry and no twin among its request's terms, the expiry root is live, the
+//! position map and the terms' lists cover exactly the live nodes, and `len() <= capacity()`.
 //!
 //! Differences 5–9 from the reference (`docs/sales.md#differences-from-the-reference`):
 //! duplicate checks, deletes and finding a request's items are not linear scans; a full queue evicts the lowest-priority item (or
@@ -125,66 +131,105 @@ impl SlotQueueItem {
     /// One item per slot of `ask`, in an order shuffled with `rng` (so that hosts seeing the
     /// same request try different slots first). Every item gets `expiry` (absolute) and
     /// `collateral`. Refuses requests with 0 or more than [`MAX_SLOTS_PER_REQUEST`] slots.
+    /// The items are made one at a time as the iterator is read: a request of 65,535 slots
+    /// costs two bytes per slot until then, not a whole item.
     pub fn expand(
         request_id: RequestId,
         ask: &Ask,
         expiry: u64,
         collateral: U256,
         rng: &mut fastrand::Rng,
-    ) -> Result<Vec<SlotQueueItem>, QueueError> {
-        if ask.slots == 0 || ask.slots > MAX_SLOTS_PER_REQUEST {
-            return Err(QueueError::SlotsOutOfRange { slots: ask.slots });
-        }
-        // Shuffle the indexes, not the 136-byte items.
-        let mut order: Vec<u64> = (0..ask.slots).collect();
+    ) -> Result<Expanded, QueueError> {
+        let slots = match u16::try_from(ask.slots) {
+            Ok(n) if n > 0 && u64::from(n) <= MAX_SLOTS_PER_REQUEST => n,
+            _ => return Err(QueueError::SlotsOutOfRange { slots: ask.slots }),
+        };
+        let mut order: Vec<u16> = (0..slots).collect();
         rng.shuffle(&mut order);
-        Ok(order
-            .into_iter()
-            .map(|slot_index| SlotQueueItem {
+        Ok(Expanded {
+            order: order.into_iter(),
+            template: SlotQueueItem {
                 request_id,
-                slot_index,
+                slot_index: 0,
                 slot_size: ask.slot_size,
                 duration: ask.duration,
                 price_per_byte_per_second: ask.price_per_byte_per_second,
                 collateral,
                 expiry,
                 seen: false,
-            })
-            .collect())
+            },
+        })
     }
 
     /// The order of a queue with salt 0 (a new queue's): `Less` means `self` has priority
     /// over `other`. [`SlotQueue::priority_cmp`] gives any queue's order.
     pub fn priority_cmp(&self, other: &SlotQueueItem) -> Ordering {
-        self.ranked(0).cmp_with(&other.ranked(0))
+        salted_cmp(self, other, 0)
     }
 
-    fn ranked(&self, salt: u64) -> Ranked<'_> {
-        Ranked {
-            item: self,
-            profit: self.profitability(),
-            rank: slot_rank(&self.request_id, self.slot_index, salt),
+    fn order<'a>(&'a self, profit: &'a U256, rank: u64) -> Order<'a> {
+        Order {
+            seen: self.seen,
+            profit,
+            collateral: &self.collateral,
+            expiry: self.expiry,
+            request_id: &self.request_id,
+            rank,
         }
     }
 }
 
-/// An item with what the order derives from it.
-struct Ranked<'a> {
-    item: &'a SlotQueueItem,
-    profit: U256,
+/// The items of one request, from [`SlotQueueItem::expand`], in their shuffled order.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    order: std::vec::IntoIter<u16>,
+    template: SlotQueueItem,
+}
+
+impl Iterator for Expanded {
+    type Item = SlotQueueItem;
+    fn next(&mut self) -> Option<SlotQueueItem> {
+        let slot_index = u64::from(self.order.next()?);
+        Some(SlotQueueItem {
+            slot_index,
+            ..self.template.clone()
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.order.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Expanded {}
+
+fn salted_cmp(a: &SlotQueueItem, b: &SlotQueueItem, salt: u64) -> Ordering {
+    let (pa, pb) = (a.profitability(), b.profitability());
+    let ra = slot_rank(&a.request_id, a.slot_index, salt);
+    let rb = slot_rank(&b.request_id, b.slot_index, salt);
+    a.order(&pa, ra).cmp(&b.order(&pb, rb))
+}
+
+/// What the order reads of an item, wherever the item is kept.
+#[derive(Debug, Clone, Copy)]
+struct Order<'a> {
+    seen: bool,
+    profit: &'a U256,
+    collateral: &'a U256,
+    expiry: u64,
+    request_id: &'a RequestId,
+    /// Rule 5's rank ([`slot_rank`]).
     rank: u64,
 }
 
-impl Ranked<'_> {
-    fn cmp_with(&self, other: &Ranked<'_>) -> Ordering {
-        cmp_items(
-            self.item,
-            &self.profit,
-            self.rank,
-            other.item,
-            &other.profit,
-            other.rank,
-        )
+impl Order<'_> {
+    fn cmp(&self, other: &Order<'_>) -> Ordering {
+        self.seen
+            .cmp(&other.seen)
+            .then_with(|| other.profit.cmp(self.profit))
+            .then_with(|| self.collateral.cmp(other.collateral))
+            .then_with(|| other.expiry.cmp(&self.expiry))
+            .then_with(|| self.request_id.cmp(other.request_id))
+            .then_with(|| self.rank.cmp(&other.rank))
     }
 }
 
@@ -198,23 +243,6 @@ fn slot_rank(request_id: &RequestId, slot_index: u64, salt: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
-}
-
-fn cmp_items(
-    a: &SlotQueueItem,
-    pa: &U256,
-    ra: u64,
-    b: &SlotQueueItem,
-    pb: &U256,
-    rb: u64,
-) -> Ordering {
-    a.seen
-        .cmp(&b.seen)
-        .then_with(|| pb.cmp(pa))
-        .then_with(|| a.collateral.cmp(&b.collateral))
-        .then_with(|| b.expiry.cmp(&a.expiry))
-        .then_with(|| a.request_id.cmp(&b.request_id))
-        .then_with(|| ra.cmp(&rb))
 }
 
 /// Why a queue operation was refused.
@@ -321,7 +349,7 @@ fn coarse(p: &U256) -> u64 {
 
 /// The key of an item in a `BEST` heap: profitability descending, coarsely (a heap holds
 /// only unseen or only seen items, so rule 1 needs no bit). Where two keys of one heap
-/// differ they order as [`cmp_items`] does; the `WORST` key is its bitwise complement.
+/// differ they order as [`Order::cmp`] does; the `WORST` key is its bitwise complement.
 fn order_key(profit: &U256) -> u64 {
     (1u64 << 62) - 1 - coarse(profit)
 }
@@ -332,23 +360,144 @@ const fn heap(kind: usize, seen: bool) -> usize {
     2 * seen as usize + kind
 }
 
+/// A vector of optional values with a free list: stable u32 numbers, reused after removal.
+#[derive(Debug, Clone)]
+struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn insert(&mut self, value: T) -> u32 {
+        self.len += 1;
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(value);
+                id
+            }
+            None => {
+                self.slots.push(Some(value));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u32) -> T {
+        match self.slots[id as usize].take() {
+            Some(v) => {
+                self.free.push(id);
+                self.len -= 1;
+                v
+            }
+            None => unreachable!("queue slab entry {id} removed twice"),
+        }
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.slots.get(id as usize).is_some_and(Option::is_some)
+    }
+
+    fn get(&self, id: u32) -> &T {
+        match &self.slots[id as usize] {
+            Some(v) => v,
+            None => unreachable!("queue slab entry {id} referenced after removal"),
+        }
+    }
+
+    fn get_mut(&mut self, id: u32) -> &mut T {
+        match &mut self.slots[id as usize] {
+            Some(v) => v,
+            None => unreachable!("queue slab entry {id} referenced after removal"),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, v)| Some((id as u32, v.as_ref()?)))
+    }
+}
+
+/// A queued request: its id, kept once, and the terms its queued items have.
+#[derive(Debug, Clone)]
+struct Request {
+    id: RequestId,
+    /// Usually one (the request's slots) or two (and freed slots, at the repair collateral
+    /// and the request's end as expiry).
+    terms: Vec<u32>,
+}
+
+/// What the queued items of one request with one collateral and expiry share.
+#[derive(Debug, Clone)]
+struct Terms {
+    request: u32,
+    slot_size: u64,
+    duration: u64,
+    price: U256,
+    collateral: U256,
+    expiry: u64,
+    profit: U256,
+    /// `order_key(&profit)`.
+    key: u64,
+    /// Queued items with these terms (never 0: terms without items are removed).
+    items: u32,
+    /// The first of them; they form a doubly-linked list through their nodes.
+    head: u32,
+}
+
+impl Terms {
+    fn matches(&self, item: &SlotQueueItem) -> bool {
+        self.expiry == item.expiry
+            && self.collateral == item.collateral
+            && self.slot_size == item.slot_size
+            && self.duration == item.duration
+            && self.price == item.price_per_byte_per_second
+    }
+
+    fn same(&self, other: &Terms) -> bool {
+        self.expiry == other.expiry
+            && self.collateral == other.collateral
+            && self.slot_size == other.slot_size
+            && self.duration == other.duration
+            && self.price == other.price
+    }
+}
+
+/// One queued item: its slot and a reference to its terms (40 bytes).
 #[derive(Debug, Clone)]
 struct Node {
-    item: SlotQueueItem,
-    profit: U256,
+    slot_index: u64,
     /// Rule 5's rank ([`slot_rank`]).
     rank: u64,
+    terms: u32,
+    /// Positions in its `BEST` and `WORST` heaps.
     pos: [u32; 2],
     prev: u32,
     next: u32,
+    seen: bool,
 }
+
+// The module docs promise 40-byte items; the seen flag gives `Option` its niche.
+const _: () = assert!(std::mem::size_of::<Option<Node>>() == 40);
 
 /// The slot queue with its worker budget. See the module docs.
 #[derive(Debug, Clone)]
 pub struct SlotQueue {
-    nodes: Vec<Option<Node>>,
-    free: Vec<u32>,
-    index: HashMap<(RequestId, u64), u32>,
+    nodes: Slab<Node>,
+    terms: Slab<Terms>,
+    requests: Slab<Request>,
+    /// `(request number, slot index)` → node.
+    index: HashMap<(u32, u64), u32>,
     by_request: HashMap<RequestId, u32>,
     /// `[BEST, WORST]` of the unseen items, then of the seen items (see [`heap`]).
     heaps: [Vec<Entry>; 4],
@@ -357,9 +506,10 @@ pub struct SlotQueue {
     worst_kept: [bool; 2],
     /// Rule 5's salt (see the module docs).
     salt: u64,
-    /// `(expiry, node, generation)`, smallest first, with lazy deletion (see the module docs).
+    /// `(expiry, terms, generation)`, smallest first, with lazy deletion (see the module
+    /// docs).
     expiries: BinaryHeap<Reverse<(u64, u32, u32)>>,
-    /// The generation of each slab slot, bumped whenever an item is put in it.
+    /// The generation of each terms slot, bumped whenever terms are put in it.
     generations: Vec<u32>,
     /// Queued items with the seen flag set.
     seen: usize,
@@ -394,8 +544,9 @@ impl SlotQueue {
             });
         }
         Ok(SlotQueue {
-            nodes: Vec::new(),
-            free: Vec::new(),
+            nodes: Slab::new(),
+            terms: Slab::new(),
+            requests: Slab::new(),
             index: HashMap::new(),
             by_request: HashMap::new(),
             heaps: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
@@ -424,7 +575,7 @@ impl SlotQueue {
 
     /// The queue order (`Less`: `a` has priority over `b`), with this queue's salt.
     pub fn priority_cmp(&self, a: &SlotQueueItem, b: &SlotQueueItem) -> Ordering {
-        a.ranked(self.salt).cmp_with(&b.ranked(self.salt))
+        salted_cmp(a, b, self.salt)
     }
 
     /// Starts processing (idempotent).
@@ -453,11 +604,11 @@ impl SlotQueue {
     }
     /// Number of queued items.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.nodes.len
     }
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.nodes.len == 0
     }
     /// The most items the queue holds.
     pub fn capacity(&self) -> usize {
@@ -476,32 +627,35 @@ impl SlotQueue {
         self.by_request.contains_key(request_id)
     }
 
-    /// How many slots of the request are queued. O(k) for its k items.
+    /// How many slots of the request are queued. O(1) (per distinct collateral and expiry
+    /// among them).
     pub fn request_len(&self, request_id: &RequestId) -> usize {
-        let mut n = 0;
-        let mut at = self.by_request.get(request_id).copied().unwrap_or(NONE);
-        while at != NONE {
-            n += 1;
-            at = self.nodes[at as usize]
-                .as_ref()
-                .map_or(NONE, |node| node.next);
-        }
-        n
+        self.by_request.get(request_id).map_or(0, |&r| {
+            self.requests
+                .get(r)
+                .terms
+                .iter()
+                .map(|&t| self.terms.get(t).items as usize)
+                .sum()
+        })
     }
 
     /// True when an item with this identity is queued.
     pub fn contains(&self, request_id: RequestId, slot_index: u64) -> bool {
-        self.index.contains_key(&(request_id, slot_index))
+        self.find(&request_id, slot_index).is_some()
     }
     /// The queued item with this identity.
-    pub fn get(&self, request_id: RequestId, slot_index: u64) -> Option<&SlotQueueItem> {
-        let id = *self.index.get(&(request_id, slot_index))?;
-        Some(&self.node(id).item)
+    pub fn get(&self, request_id: RequestId, slot_index: u64) -> Option<SlotQueueItem> {
+        Some(self.item(self.find(&request_id, slot_index)?))
     }
     /// The item a worker would get next, without taking it.
-    pub fn peek(&self) -> Option<&SlotQueueItem> {
-        let e = self.best_entry()?;
-        Some(&self.node(e.id).item)
+    pub fn peek(&self) -> Option<SlotQueueItem> {
+        Some(self.item(self.best_entry()?.id))
+    }
+
+    fn find(&self, request_id: &RequestId, slot_index: u64) -> Option<u32> {
+        let r = *self.by_request.get(request_id)?;
+        self.index.get(&(r, slot_index)).copied()
     }
 
     /// Pushes one item. Refuses duplicates and pushes to a stopped queue. When the queue is
@@ -512,11 +666,10 @@ impl SlotQueue {
         if !self.running {
             return Err(QueueError::NotRunning);
         }
-        let key = item.key();
-        if self.index.contains_key(&key) {
+        if self.find(&item.request_id, item.slot_index).is_some() {
             return Err(QueueError::Duplicate {
-                request_id: key.0,
-                slot_index: key.1,
+                request_id: item.request_id,
+                slot_index: item.slot_index,
             });
         }
         if !item.seen {
@@ -530,8 +683,7 @@ impl SlotQueue {
             let seen = self.seen > 0;
             self.keep_worst(seen);
             let worst = self.heaps[heap(WORST, seen)][0].id;
-            let w = self.node(worst);
-            if cmp_items(&item, &profit, rank, &w.item, &w.profit, w.rank) != Ordering::Less {
+            if item.order(&profit, rank).cmp(&self.order(worst)) != Ordering::Less {
                 return Ok(PushOutcome::Dropped(item));
             }
             outcome = PushOutcome::QueuedEvicting(self.remove_node(worst));
@@ -540,42 +692,68 @@ impl SlotQueue {
         Ok(outcome)
     }
 
-    fn insert(&mut self, item: SlotQueueItem, profit: U256, rank: u64) {
-        let key = item.key();
-        let request_id = item.request_id;
-        let (seen, expiry) = (item.seen, item.expiry);
-        self.seen += usize::from(item.seen);
-        let head = self.by_request.get(&request_id).copied().unwrap_or(NONE);
-        let node = Node {
-            rank,
-            item,
+    /// The terms of `item`, made (with its request) when none of the queued items has them.
+    /// Linear in the request's sets of terms: one or two for what the engine pushes.
+    fn terms_for(&mut self, item: &SlotQueueItem, profit: U256) -> u32 {
+        let request = match self.by_request.get(&item.request_id) {
+            Some(&r) => r,
+            None => {
+                let r = self.requests.insert(Request {
+                    id: item.request_id,
+                    terms: Vec::new(),
+                });
+                self.by_request.insert(item.request_id, r);
+                r
+            }
+        };
+        let mut found = self.requests.get(request).terms.iter().copied();
+        if let Some(t) = found.find(|&t| self.terms.get(t).matches(item)) {
+            return t;
+        }
+        let t = self.terms.insert(Terms {
+            request,
+            slot_size: item.slot_size,
+            duration: item.duration,
+            price: item.price_per_byte_per_second,
+            collateral: item.collateral,
+            expiry: item.expiry,
+            key: order_key(&profit),
             profit,
+            items: 0,
+            head: NONE,
+        });
+        self.requests.get_mut(request).terms.push(t);
+        if self.generations.len() <= t as usize {
+            self.generations.resize(t as usize + 1, 0);
+        }
+        let generation = self.generations[t as usize].wrapping_add(1);
+        self.generations[t as usize] = generation;
+        self.expiries.push(Reverse((item.expiry, t, generation)));
+        t
+    }
+
+    fn insert(&mut self, item: SlotQueueItem, profit: U256, rank: u64) {
+        let t = self.terms_for(&item, profit);
+        let seen = item.seen;
+        self.seen += usize::from(seen);
+        let terms = self.terms.get(t);
+        let (head, request, best) = (terms.head, terms.request, terms.key);
+        let id = self.nodes.insert(Node {
+            slot_index: item.slot_index,
+            rank,
+            terms: t,
             pos: [NONE; 2],
             prev: NONE,
             next: head,
-        };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.nodes[id as usize] = Some(node);
-                id
-            }
-            None => {
-                self.nodes.push(Some(node));
-                (self.nodes.len() - 1) as u32
-            }
-        };
+            seen,
+        });
         if head != NONE {
-            self.node_mut(head).prev = id;
+            self.nodes.get_mut(head).prev = id;
         }
-        self.by_request.insert(request_id, id);
-        self.index.insert(key, id);
-        let best = order_key(&profit);
-        if self.generations.len() <= id as usize {
-            self.generations.resize(id as usize + 1, 0);
-        }
-        let generation = self.generations[id as usize].wrapping_add(1);
-        self.generations[id as usize] = generation;
-        self.expiries.push(Reverse((expiry, id, generation)));
+        let terms = self.terms.get_mut(t);
+        terms.head = id;
+        terms.items += 1;
+        self.index.insert((request, item.slot_index), id);
         for (kind, key) in [(BEST, best), (WORST, !best)] {
             if kind == WORST && !self.worst_kept[usize::from(seen)] {
                 continue;
@@ -583,7 +761,7 @@ impl SlotQueue {
             let h = heap(kind, seen);
             let i = self.heaps[h].len();
             self.heaps[h].push(Entry { key, id });
-            self.node_mut(id).pos[kind] = i as u32;
+            self.nodes.get_mut(id).pos[kind] = i as u32;
             self.sift_up(h, i);
         }
     }
@@ -655,15 +833,16 @@ impl SlotQueue {
 
     /// Removes one slot's item; returns it when it was queued. O(log n).
     pub fn delete(&mut self, request_id: RequestId, slot_index: u64) -> Option<SlotQueueItem> {
-        let id = self.index.get(&(request_id, slot_index)).copied()?;
+        let id = self.find(&request_id, slot_index)?;
         Some(self.remove_node(id))
     }
 
     /// Removes every item of a request; returns how many. O(k log n).
     pub fn delete_request(&mut self, request_id: RequestId) -> usize {
         let mut n = 0;
-        while let Some(&head) = self.by_request.get(&request_id) {
-            self.remove_node(head);
+        while let Some(&r) = self.by_request.get(&request_id) {
+            let t = self.requests.get(r).terms[0];
+            self.remove_node(self.terms.get(t).head);
             n += 1;
         }
         n
@@ -674,11 +853,11 @@ impl SlotQueue {
     pub fn purge_expired(&mut self, now: u64) -> Vec<SlotQueueItem> {
         let mut out = Vec::new();
         // The root is always live (see the module docs).
-        while let Some(&Reverse((expiry, id, _))) = self.expiries.peek() {
+        while let Some(&Reverse((expiry, t, _))) = self.expiries.peek() {
             if expiry > now {
                 break;
             }
-            out.push(self.remove_node(id));
+            out.push(self.remove_node(self.terms.get(t).head));
         }
         out
     }
@@ -695,8 +874,8 @@ impl SlotQueue {
             return;
         }
         self.seen = 0;
-        for node in self.nodes.iter_mut().flatten() {
-            node.item.seen = false;
+        for node in self.nodes.slots.iter_mut().flatten() {
+            node.seen = false;
         }
         let moved = std::mem::take(&mut self.heaps[heap(BEST, true)]);
         self.heaps[heap(BEST, false)].extend(moved);
@@ -715,17 +894,18 @@ impl SlotQueue {
 
     /// The queued items in priority order (for `codex queue show`). O(n log n).
     pub fn items_in_order(&self) -> Vec<SlotQueueItem> {
-        let mut v: Vec<&Node> = self.nodes.iter().flatten().collect();
-        v.sort_by(|a, b| cmp_items(&a.item, &a.profit, a.rank, &b.item, &b.profit, b.rank));
-        v.into_iter().map(|n| n.item.clone()).collect()
+        let mut ids: Vec<u32> = self.nodes.iter().map(|(id, _)| id).collect();
+        ids.sort_by(|&a, &b| self.order(a).cmp(&self.order(b)));
+        ids.into_iter().map(|id| self.item(id)).collect()
     }
 
     /// Checks every structural invariant; Err describes the first violation.
     pub fn validate(&self) -> Result<(), String> {
-        let live = self.nodes.iter().flatten().count();
-        if live != self.index.len() {
+        let live = self.nodes.iter().count();
+        if live != self.nodes.len || live != self.index.len() {
             return Err(format!(
-                "{live} nodes but {} index entries",
+                "{live} nodes, counted {}, but {} index entries",
+                self.nodes.len,
                 self.index.len()
             ));
         }
@@ -760,14 +940,17 @@ impl SlotQueue {
         }
         for h in 0..4 {
             for (i, &e) in self.heaps[h].iter().enumerate() {
-                let n = self.node(e.id);
-                if heap(h & 1, n.item.seen) != h {
+                let n = self.nodes.get(e.id);
+                if heap(h & 1, n.seen) != h {
                     return Err(format!("heap {h} holds an item of the wrong seen flag"));
                 }
                 if n.pos[h & 1] as usize != i {
                     return Err(format!("heap {h} position {i} mismatch"));
                 }
-                let best = order_key(&n.profit);
+                let best = self.terms.get(n.terms).key;
+                if best != order_key(&self.terms.get(n.terms).profit) {
+                    return Err(format!("terms {} have a stale key", n.terms));
+                }
                 let want = [best, !best][h & 1];
                 if e.key != want {
                     return Err(format!("heap {h} key at {i} is stale"));
@@ -778,75 +961,128 @@ impl SlotQueue {
             }
         }
         let mut expiry_entries = 0;
-        for Reverse((expiry, id, generation)) in self.expiries.iter() {
-            if self.expiry_entry_live(*id, *generation) {
+        for Reverse((expiry, t, generation)) in self.expiries.iter() {
+            if self.expiry_entry_live(*t, *generation) {
                 expiry_entries += 1;
-                if self.node(*id).item.expiry != *expiry {
-                    return Err(format!("expiry entry of node {id} is wrong"));
+                if self.terms.get(*t).expiry != *expiry {
+                    return Err(format!("expiry entry of terms {t} is wrong"));
                 }
             }
         }
-        if expiry_entries != live {
+        if expiry_entries != self.terms.len {
             return Err(format!(
-                "{expiry_entries} live expiry entries for {live} items"
+                "{expiry_entries} live expiry entries for {} terms",
+                self.terms.len
             ));
         }
-        if let Some(Reverse((_, id, generation))) = self.expiries.peek() {
-            if !self.expiry_entry_live(*id, *generation) {
+        if let Some(Reverse((_, t, generation))) = self.expiries.peek() {
+            if !self.expiry_entry_live(*t, *generation) {
                 return Err("the expiry root is stale".into());
             }
         }
+        // Every terms' list holds exactly its items; every node is on its terms' list.
         let mut listed = 0;
-        for (rid, &head) in &self.by_request {
-            let mut cur = head;
-            let mut prev = NONE;
+        for (t, terms) in self.terms.iter() {
+            let (mut cur, mut prev, mut n) = (terms.head, NONE, 0);
             while cur != NONE {
-                let n = self.node(cur);
-                if n.item.request_id != *rid || n.prev != prev {
-                    return Err(format!("request list of {rid} broken"));
+                let node = self.nodes.get(cur);
+                if node.terms != t || node.prev != prev {
+                    return Err(format!("the item list of terms {t} is broken"));
                 }
-                listed += 1;
+                n += 1;
                 prev = cur;
-                cur = n.next;
+                cur = node.next;
+            }
+            if n == 0 || n != terms.items {
+                return Err(format!(
+                    "terms {t} list {n} items but count {}",
+                    terms.items
+                ));
+            }
+            listed += n as usize;
+            if !self.requests.contains(terms.request)
+                || !self.requests.get(terms.request).terms.contains(&t)
+            {
+                return Err(format!("terms {t} are not listed by their request"));
+            }
+            let siblings = &self.requests.get(terms.request).terms;
+            if siblings
+                .iter()
+                .any(|&u| u != t && self.terms.contains(u) && self.terms.get(u).same(terms))
+            {
+                return Err(format!("terms {t} are kept twice"));
             }
         }
         if listed != live {
-            return Err(format!("request lists hold {listed} of {live} items"));
+            return Err(format!("terms lists hold {listed} of {live} items"));
         }
-        let seen = self.nodes.iter().flatten().filter(|n| n.item.seen).count();
+        for (r, request) in self.requests.iter() {
+            if request.terms.is_empty() || self.by_request.get(&request.id) != Some(&r) {
+                return Err(format!("request {} is kept without items", request.id));
+            }
+            for &t in &request.terms {
+                if !self.terms.contains(t) || self.terms.get(t).request != r {
+                    return Err(format!("request {} lists foreign terms", request.id));
+                }
+            }
+        }
+        if self.by_request.len() != self.requests.len {
+            return Err("the request map and the requests disagree".into());
+        }
+        let seen = self.nodes.iter().filter(|(_, n)| n.seen).count();
         if seen != self.seen {
             return Err(format!(
                 "{seen} seen items but the count says {}",
                 self.seen
             ));
         }
-        for (key, &id) in &self.index {
-            if self.node(id).item.key() != *key {
+        for (&(r, slot_index), &id) in &self.index {
+            let n = self.nodes.get(id);
+            if n.slot_index != slot_index || self.terms.get(n.terms).request != r {
                 return Err("index points at the wrong node".into());
+            }
+            let want = slot_rank(&self.requests.get(r).id, slot_index, self.salt);
+            if n.rank != want {
+                return Err(format!("node {id} has a stale rank"));
             }
         }
         Ok(())
     }
 
-    fn node(&self, id: u32) -> &Node {
-        match &self.nodes[id as usize] {
-            Some(n) => n,
-            None => unreachable!("queue node {id} referenced after removal"),
+    /// The item kept in node `id`.
+    fn item(&self, id: u32) -> SlotQueueItem {
+        let n = self.nodes.get(id);
+        let t = self.terms.get(n.terms);
+        SlotQueueItem {
+            request_id: self.requests.get(t.request).id,
+            slot_index: n.slot_index,
+            slot_size: t.slot_size,
+            duration: t.duration,
+            price_per_byte_per_second: t.price,
+            collateral: t.collateral,
+            expiry: t.expiry,
+            seen: n.seen,
         }
     }
 
-    fn node_mut(&mut self, id: u32) -> &mut Node {
-        match &mut self.nodes[id as usize] {
-            Some(n) => n,
-            None => unreachable!("queue node {id} referenced after removal"),
+    /// What the order reads of node `id`.
+    fn order(&self, id: u32) -> Order<'_> {
+        let n = self.nodes.get(id);
+        let t = self.terms.get(n.terms);
+        Order {
+            seen: n.seen,
+            profit: &t.profit,
+            collateral: &t.collateral,
+            expiry: t.expiry,
+            request_id: &self.requests.get(t.request).id,
+            rank: n.rank,
         }
     }
 
     fn remove_node(&mut self, id: u32) -> SlotQueueItem {
-        let (pos, seen) = {
-            let n = self.node(id);
-            (n.pos, n.item.seen)
-        };
+        let item = self.item(id);
+        let pos = self.nodes.get(id).pos;
+        let seen = item.seen;
         self.heap_remove(heap(BEST, seen), pos[BEST] as usize);
         let class = usize::from(seen);
         if self.worst_kept[class] {
@@ -855,25 +1091,31 @@ impl SlotQueue {
                 self.worst_kept[class] = false;
             }
         }
-        let node = match self.nodes[id as usize].take() {
-            Some(n) => n,
-            None => unreachable!("queue node {id} removed twice"),
-        };
-        self.free.push(id);
-        self.seen -= usize::from(node.item.seen);
+        let node = self.nodes.remove(id);
+        self.seen -= usize::from(seen);
         if node.prev != NONE {
-            self.node_mut(node.prev).next = node.next;
-        } else if node.next != NONE {
-            self.by_request.insert(node.item.request_id, node.next);
+            self.nodes.get_mut(node.prev).next = node.next;
         } else {
-            self.by_request.remove(&node.item.request_id);
+            self.terms.get_mut(node.terms).head = node.next;
         }
         if node.next != NONE {
-            self.node_mut(node.next).prev = node.prev;
+            self.nodes.get_mut(node.next).prev = node.prev;
         }
-        self.index.remove(&node.item.key());
-        self.drop_stale_expiries();
-        node.item
+        let terms = self.terms.get_mut(node.terms);
+        terms.items -= 1;
+        let r = terms.request;
+        self.index.remove(&(r, node.slot_index));
+        if terms.items == 0 {
+            self.terms.remove(node.terms);
+            let request = self.requests.get_mut(r);
+            request.terms.retain(|&t| t != node.terms);
+            if request.terms.is_empty() {
+                let gone = self.requests.remove(r);
+                self.by_request.remove(&gone.id);
+            }
+            self.drop_stale_expiries();
+        }
+        item
     }
 
     /// The root of the BEST order: the best unseen item, else the best seen one.
@@ -884,29 +1126,24 @@ impl SlotQueue {
             .copied()
     }
 
-    fn expiry_entry_live(&self, id: u32, generation: u32) -> bool {
-        self.nodes.get(id as usize).is_some_and(Option::is_some)
-            && self.generations[id as usize] == generation
+    fn expiry_entry_live(&self, t: u32, generation: u32) -> bool {
+        self.terms.contains(t) && self.generations[t as usize] == generation
     }
 
     /// Keeps the expiry root live, and the stale entries fewer than the live ones (plus a
     /// little slack, so that small queues do not rebuild all the time).
     fn drop_stale_expiries(&mut self) {
-        if self.expiries.len() > 2 * self.index.len() + 32 {
+        if self.expiries.len() > 2 * self.terms.len + 32 {
             let live: Vec<Reverse<(u64, u32, u32)>> = self
-                .nodes
+                .terms
                 .iter()
-                .enumerate()
-                .filter_map(|(id, n)| {
-                    let n = n.as_ref()?;
-                    Some(Reverse((n.item.expiry, id as u32, self.generations[id])))
-                })
+                .map(|(t, terms)| Reverse((terms.expiry, t, self.generations[t as usize])))
                 .collect();
             self.expiries = BinaryHeap::from(live);
             return;
         }
-        while let Some(&Reverse((_, id, generation))) = self.expiries.peek() {
-            if self.expiry_entry_live(id, generation) {
+        while let Some(&Reverse((_, t, generation))) = self.expiries.peek() {
+            if self.expiry_entry_live(t, generation) {
                 break;
             }
             self.expiries.pop();
@@ -918,18 +1155,13 @@ impl SlotQueue {
         if a.key != b.key {
             return a.key < b.key;
         }
-        let (x, y) = (self.node(a.id), self.node(b.id));
-        // Equal keys mostly mean two slots of one request, equal in every field before the
-        // slot index: four equality tests decide that faster than the ordered comparison.
-        let order = if x.item.request_id == y.item.request_id
-            && x.item.expiry == y.item.expiry
-            && x.item.collateral == y.item.collateral
-            && x.profit == y.profit
-            && x.item.seen == y.item.seen
-        {
+        let (x, y) = (self.nodes.get(a.id), self.nodes.get(b.id));
+        // Equal keys mostly mean two slots with the same terms (one heap holds one seen
+        // flag), which only their rank tells apart.
+        let order = if x.terms == y.terms {
             x.rank.cmp(&y.rank)
         } else {
-            cmp_items(&x.item, &x.profit, x.rank, &y.item, &y.profit, y.rank)
+            self.order(a.id).cmp(&self.order(b.id))
         };
         if h & 1 == BEST {
             order == Ordering::Less
@@ -940,7 +1172,7 @@ impl SlotQueue {
 
     fn set(&mut self, h: usize, i: usize, e: Entry) {
         self.heaps[h][i] = e;
-        self.node_mut(e.id).pos[h & 1] = i as u32;
+        self.nodes.get_mut(e.id).pos[h & 1] = i as u32;
     }
 
     fn sift_up(&mut self, h: usize, mut i: usize) {

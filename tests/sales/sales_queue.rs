@@ -202,7 +202,9 @@ fn item_10_larger_slot_ranks_higher() {
 #[test]
 fn item_11_expansion_covers_every_index_once() {
     let mut rng = fastrand::Rng::with_seed(11);
-    let items = SlotQueueItem::expand(rid(1), &ask(12), 99, U256::from(64u8), &mut rng).unwrap();
+    let items: Vec<_> = SlotQueueItem::expand(rid(1), &ask(12), 99, U256::from(64u8), &mut rng)
+        .unwrap()
+        .collect();
     let mut idx: Vec<u64> = items.iter().map(|i| i.slot_index).collect();
     assert_ne!(
         idx,
