@@ -1442,22 +1442,29 @@ impl Node {
     }
 
     fn batch(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>) {
-        self.batch_at(reg, kind, calls, "pending");
+        self.batch_with(reg, kind, calls, &[json!("pending")], Vec::new());
     }
 
-    /// [`Self::batch`] at block `tag`.
-    fn batch_at(&mut self, reg: &Registry, kind: BatchKind, calls: Vec<Vec<u8>>, tag: &str) {
-        self.batch_with(reg, kind, calls, tag, Vec::new());
+    /// The block the proof views run at: `latest`'s state executed as the next block (the
+    /// block number overridden by `eth_call`'s fourth parameter, which geth and anvil take).
+    /// For these views that is what `pending` gives (the pointer counts the block number),
+    /// without what `pending` costs on anvil: it executes its whole transaction pool for
+    /// every call, so with thousands of the node's own proofs pending each view slowed down
+    /// until most proofs of a period were never sent (`docs/marketplace.md#json-rpc`).
+    fn next_block(&self) -> [Value; 3] {
+        let number = format!("{:#x}", self.known.max(self.head) + 1);
+        [json!("latest"), json!({}), json!({ "number": number })]
     }
 
-    /// [`Self::batch_at`], with other calls in front of it in the same frame (anvil answers
-    /// a frame at once, and its answers are taken in order: these come first).
+    /// A batch of `calls` at block `at` (the parameters after the call object), with other
+    /// calls in front of it in the same frame (anvil answers a frame at once, and its
+    /// answers are taken in order: these come first).
     fn batch_with(
         &mut self,
         reg: &Registry,
         kind: BatchKind,
         calls: Vec<Vec<u8>>,
-        tag: &str,
+        at: &[Value],
         first: Vec<(&'static str, Value, Purpose)>,
     ) {
         self.next_batch += 1;
@@ -1479,10 +1486,10 @@ impl Node {
             purposes.push(purpose);
         }
         for (i, data) in calls.into_iter().enumerate() {
-            params.push((
-                "eth_call",
-                json!([{"from": from, "to": self.marketplace, "data": Bytes::from(data)}, tag]),
-            ));
+            let mut p =
+                vec![json!({"from": from, "to": self.marketplace, "data": Bytes::from(data)})];
+            p.extend_from_slice(at);
+            params.push(("eth_call", Value::Array(p)));
             purposes.push(Purpose::Batch(id, i));
         }
         let ids = self.client.call_batch(reg, &params, Instant::now());
@@ -1779,11 +1786,12 @@ impl Node {
                 } else {
                     Vec::new()
                 };
-                self.batch_with(reg, BatchKind::Slot(t, cached), views, tag, ahead);
+                self.batch_with(reg, BatchKind::Slot(t, cached), views, &[json!(tag)], ahead);
             }
             SaleCommand::ReadProof(s) => {
                 let sid = s.slot_id();
-                self.batch(
+                let at = self.next_block();
+                self.batch_with(
                     reg,
                     BatchKind::Proof(t),
                     vec![
@@ -1793,6 +1801,8 @@ impl Node {
                         calls::will_proof_be_required(sid),
                         calls::get_challenge(sid),
                     ],
+                    &at,
+                    Vec::new(),
                 );
             }
             SaleCommand::CanReserve(s) => {

@@ -67,7 +67,7 @@ pub struct SlotView {
     pub current_collateral: U256,
 }
 
-/// Proof views of one slot at the `pending` block (answer to [`Output::ReadProof`]).
+/// Proof views of one slot as the next block sees them (answer to [`Output::ReadProof`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProofView {
     /// `slotState`.
