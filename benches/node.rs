@@ -1288,13 +1288,37 @@ fn proving(ping_ms: usize) {
     let selector = hex::encode(&calls::submit_proof(slot_ids[0], &Groth16Proof::default())[..4]);
 
     // Fill: a block when the node has sent transactions and paused; the next period when
-    // it is idle.
+    // it is idle and every live sale waits for one (`GET /sales/live`: with hundreds of
+    // workers a quiet socket may only mean downloads or proofs in progress, and a period
+    // passing under them sends them round again), or after 5 s of quiet in any case.
     let t_fill = Instant::now();
     let mut jumps = 0;
     let max_jumps = env_usize(
         "CODEX_BENCH_FILL_PERIODS",
         20 + 4 * n_slots.div_ceil(workers),
     );
+    let live_url = format!("{}/sales/live", node.api_base());
+    let live_agent = agent();
+    let mut live_checked = Instant::now();
+    let all_wait_for_a_period = |agent: &ureq::Agent| -> bool {
+        let Ok(mut resp) = agent.get(&live_url).call() else {
+            return false;
+        };
+        let Ok(body) = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+        else {
+            return false;
+        };
+        let Ok(Value::Array(sales)) = serde_json::from_str::<Value>(&body) else {
+            return false;
+        };
+        sales
+            .iter()
+            .all(|s| s["waitingFor"].as_str() == Some("the next period"))
+    };
     loop {
         node.check();
         let pool = c.pool();
@@ -1302,7 +1326,13 @@ fn proving(ping_ms: usize) {
             if tap.quiet_for(Duration::from_millis(15)) {
                 c.mine();
             }
-        } else if tap.quiet_for(Duration::from_millis(250)) {
+        } else if tap.quiet_for(Duration::from_millis(250))
+            && (tap.quiet_for(Duration::from_secs(5))
+                || (live_checked.elapsed() >= Duration::from_millis(250) && {
+                    live_checked = Instant::now();
+                    all_wait_for_a_period(&live_agent)
+                }))
+        {
             let filled = c.my_slots(host, mkt);
             if filled >= n_slots {
                 break;
