@@ -13,9 +13,13 @@
 //! node drives it from its event loop (the tag of a transaction is the sale's ticket); the
 //! one-shot commands drive it with a blocking client ([`super::sender::Sender`]), so the
 //! nonce, gas and fee rules exist once.
-//! A fill is two transactions, `approve` then `fillSlot`; fills go one at a time, because an
-//! ERC-20 approval replaces the previous one and two interleaved approve/fill pairs would
-//! spend each other's allowance.
+//! A fill is two transactions, `approve` then `fillSlot`. An ERC-20 approval replaces the
+//! previous one, so two interleaved approve/fill pairs would spend each other's allowance:
+//! fills go in batches, one at a time. A batch is every fill waiting (up to [`FILL_BATCH`]):
+//! one `approve` of their collateral's sum, and once it is mined all their `fillSlot`s at
+//! once. A fill that fails leaves its share of the allowance unspent until the next batch's
+//! approval replaces it. One fill per two blocks was what first limited a node filling
+//! thousands of slots.
 use std::collections::{HashMap, VecDeque};
 
 use alloy_primitives::{Address, Bytes, B256, U256};
@@ -84,6 +88,19 @@ pub struct Mined {
     /// The receipt's logs, as the node sent them (`logs`), for callers that read what the
     /// transaction emitted (e.g. token transfers).
     pub logs: Value,
+}
+
+/// The most fills one approve covers: their `fillSlot`s (about 300 k gas each) fit one
+/// block of 30 M gas.
+pub const FILL_BATCH: usize = 64;
+
+/// A fill waiting for its batch.
+#[derive(Debug)]
+struct WaitingFill<T> {
+    token: Address,
+    spender: Address,
+    amount: U256,
+    fill: TxRequest<T>,
 }
 
 /// Why a transaction did not go through.
@@ -168,8 +185,9 @@ enum Stage {
 #[derive(Debug)]
 struct InFlight<T> {
     req: TxRequest<T>,
-    /// The transaction sent after this one succeeds (`fillSlot` after `approve`).
-    then: Option<TxRequest<T>>,
+    /// The transactions sent after this one succeeds (a batch's `fillSlot`s after its
+    /// `approve`); its failure is reported as theirs.
+    then: Vec<TxRequest<T>>,
     stage: Stage,
     fill_lane: bool,
 }
@@ -185,8 +203,9 @@ pub struct TxBook<T> {
     head: u64,
     next_id: u64,
     txs: HashMap<u64, InFlight<T>>,
-    fills_waiting: VecDeque<(TxRequest<T>, TxRequest<T>)>,
-    fill_busy: bool,
+    fills_waiting: VecDeque<WaitingFill<T>>,
+    /// Transactions of the fill batch in flight: its approve, then its fills.
+    fill_busy: usize,
     /// Transactions counted as done in the last [`KEEP_DONE_BLOCKS`] blocks.
     counted: Vec<Counted<T>>,
     /// Hashes of counted transactions whose receipt is gone, waiting for the account's
@@ -217,7 +236,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             next_id: 0,
             txs: HashMap::new(),
             fills_waiting: VecDeque::new(),
-            fill_busy: false,
+            fill_busy: 0,
             counted: Vec::new(),
             withdrawing: HashMap::new(),
             gone: Vec::new(),
@@ -268,34 +287,78 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
 
     /// Starts one transaction.
     pub fn send(&mut self, req: TxRequest<T>, out: &mut Vec<TxAction<T>>) {
-        self.start(req, None, false, None, out);
+        self.start(req, Vec::new(), false, None, out);
     }
 
     /// Starts one transaction whose `eth_estimateGas` the caller already has (asked ahead,
     /// at the same head): it is signed and sent at once, with the call's headroom.
     pub fn send_estimated(&mut self, req: TxRequest<T>, estimate: u64, out: &mut Vec<TxAction<T>>) {
-        self.start(req, None, false, Some(estimate), out);
+        self.start(req, Vec::new(), false, Some(estimate), out);
     }
 
-    /// Starts an `approve` followed by a `fillSlot`, after the fills before it.
+    /// Starts a `fillSlot` that needs `amount` of `token` approved for `spender`: in the
+    /// next fill batch (see the module docs), at once when none is in flight.
     pub fn send_fill(
         &mut self,
-        approve: TxRequest<T>,
+        token: Address,
+        spender: Address,
+        amount: U256,
         fill: TxRequest<T>,
         out: &mut Vec<TxAction<T>>,
     ) {
-        if self.fill_busy {
-            self.fills_waiting.push_back((approve, fill));
-            return;
+        self.fills_waiting.push_back(WaitingFill {
+            token,
+            spender,
+            amount,
+            fill,
+        });
+        if self.fill_busy == 0 {
+            self.next_fill_batch(out);
         }
-        self.fill_busy = true;
-        self.start(approve, Some(fill), true, None, out);
+    }
+
+    /// Starts the approve of the next batch: the waiting fills (up to [`FILL_BATCH`]) that
+    /// approve the same token for the same spender as the first.
+    fn next_fill_batch(&mut self, out: &mut Vec<TxAction<T>>) {
+        let Some(first) = self.fills_waiting.front() else {
+            return;
+        };
+        let (token, spender) = (first.token, first.spender);
+        let mut total = U256::ZERO;
+        let mut fills = Vec::new();
+        let mut i = 0;
+        while i < self.fills_waiting.len() && fills.len() < FILL_BATCH {
+            let w = &self.fills_waiting[i];
+            if w.token == token && w.spender == spender {
+                if let Some(w) = self.fills_waiting.remove(i) {
+                    total = total.saturating_add(w.amount);
+                    fills.push(w.fill);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let approve = TxRequest {
+            tag: fills[0].tag,
+            label: "approve",
+            call: GasCall::Other,
+            to: token,
+            data: Bytes::from(crate::market::calls::approve(spender, total)),
+        };
+        if fills.len() > 1 {
+            out.push(TxAction::Log(format!(
+                "one approve of {total} for {} fills",
+                fills.len()
+            )));
+        }
+        self.fill_busy = 1;
+        self.start(approve, fills, true, None, out);
     }
 
     fn start(
         &mut self,
         req: TxRequest<T>,
-        then: Option<TxRequest<T>>,
+        then: Vec<TxRequest<T>>,
         fill_lane: bool,
         estimate: Option<u64>,
         out: &mut Vec<TxAction<T>>,
@@ -725,9 +788,16 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         }
         let floor = self.head.saturating_sub(KEEP_DONE_BLOCKS);
         self.counted.retain(|c| c.block >= floor);
-        match tx.then {
-            Some(next) => self.start(next, None, tx.fill_lane, None, out),
-            None => {
+        match tx.then.is_empty() {
+            false => {
+                if tx.fill_lane {
+                    self.fill_busy = tx.then.len();
+                }
+                for next in tx.then {
+                    self.start(next, Vec::new(), tx.fill_lane, None, out);
+                }
+            }
+            true => {
                 out.push(TxAction::Done(
                     tx.req.tag,
                     Ok(Mined {
@@ -948,17 +1018,29 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             return;
         };
         out.push(TxAction::Log(format!("{} failed: {err}", tx.req.label)));
-        out.push(TxAction::Done(tx.req.tag, Err(err)));
+        if tx.then.is_empty() {
+            out.push(TxAction::Done(tx.req.tag, Err(err)));
+        } else {
+            // The approve of a fill batch: every fill of it fails with it.
+            let why = format!("{} failed: {err}", tx.req.label);
+            let mut err = Some(err);
+            for next in tx.then {
+                let e = err
+                    .take()
+                    .unwrap_or_else(|| TxFailure::Transient(why.clone()));
+                out.push(TxAction::Done(next.tag, Err(e)));
+            }
+        }
         if tx.fill_lane {
             self.next_fill(out);
         }
     }
 
+    /// A transaction of the fill batch ended; the next batch starts with the last.
     fn next_fill(&mut self, out: &mut Vec<TxAction<T>>) {
-        self.fill_busy = false;
-        if let Some((approve, fill)) = self.fills_waiting.pop_front() {
-            self.fill_busy = true;
-            self.start(approve, Some(fill), true, None, out);
+        self.fill_busy = self.fill_busy.saturating_sub(1);
+        if self.fill_busy == 0 {
+            self.next_fill_batch(out);
         }
     }
 }
@@ -1232,15 +1314,18 @@ mod tests {
     }
 
     #[test]
-    fn fills_go_one_at_a_time_approve_then_fill() {
+    fn fills_waiting_behind_an_approve_go_together_with_one_approve_of_their_sum() {
         let mut b = book();
+        let (token, spender) = (Address::repeat_byte(1), Address::repeat_byte(2));
         let mut out = Vec::new();
-        b.send_fill(req(1), req(1), &mut out);
-        b.send_fill(req(2), req(2), &mut out);
+        for (tag, amount) in [(1, 5u8), (2, 7), (3, 9)] {
+            b.send_fill(token, spender, U256::from(amount), req(tag), &mut out);
+        }
         let (calls, _) = split(out);
-        assert_eq!(calls.len(), 1, "the second fill waits: {calls:?}");
-        assert_eq!(b.len(), 2);
-        // The first approve fails: the second fill's approve starts.
+        assert_eq!(calls.len(), 1, "the later fills wait: {calls:?}");
+        assert_eq!(b.len(), 3);
+        // The first approve fails: its fill fails with it, and the two fills that waited
+        // share the next approve, of their sum.
         let mut out = Vec::new();
         b.on_answer(
             calls[0].0,
@@ -1249,7 +1334,51 @@ mod tests {
         );
         let (calls, done) = split(out);
         assert_eq!(done, vec![(1, false)]);
-        assert!(matches!(calls[0].0, TxCall::Estimate(_)));
+        assert_eq!(calls.len(), 1);
+        let sum = Bytes::from(crate::market::calls::approve(spender, U256::from(16u8)));
+        assert_eq!(calls[0].2[0]["data"], json!(sum));
+        assert_eq!(calls[0].2[0]["to"], json!(token));
+        // A fill that comes meanwhile waits for the next batch.
+        let mut out = Vec::new();
+        b.send_fill(token, spender, U256::from(1u8), req(4), &mut out);
+        assert!(split(out).0.is_empty());
+        // The approve is mined: both fills start at once, nothing is reported yet.
+        let sends = to_sends(&mut b, calls, 0);
+        b.on_answer(sends[0].0, Ok(json!("0x01")), &mut Vec::new());
+        let mut out = Vec::new();
+        b.on_head(101, &mut out);
+        let (calls, _) = split(out);
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[0].0,
+            Ok(json!({"blockNumber": "0x65", "status": "0x1", "gasUsed": "0x1"})),
+            &mut out,
+        );
+        let (calls, done) = split(out);
+        assert!(done.is_empty(), "{done:?}");
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls.iter().all(|c| matches!(c.0, TxCall::Estimate(_))
+            && c.2[0]["data"] == json!(Bytes::from(vec![1, 2, 3]))));
+        // One of them fails: fill 4 still waits for the other.
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[0].0,
+            Err(ChainError::Disconnected("gone".into())),
+            &mut out,
+        );
+        let (more, done) = split(out);
+        assert_eq!(done.len(), 1);
+        assert!(more.is_empty(), "{more:?}");
+        let mut out = Vec::new();
+        b.on_answer(
+            calls[1].0,
+            Err(ChainError::Disconnected("gone".into())),
+            &mut out,
+        );
+        let (more, _) = split(out);
+        assert_eq!(more.len(), 1, "fill 4's approve starts: {more:?}");
+        let one = Bytes::from(crate::market::calls::approve(spender, U256::from(1u8)));
+        assert_eq!(more[0].2[0]["data"], json!(one));
     }
 
     #[test]

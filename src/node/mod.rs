@@ -1872,19 +1872,19 @@ impl Node {
                         collateral,
                     } => {
                         log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: filling the slot, posting {collateral} collateral");
-                        let approve = req(
-                            "approve",
-                            GasCall::Other,
-                            self.token,
-                            calls::approve(self.marketplace, collateral),
-                        );
                         let fill = req(
                             "fillSlot",
                             GasCall::FillSlot,
                             self.marketplace,
                             calls::fill_slot(slot.request_id, slot.slot_index, &proof),
                         );
-                        self.txs.send_fill(approve, fill, &mut self.tx_actions);
+                        self.txs.send_fill(
+                            self.token,
+                            self.marketplace,
+                            collateral,
+                            fill,
+                            &mut self.tx_actions,
+                        );
                     }
                     Tx::SubmitProof { slot, proof } => {
                         if proof.is_zero() {
