@@ -97,7 +97,8 @@
 //! (`reaction,proving,api`), CODEX_BENCH_WARMUP (default 2), CODEX_BENCH_SAMPLES (floor
 //! samples, default 200), CODEX_BENCH_PROVING_REQUESTS (default 10), CODEX_BENCH_VERBOSE
 //! (every reaction's path), CODEX_BENCH_FILL_PERIODS (the most proof periods the fill may
-//! take before the bench gives up; default 20 + 4 × slots / workers), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
+//! take before the bench gives up; default 20 + 4 × slots / workers), CODEX_BENCH_GAS_LIMIT
+//! (anvil's block gas limit for the measured periods; default anvil's 30 M), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
 //! built, e.g. a copy that a concurrent build cannot replace mid-run).
 //! Full size (about 15 minutes on two cores; the default run takes about 3):
 //! `CODEX_BENCH_REQUESTS=1000 CODEX_BENCH_SLOTS=1000 cargo bench --bench node`.
@@ -1357,6 +1358,15 @@ fn proving(ping_ms: usize) {
 
     if mining == "auto" {
         c.rpc.call("evm_setAutomine", json!([true])).unwrap();
+    }
+    if let Ok(limit) = std::env::var("CODEX_BENCH_GAS_LIMIT") {
+        // A period's proofs in few blocks: 10,000 proofs of 80 k gas fill 27 blocks of 30 M,
+        // and the base fee rises 12.5% per full block, past what the later ones offer.
+        let limit: u64 = limit.parse().expect("CODEX_BENCH_GAS_LIMIT: a number");
+        c.rpc
+            .call("evm_setBlockGasLimit", json!([format!("{limit:#x}")]))
+            .unwrap();
+        println!("block gas limit from now on: {limit}");
     }
     // One period to bring every slot to Proving, then the measured ones.
     let mut fan_outs = Vec::new();

@@ -58,7 +58,16 @@ pub enum TxCall {
     /// `eth_getTransactionCount(latest)` after a counted receipt was found gone: which of
     /// the gone transactions' nonces the new chain has used.
     GoneNonce,
+    /// `eth_getTransactionCount(latest)` at a new head with many transactions pending:
+    /// only those below it have receipts to ask for (see [`RECEIPTS_DIRECT_MAX`]).
+    Mined,
 }
+
+/// The most pending transaction hashes whose receipts a new head asks for directly. With
+/// more, the head first asks the account's mined nonce count, and then only the receipts of
+/// the transactions below it: with 10,000 proofs pending, a receipt call for each at every
+/// block swamped the chain node (and the loop) with calls that answered "not yet".
+pub const RECEIPTS_DIRECT_MAX: usize = 32;
 
 /// Blocks a transaction counted as done is remembered for, so that a reorganisation deeper
 /// than its confirmations is noticed (the log sync's reorganisation window).
@@ -370,10 +379,13 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 gas: gas_limit_with_headroom(req.call, e),
             },
             None => {
+                // At `latest`: what a transaction of the book needs mined is mined before
+                // it starts (a batch's approve before its fills), and anvil's default,
+                // `pending`, executes its whole pool for every estimate.
                 out.push(TxAction::Call(
                     TxCall::Estimate(id),
                     "eth_estimateGas",
-                    json!([{"from": self.key.address(), "to": req.to, "data": req.data}]),
+                    json!([{"from": self.key.address(), "to": req.to, "data": req.data}, "latest"]),
                 ));
                 Stage::Estimating
             }
@@ -396,8 +408,40 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     pub fn on_head(&mut self, number: u64, out: &mut Vec<TxAction<T>>) {
         self.head = number;
         let mut stuck = Vec::new();
+        let mut hashes = 0;
         for (id, tx) in &self.txs {
-            if let Stage::Pending { hashes, since, .. } = &tx.stage {
+            if let Stage::Pending {
+                hashes: h, since, ..
+            } = &tx.stage
+            {
+                hashes += h.len();
+                if number >= since + REPLACE_AFTER_BLOCKS {
+                    stuck.push(*id);
+                }
+            }
+        }
+        if hashes > RECEIPTS_DIRECT_MAX {
+            out.push(TxAction::Call(
+                TxCall::Mined,
+                "eth_getTransactionCount",
+                json!([self.key.address(), "latest"]),
+            ));
+        } else {
+            self.ask_receipts(None, out);
+        }
+        for id in stuck {
+            self.replace(id, out);
+        }
+    }
+
+    /// Asks the receipts of the pending transactions, or only of those whose nonce is below
+    /// `mined` (the account's count of mined transactions).
+    fn ask_receipts(&self, mined: Option<u64>, out: &mut Vec<TxAction<T>>) {
+        for (id, tx) in &self.txs {
+            if let Stage::Pending { hashes, nonce, .. } = &tx.stage {
+                if mined.is_some_and(|m| *nonce >= m) {
+                    continue;
+                }
                 for h in hashes {
                     out.push(TxAction::Call(
                         TxCall::Receipt(*id, *h),
@@ -405,13 +449,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                         json!([h]),
                     ));
                 }
-                if number >= since + REPLACE_AFTER_BLOCKS {
-                    stuck.push(*id);
-                }
             }
-        }
-        for id in stuck {
-            self.replace(id, out);
         }
     }
 
@@ -471,6 +509,13 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         out: &mut Vec<TxAction<T>>,
     ) {
         match call {
+            TxCall::Mined => {
+                let mined = result
+                    .ok()
+                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                // Without the count, every receipt is asked, as with few pending.
+                self.ask_receipts(mined, out);
+            }
             TxCall::Nonce => {
                 self.nonce_syncing = false;
                 match result
@@ -1130,9 +1175,11 @@ mod tests {
                     sends.push((tag, method, params));
                     continue;
                 }
-                TxCall::Receipt(..) | TxCall::Recheck(_) | TxCall::Resend | TxCall::GoneNonce => {
-                    continue
-                }
+                TxCall::Receipt(..)
+                | TxCall::Recheck(_)
+                | TxCall::Resend
+                | TxCall::GoneNonce
+                | TxCall::Mined => continue,
             }
             pending.extend(split(out).0);
         }
@@ -1379,6 +1426,52 @@ mod tests {
         assert_eq!(more.len(), 1, "fill 4's approve starts: {more:?}");
         let one = Bytes::from(crate::market::calls::approve(spender, U256::from(1u8)));
         assert_eq!(more[0].2[0]["data"], json!(one));
+    }
+
+    #[test]
+    fn with_many_pending_a_head_asks_only_the_receipts_below_the_mined_nonce_count() {
+        let mut b = book();
+        let mut out = Vec::new();
+        let n = RECEIPTS_DIRECT_MAX as u32 + 8;
+        for tag in 0..n {
+            b.send(req(tag), &mut out);
+        }
+        let sends = to_sends(&mut b, split(out).0, 0);
+        assert_eq!(sends.len(), n as usize);
+        for (i, s) in sends.iter().enumerate() {
+            b.on_answer(s.0, Ok(json!(format!("{:#066x}", i + 1))), &mut Vec::new());
+        }
+        let mut out = Vec::new();
+        b.on_head(101, &mut out);
+        let (calls, _) = split(out);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(matches!(calls[0].0, TxCall::Mined));
+        assert_eq!(calls[0].1, "eth_getTransactionCount");
+        // Two mined: only their receipts are asked.
+        let mut out = Vec::new();
+        b.on_answer(TxCall::Mined, Ok(json!("0x2")), &mut out);
+        let (receipts, _) = split(out);
+        let asked: Vec<u64> = receipts
+            .iter()
+            .map(|c| match c.0 {
+                TxCall::Receipt(id, _) => id,
+                _ => panic!("not a receipt: {c:?}"),
+            })
+            .collect();
+        assert_eq!(asked.len(), 2, "{receipts:?}");
+        let nonce = |id: &u64| match &b.txs[id].stage {
+            Stage::Pending { nonce, .. } => *nonce,
+            other => panic!("{other:?}"),
+        };
+        assert!(asked.iter().all(|id| nonce(id) < 2), "{asked:?}");
+        // Without the count every receipt is asked.
+        let mut out = Vec::new();
+        b.on_answer(
+            TxCall::Mined,
+            Err(ChainError::Disconnected("gone".into())),
+            &mut out,
+        );
+        assert_eq!(split(out).0.len(), n as usize);
     }
 
     #[test]
