@@ -833,28 +833,25 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         }
         let floor = self.head.saturating_sub(KEEP_DONE_BLOCKS);
         self.counted.retain(|c| c.block >= floor);
-        match tx.then.is_empty() {
-            false => {
-                if tx.fill_lane {
-                    self.fill_busy = tx.then.len();
-                }
-                for next in tx.then {
-                    self.start(next, Vec::new(), tx.fill_lane, None, out);
-                }
+        if !tx.then.is_empty() {
+            if tx.fill_lane {
+                self.fill_busy = tx.then.len();
             }
-            true => {
-                out.push(TxAction::Done(
-                    tx.req.tag,
-                    Ok(Mined {
-                        hash,
-                        block_number: block,
-                        gas_used,
-                        logs: receipt["logs"].clone(),
-                    }),
-                ));
-                if tx.fill_lane {
-                    self.next_fill(out);
-                }
+            for next in tx.then {
+                self.start(next, Vec::new(), tx.fill_lane, None, out);
+            }
+        } else {
+            out.push(TxAction::Done(
+                tx.req.tag,
+                Ok(Mined {
+                    hash,
+                    block_number: block,
+                    gas_used,
+                    logs: receipt["logs"].clone(),
+                }),
+            ));
+            if tx.fill_lane {
+                self.next_fill(out);
             }
         }
     }
