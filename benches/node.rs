@@ -98,7 +98,10 @@
 //! samples, default 200), CODEX_BENCH_PROVING_REQUESTS (default 10), CODEX_BENCH_VERBOSE
 //! (every reaction's path), CODEX_BENCH_FILL_PERIODS (the most proof periods the fill may
 //! take before the bench gives up; default 20 + 4 × slots / workers), CODEX_BENCH_GAS_LIMIT
-//! (anvil's block gas limit for the measured periods; default anvil's 30 M), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
+//! (anvil's block gas limit for the measured periods; default anvil's 30 M),
+//! CODEX_BENCH_LOG_LEVEL (the node's `--log-level`, default `info`; `info;debug:node` adds
+//! every loop step over 10 ms), CODEX_BENCH_KEEP_LOG (a path to copy the node's log to when
+//! the bench ends), CODEX_BENCH_CODEX (another `codex` binary than the one cargo
 //! built, e.g. a copy that a concurrent build cannot replace mid-run).
 //! Full size (about 15 minutes on two cores; the default run takes about 3):
 //! `CODEX_BENCH_REQUESTS=1000 CODEX_BENCH_SLOTS=1000 cargo bench --bench node`.
@@ -179,6 +182,8 @@ fn anvil_addr(chain: &Devchain) -> SocketAddr {
 struct NodeProc {
     child: Option<Child>,
     log: PathBuf,
+    /// Log lines already looked at by [`NodeProc::slow_steps`].
+    log_seen: usize,
 }
 
 impl NodeProc {
@@ -199,7 +204,8 @@ impl NodeProc {
             .arg(dir)
             .arg("--eth-private-key")
             .arg(&key)
-            .args(["--log-format", "nocolors", "--log-level", "info"])
+            .args(["--log-format", "nocolors", "--log-level"])
+            .arg(std::env::var("CODEX_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
             .args(["--eth-provider", provider])
             .args(["--marketplace-address", &chain.marketplace().to_string()])
             .arg("run")
@@ -212,6 +218,7 @@ impl NodeProc {
             .expect("spawn codex run");
         NodeProc {
             child: Some(child),
+            log_seen: 0,
             log,
         }
     }
@@ -326,6 +333,29 @@ impl NodeProc {
         base.unwrap()
     }
 
+    /// The loop steps the node logged as slow (with `debug:node`), since the last call: how
+    /// many, and the five longest.
+    fn slow_steps(&mut self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().skip(self.log_seen).collect();
+        self.log_seen += lines.len();
+        let mut slow: Vec<(u64, &str)> = lines
+            .iter()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once("the loop was busy ")?;
+                let (n, _) = rest.split_once(" ms")?;
+                Some((n.parse().ok()?, rest))
+            })
+            .collect();
+        slow.sort_unstable_by(|a, b| b.cmp(a));
+        let top: Vec<&str> = slow.iter().take(5).map(|(_, l)| *l).collect();
+        format!(
+            "loop steps logged over 10 ms since the last period: {}; longest: {}",
+            slow.len(),
+            top.join(" | ")
+        )
+    }
+
     fn log_tail(&self, n: usize) -> String {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
@@ -338,6 +368,9 @@ impl Drop for NodeProc {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(keep) = std::env::var_os("CODEX_BENCH_KEEP_LOG") {
+            let _ = std::fs::copy(&self.log, keep);
         }
         if std::thread::panicking() {
             eprintln!(
@@ -468,16 +501,17 @@ impl Pipelined {
 
     fn turn(&mut self) {
         let now = Instant::now();
+        let unread = self.client.has_unread();
         let wait = self
             .client
             .next_deadline()
             .map_or(Duration::from_millis(100), |d| {
                 d.saturating_duration_since(now)
             })
-            .min(Duration::from_millis(100));
+            .min(Duration::from_millis(if unread { 0 } else { 100 }));
         self.poll.poll(&mut self.events, Some(wait)).unwrap();
         let now = Instant::now();
-        if !self.events.is_empty() {
+        if !self.events.is_empty() || unread {
             self.client.on_ready(self.poll.registry(), now);
         }
         self.client.on_timer(self.poll.registry(), now);
@@ -1480,6 +1514,7 @@ fn proving(ping_ms: usize) {
             ms(wait),
             late_pongs_split(&tap, &sampler, t_head, t_last)
         );
+        println!("  {}", node.slow_steps());
         if measured {
             assert_eq!(
                 seen.len(),

@@ -263,6 +263,12 @@ impl ChainClient {
         self.out.pop_front()
     }
 
+    /// Whether the socket holds messages not read yet: the loop should come back at once
+    /// (see [`super::ws::READ_BATCH`]).
+    pub fn has_unread(&self) -> bool {
+        matches!(&self.link, Link::Up { conn, .. } if conn.unread())
+    }
+
     /// When [`ChainClient::on_timer`] must run next.
     pub fn next_deadline(&self) -> Option<Instant> {
         let link = match &self.link {
@@ -337,9 +343,13 @@ impl ChainClient {
         }
         // Call timeouts.
         let expired = self.pending.expire(now);
+        if !expired.is_empty() && !self.outbox.is_empty() {
+            let gone: std::collections::HashSet<CallId> =
+                expired.iter().map(|(id, _)| *id).collect();
+            self.outbox.retain(|(i, _)| !gone.contains(i));
+        }
         let mut internal_timeout = None;
         for (id, call) in expired {
-            self.outbox.retain(|(i, _)| *i != id);
             match call.tag {
                 Tag::User => self.out.push_back(ClientOutput::Response {
                     id,

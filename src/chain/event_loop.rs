@@ -27,6 +27,10 @@ pub struct Turn {
     pub signal: Option<i32>,
     /// The waker was woken (another thread has something for the loop).
     pub woken: bool,
+    /// How long the turn waited in `poll`.
+    pub waited: std::time::Duration,
+    /// How long the client took with the socket's readiness and its timers.
+    pub client: std::time::Duration,
 }
 
 /// The loop. See the module docs.
@@ -76,14 +80,23 @@ impl EventLoop {
     /// feeds the client its readiness and its due timers.
     pub fn turn(&mut self, client: &mut ChainClient, until: Option<Instant>) -> io::Result<Turn> {
         let now = Instant::now();
+        let unread = client.has_unread();
         let deadline = [client.next_deadline(), until].into_iter().flatten().min();
-        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        // Messages left on the socket by the last read: only look for other readiness.
+        let timeout = if unread {
+            Some(std::time::Duration::ZERO)
+        } else {
+            deadline.map(|d| d.saturating_duration_since(now))
+        };
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
-        let mut turn = Turn::default();
+        let mut turn = Turn {
+            waited: now.elapsed(),
+            ..Turn::default()
+        };
         let mut chain_ready = false;
         let mut signalled = false;
         self.others.clear();
@@ -100,10 +113,12 @@ impl EventLoop {
             }
         }
         let registry = self.poll.registry();
-        if chain_ready {
+        let t = Instant::now();
+        if chain_ready || unread {
             client.on_ready(registry, Instant::now());
         }
         client.on_timer(registry, Instant::now());
+        turn.client = t.elapsed();
         if signalled {
             if let Some(s) = &mut self.signals {
                 for sig in s.pending() {

@@ -13,7 +13,7 @@
 //!
 //! The backfill planner and log cursor that consume them, [`LogSync`], live in
 //! [`logsync`](super::logsync) and are re-exported here.
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use alloy_primitives::{Address, Bytes, B256};
@@ -192,10 +192,14 @@ pub struct PendingCall<T> {
 }
 
 /// The table of calls in flight, keyed by request id. `T` tags each call with its purpose.
+/// The deadlines are kept in order beside it, so that the loop's every turn (which asks the
+/// next deadline and expires the due calls) costs O(log n) with tens of thousands of calls
+/// in flight, not a scan of them all.
 #[derive(Debug)]
 pub struct Pending<T> {
     next_id: CallId,
     calls: HashMap<CallId, PendingCall<T>>,
+    deadlines: BTreeSet<(Instant, CallId)>,
 }
 
 impl<T> Default for Pending<T> {
@@ -203,6 +207,7 @@ impl<T> Default for Pending<T> {
         Pending {
             next_id: 1,
             calls: HashMap::new(),
+            deadlines: BTreeSet::new(),
         }
     }
 }
@@ -223,6 +228,7 @@ impl<T> Pending<T> {
     ) -> (CallId, String) {
         let id = self.next_id;
         self.next_id += 1;
+        self.deadlines.insert((deadline, id));
         self.calls.insert(
             id,
             PendingCall {
@@ -236,17 +242,21 @@ impl<T> Pending<T> {
 
     /// Removes and returns the call a response answers; `None` for an id not in the table.
     pub fn complete(&mut self, id: CallId) -> Option<PendingCall<T>> {
-        self.calls.remove(&id)
+        let call = self.calls.remove(&id)?;
+        self.deadlines.remove(&(call.deadline, id));
+        Some(call)
     }
 
     /// Removes and returns every call whose deadline is at or before `now`, oldest id first.
     pub fn expire(&mut self, now: Instant) -> Vec<(CallId, PendingCall<T>)> {
-        let mut due: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            due.push(id);
+        }
         due.sort_unstable();
         due.into_iter()
             .filter_map(|id| self.calls.remove(&id).map(|c| (id, c)))
@@ -255,6 +265,7 @@ impl<T> Pending<T> {
 
     /// Removes and returns every call (the connection is gone), oldest id first.
     pub fn drain(&mut self) -> Vec<(CallId, PendingCall<T>)> {
+        self.deadlines.clear();
         let mut all: Vec<_> = self.calls.drain().collect();
         all.sort_unstable_by_key(|(id, _)| *id);
         all
@@ -262,7 +273,7 @@ impl<T> Pending<T> {
 
     /// The earliest deadline in the table.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.calls.values().map(|c| c.deadline).min()
+        self.deadlines.first().map(|(d, _)| *d)
     }
 
     /// Number of calls in flight.
@@ -339,6 +350,11 @@ fn quantity<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     parse_quantity(&s).map_err(serde::de::Error::custom)
 }
 
+fn lenient_quantity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(v.as_str().and_then(|s| parse_quantity(s).ok()))
+}
+
 /// Parses a JSON-RPC quantity (`0x`-prefixed hex, no leading zeros required) into a u64.
 pub fn parse_quantity(s: &str) -> Result<u64, String> {
     let hex = s
@@ -409,6 +425,9 @@ pub struct Head {
     /// Block timestamp (Unix seconds).
     #[serde(deserialize_with = "quantity")]
     pub timestamp: u64,
+    /// The block's gas limit (None when the node leaves it out or it is not a quantity).
+    #[serde(default, deserialize_with = "lenient_quantity")]
+    pub gas_limit: Option<u64>,
 }
 
 impl Head {
@@ -430,6 +449,26 @@ pub fn parse_logs(v: &Value) -> Result<Vec<Log>, ParseError> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_header_carries_its_gas_limit_when_the_node_gives_one() {
+        let mut v = serde_json::json!({
+            "number": "0x10",
+            "hash": format!("0x{}", "11".repeat(32)),
+            "parentHash": format!("0x{}", "22".repeat(32)),
+            "timestamp": "0x64",
+            "gasLimit": "0x1c9c380",
+        });
+        let h = Head::from_value(&v).unwrap();
+        assert_eq!(
+            (h.number, h.timestamp, h.gas_limit),
+            (16, 100, Some(30_000_000))
+        );
+        v["gasLimit"] = serde_json::json!(7);
+        assert_eq!(Head::from_value(&v).unwrap().gas_limit, None);
+        v.as_object_mut().unwrap().remove("gasLimit");
+        assert_eq!(Head::from_value(&v).unwrap().gas_limit, None);
+    }
 
     #[test]
     fn ids_increase_and_frames_are_jsonrpc() {

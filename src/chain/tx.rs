@@ -229,17 +229,28 @@ impl SignedTx {
 // Fees and gas
 
 /// EIP-1559 fees from the latest base fee: the tip is the node's suggestion when it gives one,
-/// else `default_priority_fee` (`--max-priority-fee-per-gas`, 1 gwei by default); the cap is
-/// 2 × base fee + tip, which survives six consecutive full blocks.
+/// else `default_priority_fee` (the book's 1 gwei); the cap is
+/// 2 × base fee × (9/8)^`blocks_ahead` + tip. The base fee rises by at most 1/8 per full block,
+/// so the cap survives six consecutive full blocks after the `blocks_ahead` blocks that the
+/// sender's own transactions queued before this one would fill. The cap only bounds what the
+/// transaction may pay: it pays the base fee of its block plus the tip.
 pub fn fees(
     base_fee_per_gas: u128,
     suggested_priority_fee: Option<u128>,
     default_priority_fee: u128,
+    blocks_ahead: u64,
 ) -> (u128, u128) {
     let tip = suggested_priority_fee.unwrap_or(default_priority_fee);
-    let max_fee = base_fee_per_gas.saturating_mul(2).saturating_add(tip);
-    (max_fee, tip)
+    let mut cap = base_fee_per_gas.saturating_mul(2);
+    for _ in 0..blocks_ahead.min(MAX_BLOCKS_AHEAD) {
+        cap = cap.saturating_add(cap / 8);
+    }
+    (cap.saturating_add(tip), tip)
 }
+
+/// The most blocks of its own transactions ahead that a fee cap is raised for
+/// ((9/8)^64 ≈ 1,880 × the base fee).
+pub const MAX_BLOCKS_AHEAD: u64 = 64;
 
 /// Which call a transaction makes, for its gas headroom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -515,9 +526,29 @@ mod tests {
 
     #[test]
     fn fees_use_the_node_tip_or_the_default() {
-        assert_eq!(fees(1_000, Some(5), 7), (2_005, 5));
-        assert_eq!(fees(1_000, None, 7), (2_007, 7));
-        assert_eq!(fees(u128::MAX, None, 7), (u128::MAX, 7));
+        assert_eq!(fees(1_000, Some(5), 7, 0), (2_005, 5));
+        assert_eq!(fees(1_000, None, 7, 0), (2_007, 7));
+        assert_eq!(fees(u128::MAX, None, 7, 0), (u128::MAX, 7));
+    }
+
+    #[test]
+    fn the_fee_cap_grows_by_an_eighth_for_each_full_block_of_own_transactions_ahead() {
+        // 2,000 × 9/8 = 2,250; × 9/8 = 2,531 (rounded down at each step).
+        assert_eq!(fees(1_000, None, 7, 1), (2_257, 7));
+        assert_eq!(fees(1_000, None, 7, 2), (2_538, 7));
+        // 27 full blocks (10,000 proofs of 80 k gas in blocks of 30 M gas): about 24 × the
+        // base fee that those blocks raise it to, and 2 × on top.
+        let (cap, _) = fees(1_000_000_000, None, 0, 27);
+        assert!(
+            cap > 2 * 1_000_000_000 * 24 && cap < 2 * 1_000_000_000 * 25,
+            "{cap}"
+        );
+        // Bounded, and saturating.
+        assert_eq!(
+            fees(1_000, None, 0, 1_000),
+            fees(1_000, None, 0, MAX_BLOCKS_AHEAD)
+        );
+        assert_eq!(fees(u128::MAX / 3, None, 7, 10), (u128::MAX, 7));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! from the latest base fee, signing, `eth_sendRawTransaction`, and then a receipt check on
 //! every new block until it has `confirmations` blocks. Many transactions are in flight at
 //! once with consecutive nonces; "nonce too low" resyncs the tracker from
-//! `eth_getTransactionCount(pending)` and sends again; a transaction not mined within
-//! [`REPLACE_AFTER_BLOCKS`] is sent again with the same nonce and higher fees.
+//! `eth_getTransactionCount(pending)` and sends again; the transaction first in line that is
+//! not mined within [`REPLACE_AFTER_BLOCKS`] is sent again with the same nonce and higher
+//! fees (see [`TxBook::on_head`]).
 //!
 //! The book makes no calls itself: it pushes [`TxAction`]s (a JSON-RPC call to make, with the
 //! [`TxCall`] tag to answer it with, or a transaction's outcome) and is fed the answers. The
@@ -33,10 +34,15 @@ use super::tx::{
 };
 use super::ChainError;
 
-/// Blocks a sent transaction may stay unmined before it is replaced with higher fees.
+/// Blocks a sent transaction may stay unmined, first in line, before it is replaced with
+/// higher fees.
 pub const REPLACE_AFTER_BLOCKS: u64 = 12;
+/// The most transactions replaced at one head besides the first in line.
+pub const REPLACE_MAX: usize = 64;
 /// The tip when the node suggests none: 1 gwei.
 pub const DEFAULT_TIP: u128 = 1_000_000_000;
+/// The block gas limit assumed until a header tells (anvil's and mainnet's 30 M).
+pub const DEFAULT_BLOCK_GAS_LIMIT: u64 = 30_000_000;
 
 /// Which step of which transaction a call answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +193,11 @@ enum Stage {
         hashes: Vec<B256>,
         /// The signed transactions of `hashes`, in the same order.
         raws: Vec<Bytes>,
+        /// The block it was sent (or last replaced) at.
         since: u64,
+        /// False when the node refused it while later nonces were out already: it is sent
+        /// again at the next head, whatever its place in line.
+        in_pool: bool,
     },
 }
 
@@ -209,6 +219,14 @@ pub struct TxBook<T> {
     nonces: NonceTracker,
     nonce_syncing: bool,
     base_fee: u128,
+    /// The gas limit of the newest block.
+    block_gas_limit: u64,
+    /// Gas of this book's transactions queued for the chain: those pending at the newest
+    /// head plus those sent since. Full blocks of it ahead raise a new transaction's fee cap.
+    gas_queued: u64,
+    /// The nonce first in line among the pending transactions, and the head at which it
+    /// became first.
+    first_in_line: Option<(u64, u64)>,
     head: u64,
     next_id: u64,
     txs: HashMap<u64, InFlight<T>>,
@@ -241,6 +259,9 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             nonces: NonceTracker::new(),
             nonce_syncing: false,
             base_fee: 1_000_000_000,
+            block_gas_limit: DEFAULT_BLOCK_GAS_LIMIT,
+            gas_queued: 0,
+            first_in_line: None,
             head,
             next_id: 0,
             txs: HashMap::new(),
@@ -292,6 +313,22 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     /// Sets the base fee of the next block (from `eth_feeHistory`).
     pub fn set_base_fee(&mut self, base_fee: u128) {
         self.base_fee = base_fee;
+    }
+
+    /// Sets the gas limit of the newest block (from its header).
+    pub fn set_block_gas_limit(&mut self, limit: u64) {
+        self.block_gas_limit = limit.max(1);
+    }
+
+    /// Fees for a transaction sent now: the cap covers the full blocks that this book's
+    /// queued transactions would fill before it (see [`fees`]).
+    fn fees_now(&self) -> (u128, u128) {
+        fees(
+            self.base_fee,
+            None,
+            DEFAULT_TIP,
+            self.gas_queued / self.block_gas_limit,
+        )
     }
 
     /// Starts one transaction.
@@ -405,20 +442,67 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     }
 
     /// A new block: checks the receipts of sent transactions, replaces stuck ones.
+    ///
+    /// Only the first transaction in line (the lowest nonce pending) can be stuck: the
+    /// others wait for it, however long. It is replaced when it has been first in line for
+    /// [`REPLACE_AFTER_BLOCKS`] blocks (since it was sent or last replaced), and then the
+    /// pending ones whose fee cap is below the base fee go with it (at most
+    /// [`REPLACE_MAX`]): they could not be mined either. Before, every transaction pending
+    /// for 12 blocks was replaced, and a period's 10,000 proofs, which take 27 full blocks
+    /// to mine, were re-signed 50,000 times, for up to half a second per head.
     pub fn on_head(&mut self, number: u64, out: &mut Vec<TxAction<T>>) {
         self.head = number;
         let mut stuck = Vec::new();
+        let mut underpriced = Vec::new();
         let mut hashes = 0;
+        let mut gas_queued = 0u64;
+        let mut first: Option<(u64, u64, u64)> = None;
         for (id, tx) in &self.txs {
             if let Stage::Pending {
-                hashes: h, since, ..
+                hashes: h,
+                since,
+                gas,
+                nonce,
+                fees,
+                in_pool,
+                ..
             } = &tx.stage
             {
                 hashes += h.len();
-                if number >= since + REPLACE_AFTER_BLOCKS {
+                gas_queued = gas_queued.saturating_add(*gas);
+                if !in_pool {
                     stuck.push(*id);
+                } else if fees.0 < self.base_fee {
+                    underpriced.push((*nonce, *id));
+                }
+                if first.is_none_or(|(n, _, _)| *nonce < n) {
+                    first = Some((*nonce, *id, *since));
                 }
             }
+        }
+        self.gas_queued = gas_queued;
+        if let Some((nonce, id, since)) = first {
+            match self.first_in_line {
+                Some((n, _)) if n == nonce => {}
+                // The one before it was mined (or dropped) before this head.
+                Some(_) => self.first_in_line = Some((nonce, number)),
+                // Nothing was pending before it: it was first since it was sent.
+                None => self.first_in_line = Some((nonce, since)),
+            }
+            let first_since = self.first_in_line.map_or(number, |(_, at)| at);
+            if number >= since.max(first_since) + REPLACE_AFTER_BLOCKS && !stuck.contains(&id) {
+                stuck.push(id);
+                underpriced.sort_unstable();
+                stuck.extend(
+                    underpriced
+                        .iter()
+                        .filter(|(_, u)| *u != id)
+                        .map(|(_, u)| *u)
+                        .take(REPLACE_MAX),
+                );
+            }
+        } else {
+            self.first_in_line = None;
         }
         if hashes > RECEIPTS_DIRECT_MAX {
             out.push(TxAction::Call(
@@ -454,6 +538,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     }
 
     fn replace(&mut self, id: u64, out: &mut Vec<TxAction<T>>) {
+        let (now_max, now_tip) = self.fees_now();
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
@@ -464,12 +549,12 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             hashes,
             raws,
             since,
+            in_pool,
         } = &mut tx.stage
         else {
             return;
         };
         // A replacement must raise both fees by at least 10%; 25% leaves room.
-        let (now_max, now_tip) = fees(self.base_fee, None, DEFAULT_TIP);
         let new = (
             (*max_fee + *max_fee / 4 + 1).max(now_max),
             (*tip + *tip / 4 + 1).max(now_tip),
@@ -489,6 +574,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         hashes.push(signed.0);
         raws.push(signed.1.clone());
         *since = self.head;
+        *in_pool = true;
         self.replaced += 1;
         out.push(TxAction::Log(format!(
             "{} (nonce {nonce}) not mined within {REPLACE_AFTER_BLOCKS} blocks: replaced by {} with max fee {}",
@@ -622,9 +708,15 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 return;
             }
         };
-        let f = fees(self.base_fee, None, DEFAULT_TIP);
+        let f = fees(
+            self.base_fee,
+            None,
+            DEFAULT_TIP,
+            self.gas_queued / self.block_gas_limit,
+        );
         match sign(&self.key, self.chain_id, nonce, gas, f, &tx.req) {
             Ok((hash, raw)) => {
+                self.gas_queued = self.gas_queued.saturating_add(gas);
                 out.push(TxAction::Call(
                     TxCall::Send(id),
                     "eth_sendRawTransaction",
@@ -717,6 +809,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 hashes: vec![hash],
                 raws: vec![raw],
                 since: head,
+                in_pool: true,
             };
         } else if later {
             // Refused, but later nonces are out: released, this nonce would be a gap that
@@ -734,7 +827,8 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 fees: f,
                 hashes: vec![hash],
                 raws: vec![raw],
-                since: head.saturating_sub(REPLACE_AFTER_BLOCKS),
+                since: head,
+                in_pool: false,
             };
         } else {
             self.nonces.release(nonce);
@@ -920,7 +1014,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let Some(tx) = self.txs.remove(&id) else {
             return;
         };
-        let (now_max, now_tip) = fees(self.base_fee, None, DEFAULT_TIP);
+        let (now_max, now_tip) = self.fees_now();
         let new = (
             (max_fee + max_fee / 4 + 1).max(now_max),
             (tip + tip / 4 + 1).max(now_tip),
@@ -1005,6 +1099,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     /// `count` nonces there: one whose nonce is used stays counted; the others are acted on
     /// as [`Self::on_recheck`] says.
     fn on_gone(&mut self, hash: B256, count: u64, out: &mut Vec<TxAction<T>>) {
+        let f = self.fees_now();
         let Some(c) = self.counted.iter_mut().find(|c| c.hash == hash) else {
             return;
         };
@@ -1026,7 +1121,6 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 to: self.key.address(),
                 data: Bytes::new(),
             };
-            let f = fees(self.base_fee, None, DEFAULT_TIP);
             match sign(&self.key, self.chain_id, c.nonce, 21_000, f, &cancel) {
                 Ok((h, raw)) => {
                     out.push(TxAction::Log(format!(
@@ -1235,6 +1329,45 @@ mod tests {
     }
 
     #[test]
+    fn the_fee_cap_covers_the_full_blocks_of_the_books_own_transactions_ahead() {
+        let mut b = book();
+        b.set_base_fee(1_000);
+        // Two 21,000-gas transactions fill a block.
+        b.set_block_gas_limit(42_000);
+        let mut out = Vec::new();
+        for tag in 0..10 {
+            b.send(req(tag), &mut out);
+        }
+        let sends = to_sends(&mut b, split(out).0, 0);
+        let mut signed: Vec<Eip1559Tx> = sends.iter().map(|(_, _, p)| tx_of(p)).collect();
+        signed.sort_by_key(|t| t.nonce);
+        for t in &signed {
+            // The transaction with nonce k has k × 21,000 gas of its own ahead of it.
+            let ahead = t.nonce * 21_000 / 42_000;
+            assert_eq!(
+                (t.max_fee_per_gas, t.max_priority_fee_per_gas),
+                fees(1_000, None, DEFAULT_TIP, ahead),
+                "nonce {}",
+                t.nonce
+            );
+        }
+        assert!(signed[9].max_fee_per_gas > signed[0].max_fee_per_gas);
+        // Once sent, they are pending at the next head: a new one is queued behind all ten
+        // (five full blocks).
+        let mut out = Vec::new();
+        for (call, _, _) in &sends {
+            b.on_answer(*call, Ok(json!("0x01")), &mut out);
+        }
+        b.on_head(101, &mut out);
+        let mut out = Vec::new();
+        b.send(req(10), &mut out);
+        let next = to_sends(&mut b, split(out).0, 0);
+        let t = tx_of(&next[0].2);
+        assert_eq!(t.nonce, 10);
+        assert_eq!(t.max_fee_per_gas, fees(1_000, None, DEFAULT_TIP, 5).0);
+    }
+
+    #[test]
     fn nonce_too_low_resyncs_and_sends_again_with_the_chains_count() {
         let mut b = book();
         let mut out = Vec::new();
@@ -1288,6 +1421,57 @@ mod tests {
         assert!(second.tx.max_fee_per_gas >= first.tx.max_fee_per_gas * 11 / 10);
         assert!(second.tx.max_priority_fee_per_gas >= first.tx.max_priority_fee_per_gas * 11 / 10);
         assert_eq!(b.pending_hashes().len(), 1);
+    }
+
+    #[test]
+    fn only_the_first_in_line_is_replaced_and_only_after_it_waited_first_in_line() {
+        let mut b = book();
+        b.set_base_fee(1_000);
+        let mut out = Vec::new();
+        for tag in 0..3 {
+            b.send(req(tag), &mut out);
+        }
+        let sends = to_sends(&mut b, split(out).0, 0);
+        let mut out = Vec::new();
+        for (call, _, _) in &sends {
+            b.on_answer(*call, Ok(json!("0x01")), &mut out);
+        }
+        let replaced = |out: Vec<TxAction<u32>>| -> Vec<u64> {
+            let mut n: Vec<u64> = split(out)
+                .0
+                .iter()
+                .filter(|c| matches!(c.0, TxCall::Send(_)))
+                .map(|c| nonce_of(&c.2))
+                .collect();
+            n.sort_unstable();
+            n
+        };
+        // Nonces 1 and 2 wait for nonce 0, however long: only 0 is replaced.
+        for h in 101..100 + REPLACE_AFTER_BLOCKS {
+            let mut out = Vec::new();
+            b.on_head(h, &mut out);
+            assert_eq!(replaced(out), Vec::<u64>::new(), "head {h}");
+        }
+        let mut out = Vec::new();
+        b.on_head(100 + REPLACE_AFTER_BLOCKS, &mut out);
+        assert_eq!(replaced(out), vec![0]);
+        // Nonce 0 is mined at head 120: nonce 1 is first from then on, and waits
+        // REPLACE_AFTER_BLOCKS from there, not from when it was sent.
+        let id0 = match sends.iter().find(|(_, _, p)| nonce_of(p) == 0).map(|c| c.0) {
+            Some(TxCall::Send(id)) => id,
+            other => panic!("{other:?}"),
+        };
+        b.txs.remove(&id0);
+        for h in 120..120 + REPLACE_AFTER_BLOCKS {
+            let mut out = Vec::new();
+            b.on_head(h, &mut out);
+            assert_eq!(replaced(out), Vec::<u64>::new(), "head {h}");
+        }
+        // When the base fee passed the cap of nonce 2 as well, it goes with nonce 1.
+        b.set_base_fee(1_000_000_000_000);
+        let mut out = Vec::new();
+        b.on_head(120 + REPLACE_AFTER_BLOCKS, &mut out);
+        assert_eq!(replaced(out), vec![1, 2]);
     }
 
     #[test]

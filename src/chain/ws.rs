@@ -337,7 +337,15 @@ pub struct WsConn {
     token: Token,
     limits: WsLimits,
     registered_write: bool,
+    /// The last read stopped at [`READ_BATCH`] messages, not at an empty socket: more may be
+    /// there without a new readiness event (mio's readiness is edge-triggered).
+    unread: bool,
 }
+
+/// The most messages one readiness call reads. The loop handles them (and its other work,
+/// and the pongs the read queued) before it reads more: a burst of thousands of answers
+/// would otherwise be read and parsed in one go while nothing else ran.
+pub const READ_BATCH: usize = 64;
 
 impl std::fmt::Debug for WsConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -404,7 +412,14 @@ impl WsConn {
             token,
             limits,
             registered_write: true,
+            unread: false,
         })
+    }
+
+    /// Whether the last read left messages on the socket (see [`READ_BATCH`]): call
+    /// [`Self::on_ready`] again without waiting for readiness.
+    pub fn unread(&self) -> bool {
+        self.unread && self.is_open()
     }
 
     /// Whether the WebSocket is open.
@@ -547,7 +562,14 @@ impl WsConn {
         let State::Open { ws, .. } = &mut self.state else {
             return;
         };
+        let mut read = 0;
+        self.unread = false;
         let end = loop {
+            if read == READ_BATCH {
+                self.unread = true;
+                break None;
+            }
+            read += 1;
             match ws.read() {
                 Ok(Message::Text(t)) => out.push(WsEvent::Text(t.as_str().to_owned())),
                 Ok(Message::Binary(b)) => match String::from_utf8(b.to_vec()) {

@@ -124,7 +124,6 @@ impl Node {
     /// Why the node did or did not take each recently announced request.
     /// Refusals listed one by one per request (`refusalsByRule` counts them all).
     fn recent_json(&self) -> Vec<Value> {
-        let sales = self.engine.sales_snapshot();
         // The availabilities are read (once) only when a request was not taken: a host
         // with thousands of them pays for the refusals only when there are some.
         let mut availabilities: Option<Vec<Availability>> = None;
@@ -132,10 +131,11 @@ impl Node {
             .iter()
             .rev()
             .map(|seen| {
-                let taken: Vec<Value> = sales
-                    .iter()
-                    .filter(|s| s.slot.request_id == seen.request_id)
-                    .map(|s| json!({"slotIndex": u64_value(s.slot.slot_index), "state": s.state}))
+                let taken: Vec<Value> = self
+                    .engine
+                    .sales_of(seen.request_id)
+                    .into_iter()
+                    .map(|(i, state)| json!({"slotIndex": u64_value(i), "state": state}))
                     .collect();
                 let in_queue = self.engine.queue().request_len(&seen.request_id);
                 let ask = SlotAsk::for_slot(

@@ -84,6 +84,38 @@ const REQUEST_CACHE: usize = 4096;
 /// bursts (a period's first block wakes every proving sale) are spread over turns so that
 /// the connection keeps being read and pings answered.
 const TURN_BUDGET: Duration = Duration::from_millis(2);
+/// A single step of the loop (one chain output, one command, ...) that took longer than this
+/// is logged at debug, with what it was: the loop should never be blocked for this long.
+const SLOW_STEP: Duration = Duration::from_millis(10);
+
+/// What an engine command is, for [`slow_step`].
+fn command_kind(c: &Command) -> &'static str {
+    match c {
+        Command::Sale(_, s) => match s {
+            SaleCommand::ReadSlot(_) => "the command ReadSlot",
+            SaleCommand::ReadProof(_) => "the command ReadProof",
+            SaleCommand::CanReserve(_) => "the command CanReserve",
+            SaleCommand::Send(_) => "the command Send",
+            SaleCommand::Download { .. } => "the command Download",
+            SaleCommand::Prove { .. } => "the command Prove",
+            SaleCommand::UpdateExpiry { .. } => "the command UpdateExpiry",
+            SaleCommand::Filled(_) => "the command Filled",
+        },
+        Command::ReleaseData(_) => "the command ReleaseData",
+        Command::ReadRequestState(_) => "the command ReadRequestState",
+        Command::LookupFreedSlot { .. } => "the command LookupFreedSlot",
+        Command::Ended(_) => "the command Ended",
+        Command::Recheck(_) => "the command Recheck",
+    }
+}
+
+/// Logs a loop step that started at `t` and took longer than [`SLOW_STEP`].
+fn slow_step(what: &str, t: Instant) {
+    let took = t.elapsed();
+    if took >= SLOW_STEP {
+        log::debug!(target: "codex::node", "the loop was busy {} ms with {what}", took.as_millis());
+    }
+}
 /// How long start-up waits for transactions of an earlier run to be mined.
 const PENDING_WAIT: Duration = Duration::from_secs(120);
 
@@ -463,21 +495,33 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             .min()
             .unwrap_or(node.next_tick)
         };
+        let started = Instant::now();
         let turn = lp
             .turn(&mut node.client, Some(until))
             .map_err(io("waiting for events"))?;
+        if turn.client >= SLOW_STEP {
+            log::debug!(target: "codex::node", "the loop was busy {} ms with the chain socket", turn.client.as_millis());
+        }
+        let t = Instant::now();
         node.serve(
             lp.registry(),
             lp.others(),
             &mut api_server,
             &mut metrics_server,
         );
+        slow_step("the REST API", t);
         more = node.pump(lp.registry());
         if Instant::now() >= node.next_tick {
             node.next_tick = Instant::now() + TICK;
+            let t = Instant::now();
             node.check_availabilities();
             node.read_balances(lp.registry());
+            slow_step("the one-second tick", t);
             more |= node.pump(lp.registry());
+        }
+        let busy = started.elapsed().saturating_sub(turn.waited);
+        if busy >= SLOW_STEP {
+            log::debug!(target: "codex::node", "the loop was busy {} ms with one turn", busy.as_millis());
         }
         if let Some(s) = turn.signal {
             let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
@@ -1072,35 +1116,54 @@ impl Node {
             let mut progressed = false;
             while let Some(o) = self.client.poll_output() {
                 progressed = true;
+                let what = match &o {
+                    ClientOutput::Head(_) => "a new head",
+                    ClientOutput::Log(_) => "a Marketplace log",
+                    ClientOutput::Response { .. } => "a chain answer",
+                    _ => "a connection change",
+                };
+                let t = Instant::now();
                 self.on_client(reg, o);
+                slow_step(what, t);
                 if over() {
                     return true;
                 }
             }
             while let Some(d) = self.workers.try_recv() {
                 progressed = true;
+                let t = Instant::now();
                 self.on_done(d);
+                slow_step("a worker's result", t);
                 if over() {
                     return true;
                 }
             }
             while let Some(cmd) = self.engine.poll() {
                 progressed = true;
+                let what = command_kind(&cmd);
+                let t = Instant::now();
                 self.execute(reg, cmd);
+                slow_step(what, t);
                 if over() {
                     return true;
                 }
             }
+            let t = Instant::now();
             if self.run_validator(reg) {
                 progressed = true;
             }
+            slow_step("the validator", t);
             if !self.tx_actions.is_empty() {
                 progressed = true;
+                let t = Instant::now();
                 self.run_tx_actions(reg);
+                slow_step("transaction actions", t);
             }
+            let t = Instant::now();
             if self.send_durable(reg) {
                 progressed = true;
             }
+            slow_step("commands after a commit", t);
             if !progressed {
                 return false;
             }
@@ -1193,6 +1256,7 @@ impl Node {
                     log::info!(target: "codex::chain", "blocks {}..{} were not announced; checking the sales and recent transactions again", self.head + 1, h.number - 1);
                 }
                 if replaced || forked || missed {
+                    let t = Instant::now();
                     let fork = if replaced { h.number } else { h.number - 1 };
                     self.hashes.retain(|n, _| *n < fork);
                     // Heads missed while disconnected may hide where the chains part: the
@@ -1203,6 +1267,7 @@ impl Node {
                     self.engine
                         .handle(ChainTime(self.now), EngineInput::Reorged);
                     self.txs.on_reorg(&mut self.tx_actions);
+                    slow_step("checking the sales again after a reorganisation", t);
                 }
                 self.last_head_at = Some(Instant::now());
                 self.head = h.number;
@@ -1210,11 +1275,18 @@ impl Node {
                 self.now = self.now.max(h.timestamp);
                 self.hashes.insert(h.number, h.hash);
                 self.hashes.retain(|n, _| *n + 64 >= h.number);
+                let t = Instant::now();
                 self.engine.handle(ChainTime(self.now), EngineInput::Time);
+                slow_step("the engine's timers at a head", t);
                 if let Some(v) = self.validator.as_mut() {
                     v.on_time(self.now);
                 }
+                if let Some(limit) = h.gas_limit {
+                    self.txs.set_block_gas_limit(limit);
+                }
+                let t = Instant::now();
                 self.txs.on_head(h.number, &mut self.tx_actions);
+                slow_step("the transaction book at a head", t);
                 let id = self.client.call(
                     reg,
                     "eth_feeHistory",

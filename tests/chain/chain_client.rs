@@ -206,3 +206,56 @@ fn idle_connection_stays_up_on_pings() {
     assert_eq!(f.connects, 1, "{:?}", f.disconnects);
     assert!(f.disconnects.is_empty());
 }
+
+/// A burst of answers larger than one read takes (`chain::ws::READ_BATCH`) is read over
+/// several turns, each without waiting for a new readiness event (mio's is edge-triggered),
+/// and every call gets its answer.
+#[test]
+fn a_burst_of_answers_is_read_a_batch_per_turn_and_all_arrive() {
+    use codex::chain::client::{ChainClient, ClientConfig, ClientOutput};
+    use codex::chain::event_loop::{EventLoop, CHAIN};
+    use codex::chain::ws::{Endpoint, READ_BATCH};
+    use std::collections::HashSet;
+    use std::time::Instant;
+
+    let anvil = Anvil::start(&[]);
+    let mut lp = EventLoop::new().unwrap();
+    let mut config = ClientConfig::new(Endpoint::parse(&anvil.ws_url()).unwrap());
+    config.call_timeout = Duration::from_secs(30);
+    let mut client = ChainClient::new(config, CHAIN, Instant::now(), fastrand::Rng::with_seed(3));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut connected = false;
+    while !connected {
+        assert!(Instant::now() < deadline, "no connection to anvil");
+        lp.turn(&mut client, Some(deadline)).unwrap();
+        while let Some(o) = client.poll_output() {
+            connected |= matches!(o, ClientOutput::Connected);
+        }
+    }
+    let n = 20 * READ_BATCH;
+    let mut left: HashSet<u64> = (0..n)
+        .map(|_| client.call(lp.registry(), "eth_chainId", &json!([]), Instant::now()))
+        .collect();
+    let mut most_in_a_turn = 0;
+    while !left.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} answers missing",
+            left.len()
+        );
+        lp.turn(&mut client, Some(deadline)).unwrap();
+        let mut this_turn = 0;
+        while let Some(o) = client.poll_output() {
+            if let ClientOutput::Response { id, result } = o {
+                assert_eq!(result.unwrap(), json!("0x7a69"));
+                assert!(left.remove(&id), "answer {id} twice or unasked");
+                this_turn += 1;
+            }
+        }
+        most_in_a_turn = most_in_a_turn.max(this_turn);
+    }
+    assert!(
+        most_in_a_turn <= READ_BATCH,
+        "{most_in_a_turn} answers in one turn"
+    );
+}

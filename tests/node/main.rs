@@ -117,10 +117,13 @@ fn an_availability_added_while_running_sells_to_a_request_posted_before() {
     let me = w.chain.account(1);
     let req = w.post(1, 600, 300, 3);
     let slot = SlotId::of(req.id(), 0);
-    for _ in 0..5 {
-        w.mine();
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The node has read the request (and found nothing to offer for it) before the
+    // availability that fits comes.
+    w.mine_until(&[&host], "the request read by the node", 30, |_| {
+        std::fs::read_to_string(&host.log)
+            .unwrap_or_default()
+            .contains(": StorageRequested")
+    });
     assert_eq!(w.host_of(slot), Address::ZERO, "nothing matched yet");
     host.offer("1MiB", "10000000");
     w.mine_until(

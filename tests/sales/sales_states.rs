@@ -632,6 +632,48 @@ fn item_88_proving_submits_required_proofs_once_per_period() {
     }
 }
 
+/// A proof whose transaction is mined only after its period ended (a chain busy with the
+/// host's own proofs) does not make the sale skip the period it was mined in: the sale checks
+/// that period at once and proves it. Likewise for a view that answers late.
+#[test]
+fn a_proof_answered_after_its_period_ended_checks_the_current_period_at_once() {
+    let s = proving();
+    let (s, _) = feed(
+        s,
+        vec![
+            Input::Wake,
+            Input::Proof(Ok(proof_view(SlotState::Filled, 100, true))),
+            Input::Proved(Ok(Box::new(proof()))),
+        ],
+        1201,
+    );
+    // Period 12 ends at 1300; the receipt comes at 1305.
+    let (s, out) = feed(s, vec![Input::Tx(Ok(()))], 1305);
+    assert_eq!(out, vec![Output::WakeAt(1305)]);
+    let (s, out) = feed(s, vec![Input::Wake], 1305);
+    assert_eq!(out, vec![Output::ReadProof(slot())]);
+    let (s, out) = feed(
+        s,
+        vec![Input::Proof(Ok(proof_view(SlotState::Filled, 100, true)))],
+        1305,
+    );
+    assert!(
+        matches!(&out[0], Output::Prove { .. }),
+        "period 13 is proven: {out:?}"
+    );
+    // Its proof fails to compute; the next wake-up is period 14's.
+    let (s, out) = feed(s, vec![Input::Proved(Err("no data".into()))], 1310);
+    assert_eq!(out, vec![Output::WakeAt(1401)]);
+    // A view of period 14 that answers (not required) only in period 15 checks 15 at once.
+    let (s, _) = feed(s, vec![Input::Wake], 1401);
+    let (_, out) = feed(
+        s,
+        vec![Input::Proof(Ok(proof_view(SlotState::Filled, 100, false)))],
+        1502,
+    );
+    assert_eq!(out, vec![Output::WakeAt(1502)]);
+}
+
 #[test]
 fn item_89_simulated_proving_fails_every_third_proof() {
     let mut c = cfg();

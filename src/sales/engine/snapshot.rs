@@ -3,7 +3,7 @@
 //! the engine; they change nothing.
 
 use super::Engine;
-use crate::market::U256;
+use crate::market::{RequestId, U256};
 use crate::sales::ledger::{Ledger, ReservationId};
 use crate::sales::queue::{PauseReason, SlotQueueItem};
 use crate::sales::sale::SlotRef;
@@ -78,6 +78,15 @@ impl<L: Ledger> Engine<L> {
             workers_busy: self.queue.busy_workers(),
             workers_free: self.queue.max_workers() - self.queue.busy_workers(),
         }
+    }
+
+    /// The live sales of one request, in slot order: (slot index, state name). A range of
+    /// the engine's map, so that asking it for a few requests costs their sales only.
+    pub fn sales_of(&self, request_id: RequestId) -> Vec<(u64, &'static str)> {
+        self.sales
+            .range(SlotRef::new(request_id, 0)..=SlotRef::new(request_id, u64::MAX))
+            .filter_map(|(k, l)| Some((k.slot_index, l.sale.as_ref()?.state_name())))
+            .collect()
     }
 
     /// `codex sale list`, ordered by request and slot index (the order of the engine's map).

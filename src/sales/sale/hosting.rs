@@ -194,6 +194,10 @@ pub(super) fn proving(
 ) -> Sale {
     let slot = p.hosted.base.slot;
     let period_end = |period: u64| (period + 1) * cfg.period.max(1);
+    // Done with `period`: wake for the next one, or at once when the answer came after the
+    // period ended (a proof mined late, a slow view), so that the current period is not
+    // skipped.
+    let after = |period: u64| Output::WakeAt((period_end(period) + 1).max(now));
     let step = std::mem::replace(&mut p.step, ProveStep::Idle);
     match (step, input) {
         (ProveStep::Idle, Input::Wake) => {
@@ -217,7 +221,7 @@ pub(super) fn proving(
                         attempt: attempt + 1,
                     };
                 } else {
-                    out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+                    out.push(after(period));
                 }
             }
             Ok(view) => match view.slot_state {
@@ -247,7 +251,7 @@ pub(super) fn proving(
                             p.step = ProveStep::Computing { period };
                         }
                     } else {
-                        out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+                        out.push(after(period));
                     }
                 }
                 SlotState::Finished => return payout_start(p.hosted, out),
@@ -299,7 +303,7 @@ pub(super) fn proving(
                     attempt: 0,
                 };
             }
-            Err(_) => out.push(Output::WakeAt(cfg.next_period_start(now) + 1)),
+            Err(_) => out.push(after(period)),
         },
         (
             ProveStep::Submitting {
@@ -311,7 +315,7 @@ pub(super) fn proving(
         ) => match res {
             Ok(()) | Err(TxError::Reverted(Revert::ProofAlreadySubmitted)) => {
                 p.last_proved = Some(period);
-                out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+                out.push(after(period));
             }
             Err(TxError::Transient(_)) => {
                 let at = cfg.backoff(now, attempt);
@@ -323,7 +327,7 @@ pub(super) fn proving(
                         attempt: attempt + 1,
                     };
                 } else {
-                    out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+                    out.push(after(period));
                 }
             }
             // Invalid (expected for the simulated failures) or any other revert: this
@@ -332,7 +336,7 @@ pub(super) fn proving(
                 if proof.is_zero() {
                     p.last_proved = Some(period);
                 }
-                out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+                out.push(after(period));
             }
         },
         (
@@ -354,7 +358,7 @@ pub(super) fn proving(
                     attempt,
                 };
             } else {
-                out.push(Output::WakeAt(cfg.next_period_start(now) + 1));
+                out.push(after(period));
             }
         }
         (step, _) => p.step = step,
