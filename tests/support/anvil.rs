@@ -28,6 +28,11 @@ pub struct Anvil {
 }
 
 impl Anvil {
+    /// The process id of the anvil child.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts anvil with `--port 0` and the extra arguments, and waits until it listens.
     pub fn start(extra: &[&str]) -> Anvil {
         Self::start_on(0, extra.iter().map(|s| s.to_string()).collect())
