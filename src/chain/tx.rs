@@ -329,6 +329,11 @@ impl NonceTracker {
         Some(n)
     }
 
+    /// Whether `nonce` was given back and waits to be reused.
+    pub fn is_released(&self, nonce: u64) -> bool {
+        self.released.contains(&nonce)
+    }
+
     /// Gives back a nonce whose transaction was rejected or dropped, to be reused.
     pub fn release(&mut self, nonce: u64) {
         if let Some(next) = self.next {

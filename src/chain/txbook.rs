@@ -67,6 +67,9 @@ pub enum TxCall {
     /// `eth_getTransactionCount(latest)` at a new head with many transactions pending:
     /// only those below it have receipts to ask for (see [`RECEIPTS_DIRECT_MAX`]).
     Mined,
+    /// `eth_getTransactionCount(latest)` when the first transaction in line is stuck:
+    /// whether a nonce below it is held by no transaction (see [`TxBook::on_head`]).
+    Gaps,
 }
 
 /// The most pending transaction hashes whose receipts a new head asks for directly. With
@@ -491,6 +494,14 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             }
             let first_since = self.first_in_line.map_or(number, |(_, at)| at);
             if number >= since.max(first_since) + REPLACE_AFTER_BLOCKS && !stuck.contains(&id) {
+                // A nonce below it that no transaction of ours holds (a reorganisation can
+                // drop one the book counted as done without its receipt being looked at
+                // again) would keep it unmined however high its fee: the mined count tells.
+                out.push(TxAction::Call(
+                    TxCall::Gaps,
+                    "eth_getTransactionCount",
+                    json!([self.key.address(), "latest"]),
+                ));
                 stuck.push(id);
                 underpriced.sort_unstable();
                 stuck.extend(
@@ -515,6 +526,52 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         }
         for id in stuck {
             self.replace(id, out);
+        }
+    }
+
+    /// Sends an empty transaction to ourselves at every nonce from `mined` (the account's
+    /// mined count) up to the lowest one in flight that no transaction of the book holds
+    /// and that is not waiting to be reused: without it, none of the later ones can be
+    /// mined. At most [`REPLACE_MAX`] at a time.
+    fn fill_gaps(&mut self, mined: u64, out: &mut Vec<TxAction<T>>) {
+        let lowest = self
+            .txs
+            .values()
+            .filter_map(|t| match t.stage {
+                Stage::Sending { nonce, .. } | Stage::Pending { nonce, .. } => Some(nonce),
+                _ => None,
+            })
+            .min();
+        let Some(lowest) = lowest else {
+            return;
+        };
+        let f = self.fees_now();
+        let empty = TxRequest {
+            tag: (),
+            label: "gap",
+            call: GasCall::Other,
+            to: self.key.address(),
+            data: Bytes::new(),
+        };
+        for nonce in (mined..lowest).take(REPLACE_MAX) {
+            if self.nonces.is_released(nonce) {
+                continue;
+            }
+            match sign(&self.key, self.chain_id, nonce, 21_000, f, &empty) {
+                Ok((h, raw)) => {
+                    out.push(TxAction::Log(format!(
+                        "nonce {nonce} is used by no transaction the chain holds, below the first one in line ({lowest}): it goes to the empty transaction {h}"
+                    )));
+                    out.push(TxAction::Call(
+                        TxCall::Resend,
+                        "eth_sendRawTransaction",
+                        json!([raw]),
+                    ));
+                }
+                Err(e) => out.push(TxAction::Log(format!(
+                    "cannot sign an empty transaction: {e}"
+                ))),
+            }
         }
     }
 
@@ -601,6 +658,14 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                     .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
                 // Without the count, every receipt is asked, as with few pending.
                 self.ask_receipts(mined, out);
+            }
+            TxCall::Gaps => {
+                let mined = result
+                    .ok()
+                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                if let Some(m) = mined {
+                    self.fill_gaps(m, out);
+                }
             }
             TxCall::Nonce => {
                 self.nonce_syncing = false;
@@ -1270,7 +1335,8 @@ mod tests {
                 | TxCall::Recheck(_)
                 | TxCall::Resend
                 | TxCall::GoneNonce
-                | TxCall::Mined => continue,
+                | TxCall::Mined
+                | TxCall::Gaps => continue,
             }
             pending.extend(split(out).0);
         }
@@ -1472,6 +1538,56 @@ mod tests {
         let mut out = Vec::new();
         b.on_head(120 + REPLACE_AFTER_BLOCKS, &mut out);
         assert_eq!(replaced(out), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_nonce_below_the_stuck_first_in_line_that_nothing_holds_gets_an_empty_transaction() {
+        let mut b = book();
+        let mut out = Vec::new();
+        b.send(req(0), &mut out);
+        b.send(req(1), &mut out);
+        let sends = to_sends(&mut b, split(out).0, 2);
+        let mut out = Vec::new();
+        for (call, _, _) in &sends {
+            b.on_answer(*call, Ok(json!("0x01")), &mut out);
+        }
+        // Nonce 2 is counted as done, and a reorganisation drops it from the chain
+        // without the book seeing it go: only nonce 3 is left, and it cannot be mined.
+        let id2 = b
+            .txs
+            .iter()
+            .find(|(_, t)| matches!(t.stage, Stage::Pending { nonce: 2, .. }))
+            .map(|(id, _)| *id)
+            .unwrap();
+        b.txs.remove(&id2);
+        let mut gaps = Vec::new();
+        for h in 101..=100 + REPLACE_AFTER_BLOCKS {
+            let mut out = Vec::new();
+            b.on_head(h, &mut out);
+            gaps.extend(
+                split(out)
+                    .0
+                    .into_iter()
+                    .filter(|c| matches!(c.0, TxCall::Gaps)),
+            );
+        }
+        assert_eq!(gaps.len(), 1, "asked once the first in line is stuck");
+        let mut out = Vec::new();
+        b.on_answer(TxCall::Gaps, Ok(json!("0x2")), &mut out);
+        let (calls, _) = split(out);
+        let filled: Vec<Eip1559Tx> = calls
+            .iter()
+            .filter(|c| matches!(c.0, TxCall::Resend))
+            .map(|c| tx_of(&c.2))
+            .collect();
+        assert_eq!(filled.len(), 1);
+        assert_eq!(filled[0].nonce, 2);
+        assert_eq!(filled[0].to, b.address());
+        assert!(filled[0].data.is_empty());
+        // No gap: nothing is sent.
+        let mut out = Vec::new();
+        b.on_answer(TxCall::Gaps, Ok(json!("0x3")), &mut out);
+        assert!(split(out).0.is_empty());
     }
 
     #[test]

@@ -10,6 +10,9 @@ impl Node {
     pub(super) fn record_end(&mut self, e: SaleEnded) {
         let received = self.received.remove(&e.slot).unwrap_or_default();
         self.ahead.remove(&e.slot);
+        if e.requeued {
+            self.keep_reservation.insert(e.slot);
+        }
         self.metrics.sale_ended(e.state);
         if e.state == FinalState::Ignored {
             return;

@@ -472,6 +472,8 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         metrics: crate::metrics::NodeMetrics::new(queue_size, max_workers),
         proving: std::collections::HashSet::new(),
         repaying: std::collections::HashSet::new(),
+        keep_reservation: std::collections::HashSet::new(),
+        own_reservation: std::collections::HashSet::new(),
         processed: start.head,
         cursor_due: None,
     };
@@ -528,7 +530,7 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
             log::info!(target: "codex::node", "{name} received; stopping (live sales resume on the next start)");
             node.engine.handle(ChainTime(node.now), EngineInput::Pause);
             node.workers.shutdown();
-            for c in node.downloads.values() {
+            for (_, c) in node.downloads.values() {
                 c.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             node.client.shutdown(lp.registry());
@@ -1052,7 +1054,8 @@ struct Node {
     next_batch: u64,
     requests: HashMap<RequestId, Arc<Request>>,
     workers: Workers,
-    downloads: HashMap<SlotRef, Arc<AtomicBool>>,
+    /// The cancel flag of each download running, with the ticket of the sale it is for.
+    downloads: HashMap<SlotRef, (Ticket, Arc<AtomicBool>)>,
     /// Requests announced and still open, to examine again when an availability grows.
     open: HashMap<RequestId, MarketEvent>,
     data_version: i64,
@@ -1085,6 +1088,12 @@ struct Node {
     /// Slots whose counted payout was reorganised out and that are claimed again: their
     /// sale is in the history already.
     repaying: std::collections::HashSet<SlotRef>,
+    /// Slots whose ended sale was queued again: their on-chain reservation is kept on
+    /// record when their data is released.
+    keep_reservation: std::collections::HashSet<SlotRef>,
+    /// Slots whose `canReserveSlot` said false because this host holds the reservation
+    /// (see `can_reserve_answer`): their `reserveSlot` is skipped.
+    own_reservation: std::collections::HashSet<SlotRef>,
     /// The last block fully processed.
     processed: u64,
     /// The cursor to persist at the end of this turn: the last block processed and its hash.
@@ -1617,10 +1626,7 @@ impl Node {
                     .unwrap_or(Err(ChainError::Disconnected("no answer".into())))
                     .map_err(|e| SaleChainError(e.to_string()))
                     .and_then(|d| calls::decode_can_reserve_slot(&d).map_err(sale_err));
-                self.engine.handle(
-                    ChainTime(now),
-                    EngineInput::Reply(t, Input::CanReserve(res)),
-                );
+                self.can_reserve_answer(t, res);
             }
             BatchKind::Freed(rid, index) => {
                 let info = (|| -> Result<Option<FreedSlotInfo>, SaleChainError> {
@@ -1729,15 +1735,22 @@ impl Node {
         match cmd {
             Command::Sale(t, out) => self.sale_output(reg, t, out),
             Command::ReleaseData(slot) => {
-                // The sale is over: a fill it made is settled.
-                if let Err(e) = self
-                    .engine
-                    .ledger_port()
-                    .forget_chain_fill(slot.request_id, slot.slot_index)
-                {
-                    log::warn!(target: "codex::store", "forgetting the fill of slot {} of {}: {e}", slot.slot_index, short(&slot.request_id));
+                // The sale is over: a fill it made is settled. When its fill was
+                // reorganised out and the slot queued again, the reservation it made
+                // outlives the fill (the contract keeps reservations across fills, and
+                // refuses a second one from the same address): it stays recorded, unfilled,
+                // so that the next sale of the slot does not read canReserveSlot's false as
+                // "taken".
+                let ledger = self.engine.ledger_port();
+                let res = if self.keep_reservation.remove(&slot) {
+                    ledger.unfill_chain_reservation(slot.request_id, slot.slot_index)
+                } else {
+                    ledger.forget_chain_fill(slot.request_id, slot.slot_index)
+                };
+                if let Err(e) = res {
+                    log::warn!(target: "codex::store", "settling the fill of slot {} of {}: {e}", slot.slot_index, short(&slot.request_id));
                 }
-                if let Some(c) = self.downloads.remove(&slot) {
+                if let Some((_, c)) = self.downloads.remove(&slot) {
                     c.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 let path = self.slot_path(slot);
@@ -1825,6 +1838,30 @@ impl Node {
         ]
     }
 
+    /// Hands the engine a `canReserveSlot` answer. The contract refuses a second
+    /// reservation from the same address, so a `false` for a slot this host has a
+    /// reservation of on record (made before a restart, or kept when a reorganisation took
+    /// only the fill) means the reservation stands: reservable by us, and the
+    /// `reserveSlot` is skipped. A `true` means the record is stale (the reservation was
+    /// reorganised out): the slot is reserved again.
+    fn can_reserve_answer(&mut self, t: Ticket, res: Result<bool, SaleChainError>) {
+        let slot = t.slot;
+        let res = match res {
+            Ok(false) if self.reserved_on_chain(slot) => {
+                self.own_reservation.insert(slot);
+                Ok(true)
+            }
+            other => {
+                self.own_reservation.remove(&slot);
+                other
+            }
+        };
+        self.engine.handle(
+            ChainTime(self.now),
+            EngineInput::Reply(t, Input::CanReserve(res)),
+        );
+    }
+
     fn reserved_on_chain(&self, slot: SlotRef) -> bool {
         self.engine
             .ledger()
@@ -1880,21 +1917,13 @@ impl Node {
             SaleCommand::CanReserve(s) => {
                 // The contract refuses a second reservation by the same address: a slot we
                 // reserved before a restart counts as reservable by us (and the reserveSlot
-                // below is skipped).
-                if self.reserved_on_chain(s) {
-                    self.engine.handle(
-                        ChainTime(self.now),
-                        EngineInput::Reply(t, Input::CanReserve(Ok(true))),
-                    );
-                    return;
-                }
+                // below is skipped). The view is read all the same: a record can be older
+                // than a reorganisation that removed the reservation (see
+                // `can_reserve_answer`).
                 let known = self.known;
                 let ahead = self.ahead.get_mut(&s).filter(|a| a.known == known);
                 if let Some(yes) = ahead.and_then(|a| a.can_reserve.take()) {
-                    self.engine.handle(
-                        ChainTime(self.now),
-                        EngineInput::Reply(t, Input::CanReserve(Ok(yes))),
-                    );
+                    self.can_reserve_answer(t, Ok(yes));
                     return;
                 }
                 self.batch(
@@ -1912,8 +1941,8 @@ impl Node {
                     data: Bytes::from(data),
                 };
                 match tx {
-                    Tx::ReserveSlot { slot } if self.reserved_on_chain(slot) => {
-                        log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: reserved on chain before the restart");
+                    Tx::ReserveSlot { slot } if self.own_reservation.remove(&slot) => {
+                        log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: {state}: reserved on chain by this host already");
                         self.engine.handle(
                             ChainTime(self.now),
                             EngineInput::Reply(t, Input::Tx(Ok(()))),
@@ -1999,7 +2028,7 @@ impl Node {
                 let cid = crate::market::cid::format_cid(&request.content.cid);
                 log::info!(target: "codex::sales", request:% = slot.request_id, slot = idx; "slot {idx} of {rid}: downloading {} bytes of {cid}", request.ask.slot_size);
                 let cancel = Arc::new(AtomicBool::new(false));
-                self.downloads.insert(slot, cancel.clone());
+                self.downloads.insert(slot, (t, cancel.clone()));
                 let job = DownloadJob {
                     source,
                     cid,
@@ -2056,7 +2085,15 @@ impl Node {
                 );
             }
             Done::Downloaded(t, res) => {
-                self.downloads.remove(&t.slot);
+                // Only its own flag: a new sale of the same slot may be downloading already
+                // (the old download's result comes after its sale ended).
+                if self
+                    .downloads
+                    .get(&t.slot)
+                    .is_some_and(|(own, _)| *own == t)
+                {
+                    self.downloads.remove(&t.slot);
+                }
                 if self.engine.sale(t.slot).is_none() {
                     // The sale ended while its download ran (a cancellation in the same
                     // instant), and its data was released before the worker wrote the file:

@@ -90,7 +90,8 @@ impl Store {
 
     /// Forgets this host's on-chain reservation of a slot it did not fill, after a
     /// reorganisation removed the `reserveSlot`: a sale that asks again reads
-    /// `canReserveSlot` instead of trusting a record the chain no longer bears out.
+    /// `canReserveSlot` instead of trusting a record the chain no longer bears out. A fill
+    /// recorded for it is gone too (a fill needs the reservation).
     pub fn forget_chain_reservation(
         &mut self,
         request_id: RequestId,
@@ -98,7 +99,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.immediate(|tx| {
             tx.execute(
-                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 0",
+                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2",
                 params![request_id.0.as_slice(), slot_index as i64],
             )?;
             Ok::<_, StoreError>(())
@@ -114,6 +115,23 @@ impl Store {
         self.immediate(|tx| {
             tx.execute(
                 "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1",
+                params![request_id.0.as_slice(), slot_index as i64],
+            )?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Keeps the record of this host's reservation of a slot whose fill is gone (a
+    /// reorganisation removed it while the reservation stood): the row stays, unfilled, and
+    /// goes with the request's end like any reservation that was not filled.
+    pub fn unfill_chain_reservation(
+        &mut self,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(
+                "UPDATE chain_reservations SET filled = 0 WHERE request_id = ?1 AND slot_index = ?2",
                 params![request_id.0.as_slice(), slot_index as i64],
             )?;
             Ok::<_, StoreError>(())
@@ -157,5 +175,38 @@ impl Store {
             self.conn.pragma_update(None, "synchronous", "FULL")?;
         }
         written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Options;
+
+    #[test]
+    fn a_fill_gone_keeps_its_reservation_until_the_reservation_goes_or_the_request_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), Options::node()).unwrap();
+        let (r, other) = (RequestId::from([1; 32]), RequestId::from([2; 32]));
+        s.record_chain_reservation(r, 0).unwrap();
+        s.record_chain_fill(r, 0).unwrap();
+        s.record_chain_fill(other, 3).unwrap();
+        assert!(s.has_chain_fill(r, 0).unwrap());
+        // The fill was reorganised out, the reservation stood.
+        s.unfill_chain_reservation(r, 0).unwrap();
+        assert!(!s.has_chain_fill(r, 0).unwrap());
+        assert!(s.has_chain_reservation(r, 0).unwrap());
+        assert!(s.has_chain_fill(other, 3).unwrap(), "only that slot");
+        // The request's end forgets reservations that were not filled.
+        s.forget_chain_reservations(r).unwrap();
+        assert!(!s.has_chain_reservation(r, 0).unwrap());
+        // A reserveSlot reorganised out takes a fill recorded for it along.
+        s.forget_chain_reservation(other, 3).unwrap();
+        assert!(!s.has_chain_reservation(other, 3).unwrap());
+        assert!(!s.has_chain_fill(other, 3).unwrap());
+        // A filled slot whose sale ended is forgotten.
+        s.record_chain_fill(r, 1).unwrap();
+        s.forget_chain_fill(r, 1).unwrap();
+        assert!(!s.has_chain_reservation(r, 1).unwrap());
     }
 }

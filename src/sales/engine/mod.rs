@@ -212,6 +212,9 @@ pub struct SaleEnded {
     pub started_at: u64,
     /// Chain time it ended.
     pub ended_at: u64,
+    /// The slot went back into the queue (a fill reorganised out): the on-chain
+    /// reservation the sale made may still stand, and a new sale of the slot needs it.
+    pub requeued: bool,
 }
 
 /// What a sale asks the driver to do: the [`Output`]s that leave the engine (the ledger,
@@ -1125,6 +1128,7 @@ impl<L: Ledger> Engine<L> {
                         reservation,
                         started_at: started,
                         ended_at: self.now,
+                        requeued: ending.requeue.is_some(),
                     }));
                     if ending.release_data {
                         self.commands.push_back(Command::ReleaseData(ending.slot));
