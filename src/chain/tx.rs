@@ -249,8 +249,10 @@ pub fn fees(
 }
 
 /// The most blocks of its own transactions ahead that a fee cap is raised for
-/// ((9/8)^64 ≈ 1,880 × the base fee).
-pub const MAX_BLOCKS_AHEAD: u64 = 64;
+/// ((9/8)^32 ≈ 43 × the base fee, on top of the 2 ×). The node's account must hold
+/// gas limit × cap for each transaction it sends, so the cap is bounded: 32 full blocks are
+/// about 12,000 proofs in blocks of 30 M gas.
+pub const MAX_BLOCKS_AHEAD: u64 = 32;
 
 /// Which call a transaction makes, for its gas headroom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
