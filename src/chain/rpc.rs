@@ -355,6 +355,11 @@ fn lenient_quantity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
     Ok(v.as_str().and_then(|s| parse_quantity(s).ok()))
 }
 
+/// A JSON-RPC quantity held in a JSON value (None for anything else).
+pub fn quantity_of(v: &Value) -> Option<u64> {
+    v.as_str().and_then(|s| parse_quantity(s).ok())
+}
+
 /// Parses a JSON-RPC quantity (`0x`-prefixed hex, no leading zeros required) into a u64.
 pub fn parse_quantity(s: &str) -> Result<u64, String> {
     let hex = s

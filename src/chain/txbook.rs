@@ -27,7 +27,7 @@ use alloy_primitives::{Address, Bytes, B256, U256};
 use serde_json::{json, Value};
 
 use super::key::EthPrivateKey;
-use super::rpc::parse_quantity;
+use super::rpc::{parse_quantity, quantity_of};
 use super::tx::{
     classify_send_error, fees, gas_limit_with_headroom, Eip1559Tx, GasCall, NonceTracker,
     SendRejection,
@@ -497,11 +497,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
                 // A nonce below it that no transaction of ours holds (a reorganisation can
                 // drop one the book counted as done without its receipt being looked at
                 // again) would keep it unmined however high its fee: the mined count tells.
-                out.push(TxAction::Call(
-                    TxCall::Gaps,
-                    "eth_getTransactionCount",
-                    json!([self.key.address(), "latest"]),
-                ));
+                out.push(self.mined_count(TxCall::Gaps));
                 stuck.push(id);
                 underpriced.sort_unstable();
                 stuck.extend(
@@ -516,17 +512,22 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             self.first_in_line = None;
         }
         if hashes > RECEIPTS_DIRECT_MAX {
-            out.push(TxAction::Call(
-                TxCall::Mined,
-                "eth_getTransactionCount",
-                json!([self.key.address(), "latest"]),
-            ));
+            out.push(self.mined_count(TxCall::Mined));
         } else {
             self.ask_receipts(None, out);
         }
         for id in stuck {
             self.replace(id, out);
         }
+    }
+
+    /// The call for the account's count of mined transactions, answered as `tag`.
+    fn mined_count(&self, tag: TxCall) -> TxAction<T> {
+        TxAction::Call(
+            tag,
+            "eth_getTransactionCount",
+            json!([self.key.address(), "latest"]),
+        )
     }
 
     /// Sends an empty transaction to ourselves at every nonce from `mined` (the account's
@@ -546,18 +547,11 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             return;
         };
         let f = self.fees_now();
-        let empty = TxRequest {
-            tag: (),
-            label: "gap",
-            call: GasCall::Other,
-            to: self.key.address(),
-            data: Bytes::new(),
-        };
         for nonce in (mined..lowest).take(REPLACE_MAX) {
             if self.nonces.is_released(nonce) {
                 continue;
             }
-            match sign(&self.key, self.chain_id, nonce, 21_000, f, &empty) {
+            match sign_empty(&self.key, self.chain_id, nonce, f) {
                 Ok((h, raw)) => {
                     out.push(TxAction::Log(format!(
                         "nonce {nonce} is used by no transaction the chain holds, below the first one in line ({lowest}): it goes to the empty transaction {h}"
@@ -653,16 +647,12 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
     ) {
         match call {
             TxCall::Mined => {
-                let mined = result
-                    .ok()
-                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                let mined = result.ok().as_ref().and_then(quantity_of);
                 // Without the count, every receipt is asked, as with few pending.
                 self.ask_receipts(mined, out);
             }
             TxCall::Gaps => {
-                let mined = result
-                    .ok()
-                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                let mined = result.ok().as_ref().and_then(quantity_of);
                 if let Some(m) = mined {
                     self.fill_gaps(m, out);
                 }
@@ -734,9 +724,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             TxCall::Send(id) => self.on_sent(id, result, out),
             TxCall::Recheck(hash) => self.on_recheck(hash, result, out),
             TxCall::GoneNonce => {
-                let count = result
-                    .ok()
-                    .and_then(|v| v.as_str().and_then(|s| parse_quantity(s).ok()));
+                let count = result.ok().as_ref().and_then(quantity_of);
                 if let Some(count) = count {
                     for hash in std::mem::take(&mut self.gone) {
                         self.on_gone(hash, count, out);
@@ -939,10 +927,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let Some(tx) = self.txs.get(&id) else {
             return;
         };
-        let Some(block) = receipt["blockNumber"]
-            .as_str()
-            .and_then(|s| parse_quantity(s).ok())
-        else {
+        let Some(block) = quantity_of(&receipt["blockNumber"]) else {
             return;
         };
         if receipt["status"] == "0x0" {
@@ -957,10 +942,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         if self.head + 1 < block + self.confirmations {
             return;
         }
-        let gas_used = receipt["gasUsed"]
-            .as_str()
-            .and_then(|s| parse_quantity(s).ok())
-            .unwrap_or(0);
+        let gas_used = quantity_of(&receipt["gasUsed"]).unwrap_or(0);
         out.push(TxAction::Log(format!(
             "{} {hash} mined in block {block}, gas used {gas_used}",
             tx.req.label
@@ -1084,14 +1066,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             (max_fee + max_fee / 4 + 1).max(now_max),
             (tip + tip / 4 + 1).max(now_tip),
         );
-        let cancel = TxRequest {
-            tag: (),
-            label: "cancel",
-            call: GasCall::Other,
-            to: self.key.address(),
-            data: Bytes::new(),
-        };
-        match sign(&self.key, self.chain_id, nonce, 21_000, new, &cancel) {
+        match sign_empty(&self.key, self.chain_id, nonce, new) {
             Ok((h, raw)) => {
                 out.push(TxAction::Log(format!(
                     "the chain was reorganised while {} (nonce {nonce}) was pending: withdrawn, its nonce goes to the empty transaction {h}",
@@ -1139,10 +1114,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         let Some(i) = self.counted.iter().position(|c| c.hash == hash) else {
             return;
         };
-        if let Some(block) = receipt["blockNumber"]
-            .as_str()
-            .and_then(|s| parse_quantity(s).ok())
-        {
+        if let Some(block) = quantity_of(&receipt["blockNumber"]) {
             self.counted[i].block = block;
             return;
         }
@@ -1153,11 +1125,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
         // the head keeps the block's state but not its receipts) it is there without one.
         // The account's nonce on the new chain tells which.
         self.gone.push(hash);
-        out.push(TxAction::Call(
-            TxCall::GoneNonce,
-            "eth_getTransactionCount",
-            json!([self.key.address(), "latest"]),
-        ));
+        out.push(self.mined_count(TxCall::GoneNonce));
     }
 
     /// A counted transaction without a receipt on the new chain, whose account has used
@@ -1179,14 +1147,7 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             if matches!(c.label, "freeSlot" | "reserveSlot") {
                 out.push(TxAction::Undone(c.tag, c.label));
             }
-            let cancel = TxRequest {
-                tag: (),
-                label: "cancel",
-                call: GasCall::Other,
-                to: self.key.address(),
-                data: Bytes::new(),
-            };
-            match sign(&self.key, self.chain_id, c.nonce, 21_000, f, &cancel) {
+            match sign_empty(&self.key, self.chain_id, c.nonce, f) {
                 Ok((h, raw)) => {
                     out.push(TxAction::Log(format!(
                         "{} {hash} (nonce {}) was reorganised out after it was counted; its nonce goes to the empty transaction {h}",
@@ -1244,6 +1205,24 @@ impl<T: Copy + std::fmt::Debug> TxBook<T> {
             self.next_fill_batch(out);
         }
     }
+}
+
+/// An empty transaction to ourselves (21,000 gas) at `nonce`: what takes the nonce of a
+/// transaction that must not be mined, or that the chain dropped.
+fn sign_empty(
+    key: &EthPrivateKey,
+    chain_id: u64,
+    nonce: u64,
+    fees: (u128, u128),
+) -> Result<(B256, Bytes), crate::chain::tx::TxError> {
+    let empty = TxRequest {
+        tag: (),
+        label: "empty",
+        call: GasCall::Other,
+        to: key.address(),
+        data: Bytes::new(),
+    };
+    sign(key, chain_id, nonce, 21_000, fees, &empty)
 }
 
 fn sign(

@@ -11,7 +11,18 @@ impl Node {
         let received = self.received.remove(&e.slot).unwrap_or_default();
         self.ahead.remove(&e.slot);
         if e.requeued {
-            self.keep_reservation.insert(e.slot);
+            // Its fill was reorganised out and the slot queued again: the reservation it
+            // made outlives the fill (the contract keeps reservations across fills and
+            // refuses a second one from the same address), so it stays on record, unfilled
+            // (the `ReleaseData` that follows forgets filled slots only), and the next sale
+            // of the slot does not read canReserveSlot's false as "taken".
+            if let Err(err) = self
+                .engine
+                .ledger_port()
+                .unfill_chain_reservation(e.slot.request_id, e.slot.slot_index)
+            {
+                log::warn!(target: "codex::store", "keeping the reservation of slot {} of {}: {err}", e.slot.slot_index, crate::market::short(&e.slot.request_id));
+            }
         }
         self.metrics.sale_ended(e.state);
         if e.state == FinalState::Ignored {

@@ -46,7 +46,7 @@ use crate::api::http;
 use crate::chain::client::{BlockingClient, ChainClient, ClientConfig, ClientOutput, Follow};
 use crate::chain::event_loop::{EventLoop, CHAIN, FIRST_FREE};
 use crate::chain::key::EthPrivateKey;
-use crate::chain::rpc::{parse_logs, CallId, Log};
+use crate::chain::rpc::{parse_logs, quantity_of as quantity, CallId, Log};
 use crate::chain::tx::GasCall;
 use crate::chain::ws::Endpoint;
 use crate::chain::ChainError;
@@ -472,7 +472,6 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         metrics: crate::metrics::NodeMetrics::new(queue_size, max_workers),
         proving: std::collections::HashSet::new(),
         repaying: std::collections::HashSet::new(),
-        keep_reservation: std::collections::HashSet::new(),
         own_reservation: std::collections::HashSet::new(),
         processed: start.head,
         cursor_due: None,
@@ -981,11 +980,6 @@ fn bad(method: &str, reason: impl std::fmt::Display) -> NodeError {
     })
 }
 
-fn quantity(v: &Value) -> Option<u64> {
-    v.as_str()
-        .and_then(|s| crate::chain::rpc::parse_quantity(s).ok())
-}
-
 fn hex_bytes(v: &Value) -> Option<Bytes> {
     v.as_str().and_then(|s| s.parse::<Bytes>().ok())
 }
@@ -1088,9 +1082,6 @@ struct Node {
     /// Slots whose counted payout was reorganised out and that are claimed again: their
     /// sale is in the history already.
     repaying: std::collections::HashSet<SlotRef>,
-    /// Slots whose ended sale was queued again: their on-chain reservation is kept on
-    /// record when their data is released.
-    keep_reservation: std::collections::HashSet<SlotRef>,
     /// Slots whose `canReserveSlot` said false because this host holds the reservation
     /// (see `can_reserve_answer`): their `reserveSlot` is skipped.
     own_reservation: std::collections::HashSet<SlotRef>,
@@ -1735,20 +1726,14 @@ impl Node {
         match cmd {
             Command::Sale(t, out) => self.sale_output(reg, t, out),
             Command::ReleaseData(slot) => {
-                // The sale is over: a fill it made is settled. When its fill was
-                // reorganised out and the slot queued again, the reservation it made
-                // outlives the fill (the contract keeps reservations across fills, and
-                // refuses a second one from the same address): it stays recorded, unfilled,
-                // so that the next sale of the slot does not read canReserveSlot's false as
-                // "taken".
-                let ledger = self.engine.ledger_port();
-                let res = if self.keep_reservation.remove(&slot) {
-                    ledger.unfill_chain_reservation(slot.request_id, slot.slot_index)
-                } else {
-                    ledger.forget_chain_fill(slot.request_id, slot.slot_index)
-                };
-                if let Err(e) = res {
-                    log::warn!(target: "codex::store", "settling the fill of slot {} of {}: {e}", slot.slot_index, short(&slot.request_id));
+                // The sale is over: a fill it made is settled (a fill reorganised out was
+                // marked unfilled when its sale ended, and its reservation stays).
+                if let Err(e) = self
+                    .engine
+                    .ledger_port()
+                    .forget_chain_fill(slot.request_id, slot.slot_index)
+                {
+                    log::warn!(target: "codex::store", "forgetting the fill of slot {} of {}: {e}", slot.slot_index, short(&slot.request_id));
                 }
                 if let Some((_, c)) = self.downloads.remove(&slot) {
                     c.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -10,19 +10,31 @@ use super::{Store, StoreError};
 use crate::market::RequestId;
 
 impl Store {
+    /// Runs one statement on the row of a slot (`?1` the request id, `?2` the slot index)
+    /// in its own immediate transaction.
+    fn slot_write(
+        &mut self,
+        sql: &str,
+        request_id: RequestId,
+        slot_index: u64,
+    ) -> Result<(), StoreError> {
+        self.immediate(|tx| {
+            tx.execute(sql, params![request_id.0.as_slice(), slot_index as i64])?;
+            Ok::<_, StoreError>(())
+        })
+    }
+
     /// Records that this host holds an on-chain reservation of the slot.
     pub fn record_chain_reservation(
         &mut self,
         request_id: RequestId,
         slot_index: u64,
     ) -> Result<(), StoreError> {
-        self.immediate(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO chain_reservations (request_id, slot_index) VALUES (?1, ?2)",
-                params![request_id.0.as_slice(), slot_index as i64],
-            )?;
-            Ok::<_, StoreError>(())
-        })
+        self.slot_write(
+            "INSERT OR IGNORE INTO chain_reservations (request_id, slot_index) VALUES (?1, ?2)",
+            request_id,
+            slot_index,
+        )
     }
 
     /// Records that this host filled the slot (posted its collateral).
@@ -31,14 +43,12 @@ impl Store {
         request_id: RequestId,
         slot_index: u64,
     ) -> Result<(), StoreError> {
-        self.immediate(|tx| {
-            tx.execute(
-                "INSERT INTO chain_reservations (request_id, slot_index, filled) VALUES (?1, ?2, 1)
+        self.slot_write(
+            "INSERT INTO chain_reservations (request_id, slot_index, filled) VALUES (?1, ?2, 1)
                  ON CONFLICT (request_id, slot_index) DO UPDATE SET filled = 1",
-                params![request_id.0.as_slice(), slot_index as i64],
-            )?;
-            Ok::<_, StoreError>(())
-        })
+            request_id,
+            slot_index,
+        )
     }
 
     /// Whether this host filled the slot (see [`Self::record_chain_fill`]).
@@ -97,13 +107,11 @@ impl Store {
         request_id: RequestId,
         slot_index: u64,
     ) -> Result<(), StoreError> {
-        self.immediate(|tx| {
-            tx.execute(
-                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2",
-                params![request_id.0.as_slice(), slot_index as i64],
-            )?;
-            Ok::<_, StoreError>(())
-        })
+        self.slot_write(
+            "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2",
+            request_id,
+            slot_index,
+        )
     }
 
     /// Forgets a filled slot whose sale ended.
@@ -112,13 +120,7 @@ impl Store {
         request_id: RequestId,
         slot_index: u64,
     ) -> Result<(), StoreError> {
-        self.immediate(|tx| {
-            tx.execute(
-                "DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1",
-                params![request_id.0.as_slice(), slot_index as i64],
-            )?;
-            Ok::<_, StoreError>(())
-        })
+        self.slot_write("DELETE FROM chain_reservations WHERE request_id = ?1 AND slot_index = ?2 AND filled = 1", request_id, slot_index)
     }
 
     /// Keeps the record of this host's reservation of a slot whose fill is gone (a
@@ -129,13 +131,11 @@ impl Store {
         request_id: RequestId,
         slot_index: u64,
     ) -> Result<(), StoreError> {
-        self.immediate(|tx| {
-            tx.execute(
-                "UPDATE chain_reservations SET filled = 0 WHERE request_id = ?1 AND slot_index = ?2",
-                params![request_id.0.as_slice(), slot_index as i64],
-            )?;
-            Ok::<_, StoreError>(())
-        })
+        self.slot_write(
+            "UPDATE chain_reservations SET filled = 0 WHERE request_id = ?1 AND slot_index = ?2",
+            request_id,
+            slot_index,
+        )
     }
 
     /// The last fully processed block, if any.
